@@ -1,0 +1,18 @@
+from .audience import Audience, Subscription
+from .connection import Connection
+from .delivery import Delivery
+from .inbound import FirehoseMessage, InboundToken
+from .outbox import Forward
+from .profile import Membership, Profile
+
+__all__ = [
+    "Audience",
+    "Connection",
+    "Delivery",
+    "FirehoseMessage",
+    "Forward",
+    "InboundToken",
+    "Membership",
+    "Profile",
+    "Subscription",
+]

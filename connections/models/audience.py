@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+
+class Audience(models.Model):
+    """An audience of the source system (mParticle), identified by its numeric id."""
+
+    audience_id = models.PositiveBigIntegerField(
+        _("audience ID"), unique=True, help_text=_("The audience's numeric id in the source system (mParticle).")
+    )
+    name = models.CharField(
+        _("name"),
+        max_length=100,
+        help_text=_('Up to 100 characters. With one attribute per audience, Customer.io gets "In <name>".'),
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, help_text=_("When it was created."))
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True, help_text=_("When it was last changed."))
+
+    class Meta:
+        verbose_name = _("audience")
+        verbose_name_plural = _("audiences")
+        ordering = ("name",)
+        constraints = [
+            models.CheckConstraint(condition=Q(audience_id__gt=0), name="audience_id_positive"),
+            models.CheckConstraint(condition=~Q(name=""), name="audience_name_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.audience_id})"
+
+
+class Subscription(models.Model):
+    """An audience forwarded to a connection (mParticle calls it an audience connection)."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", _("Active")
+        INACTIVE = "inactive", _("Inactive")
+
+    audience = models.ForeignKey(
+        Audience,
+        on_delete=models.CASCADE,
+        related_name="subscriptions",
+        verbose_name=_("audience"),
+        help_text=_("The audience whose membership is forwarded."),
+    )
+    connection = models.ForeignKey(
+        "connections.Connection",
+        on_delete=models.CASCADE,
+        related_name="subscriptions",
+        verbose_name=_("connection"),
+        help_text=_("The Customer.io workspace it is forwarded to."),
+    )
+    status = models.CharField(
+        _("status"),
+        max_length=10,
+        choices=Status.choices,
+        default=Status.ACTIVE,
+        help_text=_("Only active subscriptions forward. Deactivating leaves Customer.io's attributes as they are."),
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, help_text=_("When it was created."))
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True, help_text=_("When it was last changed."))
+
+    class Meta:
+        verbose_name = _("subscription")
+        verbose_name_plural = _("subscriptions")
+        ordering = ("connection__name", "audience__name")
+        constraints = [
+            models.UniqueConstraint(fields=["audience", "connection"], name="subscription_unique_audience_connection"),
+            models.CheckConstraint(condition=Q(status__in=["active", "inactive"]), name="subscription_status_valid"),
+        ]
+        indexes = [models.Index(fields=["connection", "status"], name="subscription_conn_status")]
+
+    def __str__(self) -> str:
+        return f"{self.audience.name} → {self.connection.name}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE

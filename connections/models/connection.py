@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import secrets
+
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from connections.crypto import Ciphertext, EncryptedTextField
+
+
+def new_connection_key() -> str:
+    return secrets.token_urlsafe(18)
+
+
+class Connection(models.Model):
+    """One Customer.io workspace that audience membership is forwarded to."""
+
+    class Region(models.TextChoices):
+        US = "us", _("US")
+        EU = "eu", _("EU")
+
+    class Transport(models.TextChoices):
+        V2_BATCH = "v2_batch", _("v2 batch (many people per request)")
+        V1 = "v1", _("v1 per person (one request per person)")
+
+    class State(models.TextChoices):
+        ACTIVE = "active", _("Active")
+        FAULTED = "faulted", _("Faulted (credentials rejected)")
+
+    name = models.CharField(
+        _("name"), max_length=100, unique=True, help_text=_("A name you will recognise this workspace by.")
+    )
+    site_id = models.CharField(
+        _("Site ID"), max_length=100, help_text=_("The Track API Site ID, from Customer.io's API credentials page.")
+    )
+    api_key = EncryptedTextField(
+        _("API key"),
+        help_text=_("The Track API key. Stored encrypted; it is never shown again after you save it."),
+    )
+    api_key_last4 = models.CharField(
+        _("API key ends with"),
+        max_length=4,
+        blank=True,
+        editable=False,
+        help_text=_("The last four characters of the API key, to tell keys apart."),
+    )
+    region = models.CharField(
+        _("region"),
+        max_length=2,
+        choices=Region.choices,
+        default=Region.US,
+        help_text=_("The data center of the Customer.io workspace."),
+    )
+    one_attribute_per_audience = models.BooleanField(
+        _("create one user attribute per audience"),
+        default=False,
+        help_text=_(
+            'On: one attribute per audience, "In <audience name>" = "true"/"false". '
+            'Off: a single attribute SegmentMembership listing audience ids, e.g. "\'123\',\'456\'".'
+        ),
+    )
+    transport = models.CharField(
+        _("transport"),
+        max_length=10,
+        choices=Transport.choices,
+        default=Transport.V2_BATCH,
+        help_text=_("How updates are sent: v2 batches many people into one request."),
+    )
+    rate_limit = models.PositiveIntegerField(
+        _("rate limit"),
+        default=100,
+        help_text=_("Most requests per second sent to this workspace, shared by all workers."),
+    )
+    state = models.CharField(
+        _("state"),
+        max_length=10,
+        choices=State.choices,
+        default=State.ACTIVE,
+        db_index=True,
+        help_text=_("Faulted: Customer.io rejected the credentials; forwards wait until it is resumed."),
+    )
+    connection_key = models.CharField(
+        _("connection key"),
+        max_length=64,
+        unique=True,
+        default=new_connection_key,
+        help_text=_('Enter this value as the "Connection Key" setting of the mParticle output.'),
+    )
+    last_error = models.TextField(_("last error"), blank=True, help_text=_("The most recent error, if any."))
+    last_error_at = models.DateTimeField(_("last error at"), null=True, blank=True, help_text=_("When it happened."))
+    last_success_at = models.DateTimeField(
+        _("last success at"), null=True, blank=True, help_text=_("When Customer.io last accepted an update.")
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, help_text=_("When it was created."))
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True, help_text=_("When it was last changed."))
+
+    class Meta:
+        verbose_name = _("connection")
+        verbose_name_plural = _("connections")
+        ordering = ("name",)
+        constraints = [
+            models.CheckConstraint(condition=Q(region__in=["us", "eu"]), name="connection_region_valid"),
+            models.CheckConstraint(condition=Q(transport__in=["v2_batch", "v1"]), name="connection_transport_valid"),
+            models.CheckConstraint(condition=Q(state__in=["active", "faulted"]), name="connection_state_valid"),
+            models.CheckConstraint(condition=Q(rate_limit__gt=0), name="connection_rate_limit_positive"),
+            models.CheckConstraint(condition=~Q(site_id=""), name="connection_site_id_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        raw = self.__dict__.get("api_key")
+        if raw and not isinstance(raw, Ciphertext):
+            self.api_key_last4 = raw[-4:]
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "api_key_last4"}
+        super().save(*args, **kwargs)
+
+    @property
+    def masked_api_key(self) -> str:
+        return f"…{self.api_key_last4}" if self.api_key_last4 else ""

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class InboundToken(models.Model):
+    """A token that lets mParticle (or another sender) call the Firehose endpoint. Stored hashed."""
+
+    name = models.CharField(_("name"), max_length=100, unique=True, help_text=_("Who uses this token."))
+    token_hash = models.CharField(
+        _("token hash"), max_length=64, unique=True, editable=False, help_text=_("SHA-256 of the token.")
+    )
+    prefix = models.CharField(
+        _("prefix"), max_length=8, editable=False, help_text=_("The token's first characters, to tell tokens apart.")
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, help_text=_("When it was created."))
+    last_used_at = models.DateTimeField(
+        _("last used at"), null=True, blank=True, help_text=_("When a request last authenticated with it.")
+    )
+    revoked_at = models.DateTimeField(
+        _("revoked at"), null=True, blank=True, help_text=_("A revoked token is refused.")
+    )
+
+    class Meta:
+        verbose_name = _("inbound token")
+        verbose_name_plural = _("inbound tokens")
+        ordering = ("name",)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class FirehoseMessage(models.Model):
+    """A Firehose message already applied: replaying its id changes nothing and gets the same answer."""
+
+    message_id = models.CharField(_("message ID"), max_length=64, unique=True, help_text=_("The message's `id`."))
+    message_type = models.CharField(_("type"), max_length=64, help_text=_("The message's `type`."))
+    response = models.JSONField(_("response"), help_text=_("The answer given, repeated on a replay."))
+    received_at = models.DateTimeField(_("received at"), auto_now_add=True, help_text=_("When it was applied."))
+
+    class Meta:
+        verbose_name = _("Firehose message")
+        verbose_name_plural = _("Firehose messages")
+        indexes = [models.Index(fields=["received_at"], name="firehose_received")]
+
+    def __str__(self) -> str:
+        return f"{self.message_type} {self.message_id}"

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+
+class Forward(models.Model):
+    """The transactional outbox: a profile that must be (re)sent to a connection.
+
+    Rows are written in the same transaction as the change that caused them, so a change
+    can never be committed without its forward. A worker claims rows (a lease, so a dead
+    worker's claim expires), coalesces every row of a profile into one request computed
+    from the database at send time, and deletes them once Customer.io has answered.
+    """
+
+    class Reason(models.TextChoices):
+        MEMBERSHIP = "membership", _("Membership change")
+        IDENTITY = "identity", _("Identity change")
+        ACTIVATION = "activation", _("Subscription activated")
+        RENAME = "rename", _("Audience renamed")
+        RESYNC = "resync", _("Resync")
+        RETRY = "retry", _("Retried from the admin")
+
+    connection = models.ForeignKey(
+        "connections.Connection",
+        on_delete=models.CASCADE,
+        related_name="forwards",
+        verbose_name=_("connection"),
+        help_text=_("Where the profile is sent."),
+    )
+    profile = models.ForeignKey(
+        "connections.Profile",
+        on_delete=models.CASCADE,
+        related_name="forwards",
+        verbose_name=_("profile"),
+        help_text=_("Who is sent."),
+    )
+    audience = models.ForeignKey(
+        "connections.Audience",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("audience"),
+        help_text=_("The audience whose membership is forwarded; empty for identity changes and resyncs."),
+    )
+    reason = models.CharField(
+        _("reason"), max_length=12, choices=Reason.choices, help_text=_("What caused the forward.")
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, help_text=_("When it was queued."))
+    due_at = models.DateTimeField(_("due at"), help_text=_("Not sent before this time (backoff)."))
+    attempts = models.PositiveIntegerField(_("attempts"), default=0, help_text=_("Attempts made so far."))
+    claimed_until = models.DateTimeField(
+        _("claimed until"), null=True, blank=True, help_text=_("A worker holds it until then.")
+    )
+    claim_token = models.CharField(
+        _("claim token"), max_length=32, blank=True, default="", help_text=_("Which claim holds it.")
+    )
+
+    class Meta:
+        verbose_name = _("pending forward")
+        verbose_name_plural = _("pending forwards")
+        indexes = [
+            models.Index(fields=["connection", "due_at"], name="forward_conn_due"),
+            models.Index(fields=["connection", "profile"], name="forward_conn_profile"),
+            models.Index(fields=["claim_token"], name="forward_claim", condition=~Q(claim_token="")),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.profile_id} → {self.connection_id} ({self.reason})"

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+
+class Profile(models.Model):
+    """A person. `customer_id` is their Customer.io identifier; without it they are not forwarded."""
+
+    customer_id = models.CharField(
+        _("customer ID"),
+        max_length=255,
+        blank=True,
+        default="",
+        help_text=_("The raw Customer ID, used as the Customer.io identifier. Empty: not forwarded."),
+    )
+    email = models.CharField(_("email"), max_length=254, blank=True, default="", help_text=_("Sent as `email`."))
+    first_name = models.CharField(
+        _("first name"), max_length=150, blank=True, default="", help_text=_("Sent as `first_name`.")
+    )
+    last_name = models.CharField(
+        _("last name"), max_length=150, blank=True, default="", help_text=_("Sent as `last_name`.")
+    )
+    mpid = models.CharField(
+        _("mParticle ID"),
+        max_length=64,
+        null=True,
+        blank=True,
+        help_text=_("mParticle's id of the person (mpid), when the profile came from mParticle."),
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, help_text=_("When it was created."))
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True, help_text=_("When it was last changed."))
+
+    class Meta:
+        verbose_name = _("profile")
+        verbose_name_plural = _("profiles")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer_id"], condition=~Q(customer_id=""), name="profile_unique_customer_id"
+            ),
+            models.UniqueConstraint(fields=["mpid"], condition=Q(mpid__isnull=False), name="profile_unique_mpid"),
+        ]
+
+    def __str__(self) -> str:
+        return self.customer_id or (f"mpid {self.mpid}" if self.mpid else f"profile #{self.pk}")
+
+
+class Membership(models.Model):
+    """Whether a profile is in an audience, and since when."""
+
+    profile = models.ForeignKey(
+        Profile,
+        on_delete=models.CASCADE,
+        related_name="memberships",
+        verbose_name=_("profile"),
+        help_text=_("The person."),
+    )
+    audience = models.ForeignKey(
+        "connections.Audience",
+        on_delete=models.CASCADE,
+        related_name="memberships",
+        verbose_name=_("audience"),
+        help_text=_("The audience."),
+    )
+    is_member = models.BooleanField(
+        _("is member"), default=True, help_text=_("Unticked: a recorded ex-member (sent as \"false\").")
+    )
+    changed_at = models.DateTimeField(_("changed at"), help_text=_("When membership last changed."))
+
+    class Meta:
+        verbose_name = _("membership")
+        verbose_name_plural = _("memberships")
+        constraints = [
+            models.UniqueConstraint(fields=["profile", "audience"], name="membership_unique_profile_audience"),
+        ]
+        indexes = [models.Index(fields=["audience", "is_member"], name="membership_audience_member")]
+
+    def __str__(self) -> str:
+        return f"{self.profile} {'in' if self.is_member else 'not in'} {self.audience}"

@@ -1,0 +1,76 @@
+"""Writing the transactional outbox: `Forward` rows, written in the caller's transaction.
+
+Every change that must reach Customer.io calls one of these inside the same transaction
+that writes the change; the worker is woken on commit (with IDs only). If the broker
+message is lost, the periodic sweep finds the rows anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db import connection as db_connection
+from django.db import transaction
+from django.utils import timezone
+
+from connections.models import Forward, Membership, Subscription
+
+ForwardKey = tuple[int, int, int | None]  # (connection pk, profile pk, audience pk or None)
+
+
+def wake_workers(connection_ids: Iterable[int]) -> None:
+    """Ask a worker to send what is pending for these connections, once the transaction commits."""
+    ids = sorted(set(connection_ids))
+    if not ids:
+        return
+
+    def send() -> None:
+        from connections.tasks import forward_connection
+
+        for connection_id in ids:
+            forward_connection.delay(connection_id)
+
+    transaction.on_commit(send)
+
+
+def enqueue(keys: Iterable[ForwardKey], reason: str) -> int:
+    """Queue forwards for (connection, profile, audience) triples; returns how many were queued."""
+    now = timezone.now()
+    rows = [
+        Forward(connection_id=c, profile_id=p, audience_id=a, reason=reason, due_at=now, created_at=now)
+        for c, p, a in set(keys)
+    ]
+    Forward.objects.bulk_create(rows, batch_size=2000)
+    wake_workers(row.connection_id for row in rows)
+    return len(rows)
+
+
+def enqueue_audience_members(connection_id: int, audience_pk: int, reason: str) -> int:
+    """Queue every current member of an audience for one connection, in one INSERT ... SELECT.
+
+    Used by activation (backfill) and renames: audiences can have millions of members, so
+    the rows are never brought into Python.
+    """
+    now = timezone.now()
+    forward = Forward._meta.db_table
+    membership = Membership._meta.db_table
+    with db_connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {forward} (connection_id, profile_id, audience_id, reason, created_at, due_at,"  # noqa: S608
+            f" attempts, claim_token) SELECT %s, m.profile_id, m.audience_id, %s, %s, %s, 0, ''"
+            f" FROM {membership} m WHERE m.audience_id = %s AND m.is_member = %s",
+            [connection_id, reason, now, now, audience_pk, True],
+        )
+        count = cursor.rowcount
+    if count:
+        wake_workers([connection_id])
+    return count
+
+
+def active_connection_ids_by_audience(audience_pks: Iterable[int]) -> dict[int, list[int]]:
+    """audience pk -> connection pks with an active subscription to it."""
+    result: dict[int, list[int]] = {}
+    rows = Subscription.objects.filter(audience_id__in=set(audience_pks), status=Subscription.Status.ACTIVE)
+    for audience_id, connection_id in rows.values_list("audience_id", "connection_id"):
+        result.setdefault(audience_id, []).append(connection_id)
+    return result

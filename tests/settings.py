@@ -1,0 +1,28 @@
+"""Settings for the test suite: the product's settings with test keys and a file-backed SQLite default.
+
+With DATABASE_URL and CELERY_BROKER_URL set (as .ci/run does) the suite runs on PostgreSQL and Redis.
+"""
+
+import os
+
+from cryptography.fernet import Fernet
+
+# Test-only secrets, made fresh for each run and inherited by worker subprocesses.
+os.environ.setdefault("DEBUG", "1")
+os.environ.setdefault("ENCRYPTION_KEYS", Fernet.generate_key().decode())
+
+from cioaudience.settings import *  # noqa: E402, F403
+from cioaudience.settings import DATABASES, VAR_DIR  # noqa: E402
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not :memory:, so worker subprocesses can open the same test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+SECURE_SSL_REDIRECT = False
+SESSION_COOKIE_SECURE = False
+CSRF_COOKIE_SECURE = False
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}

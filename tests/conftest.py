@@ -17,3 +17,45 @@ def log_viewer(db):
 @pytest.fixture
 def superuser(db):
     return UserFactory(username="root", is_superuser=True)
+
+
+STANDIN_WORKSPACES = {
+    "site-us": ("sk-us-4d2f9a8b1c", "us"),
+    "site-eu": ("sk-eu-7e3c1b5a9d", "eu"),
+}
+
+
+@pytest.fixture(scope="session")
+def standin_server():
+    from connections.standin import StandinServer, Workspace
+
+    server = StandinServer(
+        workspaces=[Workspace(site, key, region=region) for site, (key, region) in STANDIN_WORKSPACES.items()],
+        port=0,
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def standin(standin_server, settings):
+    """The local Customer.io stand-in, fresh for each test; the product is pointed at it."""
+    standin_server.reset()
+    settings.CUSTOMERIO_US_URL = standin_server.url
+    settings.CUSTOMERIO_EU_URL = standin_server.url
+    settings.CUSTOMERIO_TIMEOUT = 2.0
+    yield standin_server
+    invalid = standin_server.invalid_requests()
+    assert not invalid, f"the product sent bodies that break Customer.io's OpenAPI contract: {invalid}"
+
+
+@pytest.fixture
+def workspace_connection(db):
+    """A Connection whose credentials the stand-in accepts."""
+    from tests.factories import ConnectionFactory
+
+    def make(site_id: str = "site-us", **fields):
+        key, region = STANDIN_WORKSPACES[site_id]
+        return ConnectionFactory(site_id=site_id, api_key=key, region=region, **fields)
+
+    return make

@@ -10,6 +10,11 @@ from cryptography.fernet import Fernet
 # Test-only secrets, made fresh for each run and inherited by worker subprocesses.
 os.environ.setdefault("DEBUG", "1")
 os.environ.setdefault("ENCRYPTION_KEYS", Fernet.generate_key().decode())
+# Nothing in the suite may reach the real Customer.io: tests point these at the stand-in, and
+# anything that forgets to gets "connection refused" from the discard port.
+os.environ.setdefault("CUSTOMERIO_US_URL", "http://127.0.0.1:9")
+os.environ.setdefault("CUSTOMERIO_EU_URL", "http://127.0.0.1:9")
+os.environ.setdefault("BROKER_DIR", f"/tmp/cioaudience-test-broker-{os.getpid()}")
 
 from cioaudience.settings import *  # noqa: E402, F403
 from cioaudience.settings import DATABASES, VAR_DIR  # noqa: E402

@@ -48,7 +48,9 @@ def _key(p: ProfileInput) -> tuple[str, str]:
     return ("mpid", p.mpid) if p.mpid else ("customer_id", p.customer_id)
 
 
-def _resolve_profiles(inputs: Sequence[ProfileInput], result: ApplyResult) -> tuple[dict[tuple[str, str], Profile], set[int]]:
+def _resolve_profiles(
+    inputs: Sequence[ProfileInput], result: ApplyResult
+) -> tuple[dict[tuple[str, str], Profile], set[int]]:
     """Find or create the profiles; update identity fields. Returns the profiles and the changed ones."""
     mpids = {p.mpid for p in inputs if p.mpid}
     customer_ids = {p.customer_id for p in inputs if p.customer_id}
@@ -64,7 +66,9 @@ def _resolve_profiles(inputs: Sequence[ProfileInput], result: ApplyResult) -> tu
         if key in resolved:
             profile = resolved[key]
         else:
-            profile = (by_mpid.get(p.mpid) if p.mpid else None) or (by_cid.get(p.customer_id) if p.customer_id else None)
+            profile = (by_mpid.get(p.mpid) if p.mpid else None) or (
+                by_cid.get(p.customer_id) if p.customer_id else None
+            )
             if profile is None:
                 profile = to_create.get(key) or Profile(customer_id=p.customer_id, mpid=p.mpid or None)
                 to_create[key] = profile
@@ -99,9 +103,7 @@ def _resolve_profiles(inputs: Sequence[ProfileInput], result: ApplyResult) -> tu
     return resolved, identity_changed
 
 
-def _apply_memberships(
-    pairs: dict[tuple[int, int], bool], result: ApplyResult
-) -> set[tuple[int, int]]:
+def _apply_memberships(pairs: dict[tuple[int, int], bool], result: ApplyResult) -> set[tuple[int, int]]:
     """Write (profile pk, audience pk) -> is_member. Returns the pairs whose state changed."""
     if not pairs:
         return set()
@@ -118,7 +120,9 @@ def _apply_memberships(
     for (profile_pk, audience_pk), is_member in pairs.items():
         current = existing.get((profile_pk, audience_pk))
         if current is None:
-            to_create.append(Membership(profile_id=profile_pk, audience_id=audience_pk, is_member=is_member, changed_at=now))
+            to_create.append(
+                Membership(profile_id=profile_pk, audience_id=audience_pk, is_member=is_member, changed_at=now)
+            )
         elif current.is_member != is_member:
             current.is_member = is_member
             current.changed_at = now
@@ -143,9 +147,7 @@ def ensure_audiences(names_by_id: dict[int, str]) -> dict[int, Audience]:
 
 
 @transaction.atomic
-def apply_changes(
-    changes: Sequence[ProfileChange], audience_names: dict[int, str] | None = None
-) -> ApplyResult:
+def apply_changes(changes: Sequence[ProfileChange], audience_names: dict[int, str] | None = None) -> ApplyResult:
     """Apply profile and membership changes and queue what must be forwarded, all in one transaction."""
     result = ApplyResult()
     if not changes:

@@ -1,0 +1,111 @@
+"""What each claimed profile should receive, computed from the database at send time.
+
+Coalescing happens here: every outbox row of a profile becomes one identify carrying the
+current state, so a slow retry can never send older state than the database holds.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from connections.customerio.limits import limit_violation
+from connections.models import Audience, Connection, Forward, Membership, Profile, Subscription
+from connections.services.attributes import AudienceState, ProfileData, build_identify_attributes, skip_reason
+
+# Reasons whose rows carry no audience and ask for the full state of the profile.
+FULL_STATE_REASONS = {Forward.Reason.RESYNC, Forward.Reason.RETRY}
+
+NOT_SUBSCRIBED = "Subscription no longer active: not sent; Customer.io keeps its attributes."
+
+
+@dataclass
+class ClaimedRow:
+    id: int
+    profile_id: int
+    audience_id: int | None
+    reason: str
+    attempts: int
+
+
+@dataclass
+class Planned:
+    """One profile's identify, or why it is not sent."""
+
+    profile_id: int
+    customer_id: str
+    reason: str  # of the first row, for the log
+    attempt: int
+    row_ids: list[int] = field(default_factory=list)
+    attributes: dict[str, str] = field(default_factory=dict)
+    skip: str = ""  # non-empty: recorded as skipped
+    cancel: str = ""  # non-empty: recorded as cancelled
+    violation: str = ""  # non-empty: recorded as failed (a Customer.io limit)
+
+    @property
+    def sendable(self) -> bool:
+        return not (self.skip or self.cancel or self.violation)
+
+
+def plan(connection: Connection, rows: Iterable[ClaimedRow]) -> list[Planned]:
+    by_profile: dict[int, list[ClaimedRow]] = defaultdict(list)
+    for row in rows:
+        by_profile[row.profile_id].append(row)
+    if not by_profile:
+        return []
+
+    active = dict(
+        Subscription.objects.filter(connection=connection, status=Subscription.Status.ACTIVE).values_list(
+            "audience_id", "audience__audience_id"
+        )
+    )
+    names = dict(Audience.objects.filter(pk__in=active).values_list("pk", "name")) if active else {}
+    membership: dict[int, dict[int, bool]] = defaultdict(dict)
+    if active:
+        for profile_id, audience_pk, is_member in Membership.objects.filter(
+            profile_id__in=by_profile, audience_id__in=active
+        ).values_list("profile_id", "audience_id", "is_member"):
+            membership[profile_id][audience_pk] = is_member
+    profiles = {
+        p["id"]: p
+        for p in Profile.objects.filter(pk__in=by_profile).values(
+            "id", "customer_id", "email", "first_name", "last_name"
+        )
+    }
+
+    planned = []
+    for profile_id, profile_rows in by_profile.items():
+        p = profiles[profile_id]
+        item = Planned(
+            profile_id=profile_id,
+            customer_id=p["customer_id"],
+            reason=profile_rows[0].reason,
+            attempt=max(r.attempts for r in profile_rows) + 1,
+            row_ids=[r.id for r in profile_rows],
+        )
+        planned.append(item)
+        audience_rows = {r.audience_id for r in profile_rows if r.audience_id is not None}
+        general = [r for r in profile_rows if r.audience_id is None]
+        live = audience_rows & active.keys()
+        if not live and not general:
+            item.cancel = NOT_SUBSCRIBED
+            continue
+        data = ProfileData(p["customer_id"], p["email"], p["first_name"], p["last_name"])
+        if reason := skip_reason(data):
+            item.skip = reason
+            continue
+        records = membership.get(profile_id, {})
+        if connection.one_attribute_per_audience:
+            full = any(r.reason in FULL_STATE_REASONS for r in general)
+            chosen = set(records) if full else live
+        else:
+            chosen = set(records)
+        audiences = [
+            AudienceState(active[a], names[a], records.get(a, False)) for a in sorted(chosen, key=lambda a: active[a])
+        ]
+        item.attributes = build_identify_attributes(
+            data, one_attribute_per_audience=connection.one_attribute_per_audience, forwarded_audiences=audiences
+        )
+        item.violation = limit_violation(item.customer_id, item.attributes, connection.transport) or ""
+    return planned

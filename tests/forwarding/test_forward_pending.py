@@ -1,0 +1,225 @@
+"""The forwarding engine over real HTTP to the stand-in: SPEC §2-§4, one behaviour per test."""
+
+import pytest
+from django.utils import timezone
+
+from connections.models import Connection, Delivery, Forward, Subscription
+from connections.services import connection_state, subscriptions
+from connections.services.forwarding import claim, forward_pending
+from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
+from connections.standin import Faults
+from tests.factories import AudienceFactory, ProfileFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def change(customer_id, memberships=None, **identity):
+    return apply_changes([ProfileChange(ProfileInput(customer_id=customer_id, **identity), memberships or {})])
+
+
+@pytest.fixture
+def setup(standin, workspace_connection):
+    def make(toggle=False, transport="v2_batch", audiences=((123, "New Users"),), site_id="site-us"):
+        connection = workspace_connection(site_id, one_attribute_per_audience=toggle, transport=transport)
+        for audience_id, name in audiences:
+            subscriptions.subscribe(AudienceFactory(audience_id=audience_id, name=name), connection)
+        return connection
+
+    return make
+
+
+@pytest.mark.parametrize("transport", ["v2_batch", "v1"])
+def test_a_join_reaches_customer_io_as_segment_membership(setup, standin, transport):
+    connection = setup(audiences=[(456, "B"), (123, "A")], transport=transport)
+    change("c1", {456: True, 123: True}, email="c1@example.com", first_name="Ada")
+
+    report = forward_pending(connection.pk)
+
+    assert report.succeeded == 1 and report.requests == 1
+    assert standin.people("site-us")["c1"] == {
+        "email": "c1@example.com",
+        "first_name": "Ada",
+        "SegmentMembership": "'123','456'",
+    }
+    delivery = Delivery.objects.get()
+    assert delivery.status == Delivery.Status.SUCCEEDED
+    assert delivery.attributes["SegmentMembership"] == "'123','456'"
+    assert delivery.http_status == 200 and delivery.transport == transport
+    assert not Forward.objects.exists()
+
+
+def test_with_the_toggle_on_each_audience_gets_its_own_attribute(setup, standin):
+    connection = setup(toggle=True, audiences=[(1, "New Users"), (2, 'Café "VIP", 2.0')])
+    change("c1", {1: True, 2: True})
+    forward_pending(connection.pk)
+    change("c1", {2: False})
+    forward_pending(connection.pk)
+
+    assert standin.people("site-us")["c1"] == {"In New Users": "true", 'In Café "VIP", 2.0': "false"}
+
+
+def test_many_changes_before_sending_become_one_request_with_the_latest_state(setup, standin):
+    connection = setup(audiences=[(1, "A"), (2, "B")])
+    change("c1", {1: True})
+    change("c1", {2: True})
+    change("c1", {1: False}, email="late@example.com")
+
+    report = forward_pending(connection.pk)
+
+    assert report.requests == 1
+    assert standin.people("site-us")["c1"] == {"email": "late@example.com", "SegmentMembership": "'2'"}
+    assert Delivery.objects.count() == 1
+
+
+def test_v2_packs_many_profiles_into_one_request(setup, standin):
+    connection = setup()
+    apply_changes([ProfileChange(ProfileInput(customer_id=f"c{i}"), {123: True}) for i in range(50)])
+
+    report = forward_pending(connection.pk)
+
+    assert (report.requests, report.succeeded) == (1, 50)
+    assert len(standin.people("site-us")) == 50
+    assert Delivery.objects.filter(status="succeeded").values("request_id").distinct().count() == 1
+
+
+def test_a_profile_without_customer_id_is_skipped_with_the_reason(setup, standin):
+    connection = setup()
+    apply_changes([ProfileChange(ProfileInput(mpid="777"), {123: True})])
+
+    forward_pending(connection.pk)
+
+    skipped = Delivery.objects.get()
+    assert skipped.status == Delivery.Status.SKIPPED and "customer" in skipped.error.lower()
+    assert standin.requests() == []
+
+
+def test_a_segment_membership_over_1000_bytes_fails_naming_the_limit(setup, standin):
+    audiences = [(10**9 + i, f"A{i}") for i in range(100)]
+    connection = setup(audiences=audiences)
+    change("c1", {audience_id: True for audience_id, _ in audiences})
+
+    forward_pending(connection.pk)
+
+    failed = Delivery.objects.get()
+    assert failed.status == Delivery.Status.FAILED
+    assert "1,000 bytes" in failed.error and "SegmentMembership" in failed.error
+    assert standin.requests() == []
+
+
+def test_deactivated_subscriptions_are_left_out_of_segment_membership(setup, standin):
+    connection = setup(audiences=[(1, "A"), (2, "B")])
+    change("c1", {1: True, 2: True})
+    forward_pending(connection.pk)
+    subscriptions.deactivate(Subscription.objects.get(audience__audience_id=1))
+    assert standin.people("site-us")["c1"]["SegmentMembership"] == "'1','2'"  # nothing sent on deactivation
+
+    change("c1", {2: False})
+    forward_pending(connection.pk)
+    change("c1", {2: True})
+    forward_pending(connection.pk)
+
+    assert standin.people("site-us")["c1"]["SegmentMembership"] == "'2'"
+
+
+def test_a_400_fails_at_once_with_customer_ios_message(setup, standin):
+    connection = setup()
+    change("c1", {123: True})
+    standin.set_faults(Faults(share=1.0, statuses=[400]))
+
+    report = forward_pending(connection.pk)
+
+    assert report.failed == 1 and report.retrying == 0
+    failed = Delivery.objects.get()
+    assert failed.status == Delivery.Status.FAILED and failed.http_status == 400 and failed.retry_at is None
+    assert not Forward.objects.exists()
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_a_retryable_answer_is_retried_later_with_backoff(setup, standin, status):
+    connection = setup()
+    change("c1", {123: True})
+    standin.set_faults(Faults(share=1.0, statuses=[status]))
+
+    report = forward_pending(connection.pk)
+
+    assert report.retrying == 1
+    attempt = Delivery.objects.get()
+    assert attempt.status == Delivery.Status.FAILED and attempt.http_status == status and attempt.retry_at
+    pending = Forward.objects.get()
+    assert pending.attempts == 1 and pending.due_at > timezone.now() and pending.claim_token == ""
+
+    standin.clear_faults()
+    Forward.objects.update(due_at=timezone.now())
+    forward_pending(connection.pk)
+    assert Delivery.objects.order_by("-attempt").first().attempt == 2
+    assert standin.people("site-us")["c1"]["SegmentMembership"] == "'123'"
+
+
+def test_it_gives_up_after_the_configured_attempts(setup, standin, settings):
+    settings.FORWARD_MAX_ATTEMPTS = 2
+    connection = setup()
+    change("c1", {123: True})
+    standin.set_faults(Faults(share=1.0, statuses=[503]))
+    forward_pending(connection.pk)
+    Forward.objects.update(due_at=timezone.now())
+    forward_pending(connection.pk)
+
+    last = Delivery.objects.order_by("-attempt").first()
+    assert last.attempt == 2 and last.status == Delivery.Status.FAILED and "Gave up" in last.error
+    assert not Forward.objects.exists()
+
+
+def test_rejected_credentials_fault_the_connection_and_hold_its_forwards(setup, standin):
+    connection = setup()
+    Connection.objects.filter(pk=connection.pk).update()
+    connection.api_key = "sk-wrong"
+    connection.save()
+    change("c1", {123: True})
+
+    report = forward_pending(connection.pk)
+
+    connection.refresh_from_db()
+    assert report.faulted and connection.state == Connection.State.FAULTED and connection.last_error
+    assert Forward.objects.filter(claim_token="").count() == 1
+    assert forward_pending(connection.pk).sent == 0  # held while faulted
+
+    connection.api_key = "sk-us-4d2f9a8b1c"
+    connection.save()
+    connection_state.resume(connection)
+    forward_pending(connection.pk)
+    assert standin.people("site-us")["c1"]["SegmentMembership"] == "'123'"
+
+
+def test_two_claims_never_share_a_profile(setup):
+    connection = setup()
+    apply_changes([ProfileChange(ProfileInput(customer_id=f"c{i}"), {123: True}) for i in range(10)])
+    change("c0", {123: False})  # a second row for c0
+
+    _, first = claim(connection.pk, 5)
+    _, second = claim(connection.pk, 100)
+
+    first_profiles = {r.profile_id for r in first}
+    assert len(first_profiles) == 5
+    assert first_profiles.isdisjoint({r.profile_id for r in second})
+    assert len(first) + len(second) == Forward.objects.count()
+
+
+def test_a_profile_in_flight_is_not_claimed_again_until_it_is_done(setup):
+    connection = setup()
+    change("c1", {123: True})
+    _, first = claim(connection.pk, 10)
+    change("c1", {123: False})  # arrives while the first request is in flight
+
+    _, second = claim(connection.pk, 10)
+
+    assert len(first) == 1 and second == []
+
+
+def test_a_deleted_profile_reference_does_not_stop_the_others(setup, standin):
+    connection = setup()
+    change("c1", {123: True})
+    profile = ProfileFactory(customer_id="c2")
+    apply_changes([ProfileChange(ProfileInput(customer_id="c2"), {123: True})])
+    profile.delete()
+    forward_pending(connection.pk)
+    assert set(standin.people("site-us")) == {"c1"}

@@ -1,0 +1,149 @@
+import pytest
+
+from connections.models import Delivery, Forward, Membership, Profile, Subscription
+from connections.services import subscriptions
+from connections.services.memberships import ProfileChange, ProfileInput, apply_changes, update_profile_identity
+from tests.factories import AudienceFactory, ConnectionFactory, MembershipFactory, ProfileFactory, SubscriptionFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def forwards():
+    return sorted((f.connection_id, f.profile.customer_id, f.audience_id, f.reason) for f in Forward.objects.all())
+
+
+def test_a_join_is_stored_and_queued_for_every_active_subscription():
+    audience = AudienceFactory(audience_id=123)
+    active = SubscriptionFactory(audience=audience)
+    SubscriptionFactory(audience=audience, status=Subscription.Status.INACTIVE)
+
+    result = apply_changes([ProfileChange(ProfileInput(customer_id="c1", email="c1@example.com"), {123: True})])
+
+    profile = Profile.objects.get(customer_id="c1")
+    assert profile.email == "c1@example.com"
+    assert Membership.objects.get(profile=profile, audience=audience).is_member
+    assert forwards() == [(active.connection_id, "c1", audience.pk, "membership")]
+    assert result.profiles_created == 1 and result.memberships_changed == 1 and result.forwards_queued == 1
+
+
+def test_a_change_to_an_inactive_subscription_is_stored_but_not_queued():
+    audience = AudienceFactory(audience_id=5)
+    SubscriptionFactory(audience=audience, status=Subscription.Status.INACTIVE)
+
+    apply_changes([ProfileChange(ProfileInput(customer_id="c1"), {5: True})])
+
+    assert Membership.objects.get(profile__customer_id="c1").is_member
+    assert Forward.objects.count() == 0
+
+
+def test_repeating_the_current_state_queues_nothing():
+    membership = MembershipFactory(audience=AudienceFactory(audience_id=7), is_member=True)
+    SubscriptionFactory(audience=membership.audience)
+
+    apply_changes([ProfileChange(ProfileInput(customer_id=membership.profile.customer_id), {7: True})])
+
+    assert Forward.objects.count() == 0
+
+
+def test_a_leave_is_recorded_as_an_ex_member_and_queued():
+    membership = MembershipFactory(audience=AudienceFactory(audience_id=7), is_member=True)
+    SubscriptionFactory(audience=membership.audience)
+
+    apply_changes([ProfileChange(ProfileInput(customer_id=membership.profile.customer_id), {7: False})])
+
+    membership.refresh_from_db()
+    assert membership.is_member is False
+    assert Forward.objects.filter(reason="membership").count() == 1
+
+
+def test_an_identity_change_is_queued_where_the_profile_is_forwarded():
+    membership = MembershipFactory(audience=AudienceFactory(audience_id=7))
+    sub = SubscriptionFactory(audience=membership.audience)
+
+    apply_changes([ProfileChange(ProfileInput(customer_id=membership.profile.customer_id, first_name="Grace"))])
+
+    assert forwards() == [(sub.connection_id, membership.profile.customer_id, None, "identity")]
+
+
+def test_an_identity_change_of_a_profile_not_forwarded_anywhere_queues_nothing():
+    profile = ProfileFactory()
+    update_profile_identity(profile, email="new@example.com")
+    assert Profile.objects.get(pk=profile.pk).email == "new@example.com"
+    assert Forward.objects.count() == 0
+
+
+def test_profiles_are_found_by_mpid_before_customer_id():
+    profile = ProfileFactory(customer_id="", mpid="42")
+    apply_changes([ProfileChange(ProfileInput(customer_id="now-known", mpid="42"))])
+    assert Profile.objects.get(pk=profile.pk).customer_id == "now-known"
+    assert Profile.objects.count() == 1
+
+
+def test_an_unknown_audience_is_created_with_its_name():
+    apply_changes([ProfileChange(ProfileInput(customer_id="c1"), {99: True})], audience_names={99: "Fresh"})
+    assert Membership.objects.get().audience.name == "Fresh"
+
+
+def test_activation_backfills_current_members_only():
+    audience = AudienceFactory()
+    MembershipFactory(audience=audience, is_member=True, profile=ProfileFactory(customer_id="in"))
+    MembershipFactory(audience=audience, is_member=False, profile=ProfileFactory(customer_id="out"))
+    sub = SubscriptionFactory(audience=audience, status=Subscription.Status.INACTIVE)
+
+    assert subscriptions.activate(sub) is True
+
+    assert forwards() == [(sub.connection_id, "in", audience.pk, "activation")]
+
+
+def test_subscribing_a_new_audience_backfills_and_resubscribing_is_idempotent():
+    audience = AudienceFactory()
+    MembershipFactory(audience=audience)
+    connection = ConnectionFactory()
+    _, created = subscriptions.subscribe(audience, connection)
+    _, created_again = subscriptions.subscribe(audience, connection)
+    assert (created, created_again) == (True, False)
+    assert Forward.objects.filter(reason="activation").count() == 1
+
+
+def test_deactivation_sends_nothing_and_cancels_what_is_queued():
+    membership = MembershipFactory()
+    sub = SubscriptionFactory(audience=membership.audience)
+    apply_changes([ProfileChange(ProfileInput(customer_id=membership.profile.customer_id), {})])
+    Forward.objects.create(
+        connection=sub.connection, profile=membership.profile, audience=membership.audience, reason="membership",
+        due_at="2026-01-01T00:00:00Z",
+    )
+
+    assert subscriptions.deactivate(sub) is True
+
+    assert Forward.objects.count() == 0
+    cancelled = Delivery.objects.get()
+    assert cancelled.status == Delivery.Status.CANCELLED
+    assert "Customer.io keeps" in cancelled.error
+
+
+def test_deleting_a_subscription_cancels_what_is_queued():
+    membership = MembershipFactory()
+    sub = SubscriptionFactory(audience=membership.audience)
+    apply_changes([ProfileChange(ProfileInput(customer_id=membership.profile.customer_id), {})])
+    subscriptions.activate(sub)  # already active: no backfill
+    assert Forward.objects.count() == 0
+    Forward.objects.create(
+        connection=sub.connection, profile=membership.profile, audience=membership.audience, reason="membership",
+        due_at="2026-01-01T00:00:00Z",
+    )
+    subscriptions.delete_subscriptions([sub])
+    assert not Subscription.objects.exists()
+    assert Delivery.objects.get().status == Delivery.Status.CANCELLED
+
+
+def test_a_rename_resends_members_only_where_the_toggle_is_on():
+    audience = AudienceFactory(name="Old")
+    MembershipFactory(audience=audience)
+    on = SubscriptionFactory(audience=audience, connection=ConnectionFactory(one_attribute_per_audience=True))
+    SubscriptionFactory(audience=audience, connection=ConnectionFactory(one_attribute_per_audience=False))
+
+    assert subscriptions.rename_audience(audience, "New") is True
+
+    assert [(c, r) for c, _, _, r in forwards()] == [(on.connection_id, "rename")]
+    assert subscriptions.rename_audience(audience, "New") is False

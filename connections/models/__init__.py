@@ -4,6 +4,7 @@ from .delivery import Delivery
 from .inbound import FirehoseMessage, InboundToken
 from .outbox import Forward
 from .profile import Membership, Profile
+from .resync import ResyncRun
 
 __all__ = [
     "Audience",
@@ -14,5 +15,6 @@ __all__ = [
     "InboundToken",
     "Membership",
     "Profile",
+    "ResyncRun",
     "Subscription",
 ]

@@ -57,7 +57,7 @@ class Connection(models.Model):
         default=False,
         help_text=_(
             'On: one attribute per audience, "In <audience name>" = "true"/"false". '
-            'Off: a single attribute SegmentMembership listing audience ids, e.g. "\'123\',\'456\'".'
+            "Off: a single attribute SegmentMembership listing audience ids, e.g. \"'123','456'\"."
         ),
     )
     transport = models.CharField(

@@ -64,7 +64,7 @@ class Membership(models.Model):
         help_text=_("The audience."),
     )
     is_member = models.BooleanField(
-        _("is member"), default=True, help_text=_("Unticked: a recorded ex-member (sent as \"false\").")
+        _("is member"), default=True, help_text=_('Unticked: a recorded ex-member (sent as "false").')
     )
     changed_at = models.DateTimeField(_("changed at"), help_text=_("When membership last changed."))
 

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class ResyncRun(models.Model):
+    """A resync of a connection (optionally one audience), with its checkpoint so it can resume."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Done")
+        INTERRUPTED = "interrupted", _("Interrupted")
+
+    connection = models.ForeignKey(
+        "connections.Connection",
+        on_delete=models.CASCADE,
+        related_name="resyncs",
+        verbose_name=_("connection"),
+        help_text=_("The connection being resynced."),
+    )
+    audience = models.ForeignKey(
+        "connections.Audience",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("audience"),
+        help_text=_("Only this audience; empty for every active subscription."),
+    )
+    status = models.CharField(
+        _("status"), max_length=12, choices=Status.choices, default=Status.RUNNING, help_text=_("Where it stands.")
+    )
+    total = models.PositiveIntegerField(_("profiles in all"), default=0, help_text=_("Profiles to send."))
+    queued = models.PositiveIntegerField(_("profiles queued"), default=0, help_text=_("Profiles queued so far."))
+    last_profile_id = models.BigIntegerField(
+        _("checkpoint"), default=0, help_text=_("Profiles up to this id are queued; a restart continues after it.")
+    )
+    started_at = models.DateTimeField(_("started at"), auto_now_add=True, help_text=_("When it started."))
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True, help_text=_("Last progress."))
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True, help_text=_("When it finished."))
+
+    class Meta:
+        verbose_name = _("resync")
+        verbose_name_plural = _("resyncs")
+        indexes = [models.Index(fields=["connection", "status"], name="resync_conn_status")]
+
+    def __str__(self) -> str:
+        return f"Resync of {self.connection_id} ({self.status})"

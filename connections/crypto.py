@@ -61,8 +61,7 @@ def reencrypt(token: str) -> Ciphertext:
         return Ciphertext(current_fernet().rotate(token.encode()).decode())
     except InvalidToken:
         raise EncryptionError(
-            "A stored API key cannot be decrypted with any key in ENCRYPTION_KEYS, so it "
-            "cannot be re-encrypted."
+            "A stored API key cannot be decrypted with any key in ENCRYPTION_KEYS, so it cannot be re-encrypted."
         ) from None
 
 

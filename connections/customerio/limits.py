@@ -1,0 +1,167 @@
+"""Customer.io's Track API limits, checked before anything is sent.
+
+A request that breaks a limit is never cut down to fit: the caller records it as failed
+with the reason returned here, which names the limit and the offending item.
+All sizes are UTF-8 bytes of exactly what the client sends (see `encode_json`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+MAX_IDENTIFIER_BYTES = 150
+MAX_ATTRIBUTE_NAME_BYTES = 150
+MAX_ATTRIBUTE_VALUE_BYTES = 1000
+MAX_ATTRIBUTES_PER_CALL = 300
+MAX_V2_ACTION_BYTES = 32 * 1024  # each action must be strictly smaller
+MAX_V2_BATCH_BYTES = 500 * 1024  # each batch body must be strictly smaller
+
+Transport = Literal["v1", "v2_batch"]
+TRANSPORTS: tuple[str, ...] = ("v1", "v2_batch")
+
+_BATCH_ENVELOPE_BYTES = len(b'{"batch":[]}')
+_BATCH_SEPARATOR_BYTES = len(b",")
+_NAME_PREVIEW_CHARS = 60
+
+
+def encode_json(obj: Any) -> bytes:
+    """The one serialization used both to measure and to send, so the two agree."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def v2_action(customer_id: str, attributes: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "type": "person",
+        "action": "identify",
+        "identifiers": {"id": customer_id},
+        "attributes": dict(attributes),
+    }
+
+
+def limit_violation(customer_id: str, attributes: Mapping[str, str], transport: str) -> str | None:
+    """None when the identify can be sent, else the first limit it breaks, in words."""
+    if transport not in TRANSPORTS:
+        raise ValueError(f"unknown transport {transport!r}; expected one of {TRANSPORTS}")
+    return (
+        _encoding_violation(customer_id, attributes)
+        or _identifier_violation(customer_id)
+        or _attribute_count_violation(attributes)
+        or _attribute_violation(attributes)
+        or (_v2_action_violation(customer_id, attributes) if transport == "v2_batch" else None)
+    )
+
+
+def pack_v2_batches(
+    actions: Sequence[Mapping[str, Any]],
+    max_bytes: int = MAX_V2_BATCH_BYTES,
+    max_actions: int | None = None,
+) -> list[list[int]]:
+    """Group action indexes, in order, so each `{"batch": [...]}` body is < max_bytes.
+
+    The body size is the envelope plus each action plus one comma between actions, so
+    it is summed from each action's own length instead of re-serializing the batch.
+    """
+    if max_actions is not None and max_actions < 1:
+        raise ValueError("max_actions must be at least 1")
+    groups: list[list[int]] = []
+    current: list[int] = []
+    current_bytes = _BATCH_ENVELOPE_BYTES
+    for index, action in enumerate(actions):
+        action_bytes = len(encode_json(action))
+        if _BATCH_ENVELOPE_BYTES + action_bytes >= max_bytes:
+            # Packing never drops or splits an action; the caller should have rejected
+            # it with limit_violation, so this is a programming error, not a send error.
+            raise ValueError(
+                f"action {index} is {action_bytes:,} bytes and cannot fit in a batch under {max_bytes:,} bytes"
+            )
+        grown_bytes = current_bytes + action_bytes + (_BATCH_SEPARATOR_BYTES if current else 0)
+        full = grown_bytes >= max_bytes or (max_actions is not None and len(current) >= max_actions)
+        if current and full:
+            groups.append(current)
+            current, grown_bytes = [], _BATCH_ENVELOPE_BYTES + action_bytes
+        current.append(index)
+        current_bytes = grown_bytes
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _encoding_violation(customer_id: str, attributes: Mapping[str, str]) -> str | None:
+    # JSON input can carry lone surrogates ("\ud800"), which have no UTF-8 form; say so
+    # here instead of letting the size checks or the client crash on them.
+    if not _is_utf8_encodable(customer_id):
+        return "customer_id contains characters that cannot be encoded as UTF-8"
+    for name, value in attributes.items():
+        if not _is_utf8_encodable(name):
+            return f"attribute name {_preview(name)} contains characters that cannot be encoded as UTF-8"
+        if isinstance(value, str) and not _is_utf8_encodable(value):
+            return f"{name} value contains characters that cannot be encoded as UTF-8"
+    return None
+
+
+def _identifier_violation(customer_id: str) -> str | None:
+    if not customer_id:
+        return "customer_id is empty; Customer.io needs an identifier"
+    size = _utf8_size(customer_id)
+    if size > MAX_IDENTIFIER_BYTES:
+        return (
+            f"customer_id is {size:,} bytes; Customer.io allows at most {MAX_IDENTIFIER_BYTES:,} bytes per identifier"
+        )
+    return None
+
+
+def _attribute_count_violation(attributes: Mapping[str, str]) -> str | None:
+    if len(attributes) > MAX_ATTRIBUTES_PER_CALL:
+        return (
+            f"{len(attributes):,} attributes; Customer.io allows at most "
+            f"{MAX_ATTRIBUTES_PER_CALL:,} attributes per call"
+        )
+    return None
+
+
+def _attribute_violation(attributes: Mapping[str, str]) -> str | None:
+    for name, value in attributes.items():
+        name_size = _utf8_size(name)
+        if name_size > MAX_ATTRIBUTE_NAME_BYTES:
+            return (
+                f"attribute name {_preview(name)} is {name_size:,} bytes; Customer.io "
+                f"allows at most {MAX_ATTRIBUTE_NAME_BYTES:,} bytes per attribute name"
+            )
+        value_size = _utf8_size(value if isinstance(value, str) else str(value))
+        if value_size > MAX_ATTRIBUTE_VALUE_BYTES:
+            return (
+                f"{name} value is {value_size:,} bytes; Customer.io allows at most "
+                f"{MAX_ATTRIBUTE_VALUE_BYTES:,} bytes per attribute value"
+            )
+    return None
+
+
+def _v2_action_violation(customer_id: str, attributes: Mapping[str, str]) -> str | None:
+    size = len(encode_json(v2_action(customer_id, attributes)))
+    if size >= MAX_V2_ACTION_BYTES:
+        return (
+            f"v2 identify action is {size:,} bytes; Customer.io requires each batch "
+            f"action to be under {MAX_V2_ACTION_BYTES:,} bytes (32 KB)"
+        )
+    return None
+
+
+def _utf8_size(text: str) -> int:
+    return len(text.encode())
+
+
+def _is_utf8_encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _preview(name: str) -> str:
+    # A name that is too long is also too long to quote whole in a log line.
+    if len(name) <= _NAME_PREVIEW_CHARS:
+        return repr(name)
+    return repr(name[:_NAME_PREVIEW_CHARS]) + "…"

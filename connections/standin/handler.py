@@ -1,0 +1,272 @@
+"""HTTP plumbing and the Track API endpoints of the stand-in.
+
+Customer.io's behaviour reproduced here (reference/README.md, the OpenAPI document):
+HTTP Basic (Site ID, API key) -> 401 ``{"meta": {"error": ...}}`` when wrong; a body that does
+not validate -> 400 ``{"meta": {"error": ..., "errors": [...]}}``; a v2 batch of 500 KB or more
+-> 413; an invalid or oversized v2 action (32 KB or more) -> 207 with
+``{"errors": [{"batch_index", "reason", "field", "message"}]}`` while the other actions apply.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+from .control import handle_control
+from .model import BodyError, RecordedRequest, Workspace
+from .state import Admission
+from .track import Outcome, v1_identify, v2_batch
+
+if TYPE_CHECKING:
+    from .server import StandinHTTPServer
+
+logger = logging.getLogger("connections.standin")
+
+V1_CUSTOMERS_PREFIX = "/api/v1/customers/"
+# A stand-in has no reason to accept more than this; larger bodies are refused unread.
+MAX_READ_BYTES = 16 * 1024 * 1024
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    """The Date header, formatted once per second rather than once per response."""
+    global _date_cache
+    second = int(time.time())
+    if _date_cache[0] != second:
+        _date_cache = (second, formatdate(second, usegmt=True))
+    return _date_cache[1]
+
+
+class StandinHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse pooled connections
+    # Headers and body go out in one write anyway (respond()), but a client's request can
+    # still meet Nagle + delayed ACK on 100-continue or error paths: turn it off.
+    disable_nagle_algorithm = True
+    server_version = "cio-standin"
+    sys_version = ""
+    timeout = 120  # an idle keep-alive connection is closed after two minutes
+    server: StandinHTTPServer
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def do_PATCH(self) -> None:
+        self._dispatch()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # BaseHTTPRequestHandler logs only the request line (never headers), and only for
+        # malformed requests since respond() bypasses send_response().
+        logger.warning("%s " + format, self.address_string(), *args)
+
+    def respond(
+        self, status: int, payload: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
+        """Send a whole JSON response in a single write (see NOTES.md on Nagle's algorithm)."""
+        body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
+        lines = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}",
+            f"Date: {_http_date()}",
+            "Server: cio-standin",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+        ]
+        if headers:
+            lines.extend(f"{name}: {value}" for name, value in headers.items())
+        if self.close_connection:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        try:
+            self.wfile.write(head + body)
+        except OSError:  # the client gave up (e.g. its timeout fired): nothing to answer
+            self.close_connection = True
+
+    def read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
+        raw_length = self.headers.get("Content-Length") or "0"
+        try:
+            length = int(raw_length)
+        except ValueError:
+            raise BodyError(400, f"invalid Content-Length {raw_length!r}") from None
+        if length < 0:
+            raise BodyError(400, "invalid Content-Length")
+        if length > MAX_READ_BYTES:
+            raise BodyError(413, f"request body of {length} bytes is too large")
+        return self.rfile.read(length) if length else b""
+
+    def _read_chunked(self) -> bytes:
+        chunks, total = [], 0
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";")[0].strip(), 16)
+            except ValueError:
+                raise BodyError(400, "malformed chunked body") from None
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(chunks)
+            total += size
+            if total > MAX_READ_BYTES:
+                raise BodyError(413, "request body is too large")
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline(1024)
+
+    def _dispatch(self) -> None:
+        url = urlsplit(self.path)
+        path = url.path
+        if path.startswith("/_standin/") or path == "/_standin":
+            handle_control(self, path, url.query)
+            return
+        method = self.command
+        if method == "PUT" and path.startswith(V1_CUSTOMERS_PREFIX):
+            segment = path[len(V1_CUSTOMERS_PREFIX):]
+            if segment and "/" not in segment:
+                self._track_write(path, unquote(segment))
+                return
+        elif method == "POST" and path == "/api/v2/batch":
+            self._track_write(path, None)
+            return
+        elif method == "GET" and path == "/api/v1/accounts/region":
+            self._region(path)
+            return
+        self._not_found(path)
+
+    # --- Track API ------------------------------------------------------------------------
+
+    def _new_record(
+        self, path: str, workspace: Workspace | None, admission: Admission | None
+    ) -> RecordedRequest:
+        now = admission.now if admission else time.monotonic()
+        wall = admission.wall_time if admission else time.time()
+        site_id = workspace.site_id if workspace else None
+        return RecordedRequest(-1, now, wall, self.command, path, site_id, [], None)
+
+    def _finish(self, record: RecordedRequest, status: int | None, payload: Any = None,
+                headers: dict[str, str] | None = None) -> None:
+        record.status = status
+        self.server.state.record(record)
+        if status is None:
+            self.close_connection = True  # the "drop" fault: no answer at all
+        else:
+            self.respond(status, payload, headers)
+        if self.server.log_requests:
+            logger.info("%s %s -> %s site=%s", record.method, record.path,
+                        "dropped" if status is None else status, record.site_id)
+
+    def _not_found(self, path: str) -> None:
+        try:
+            self.read_body()
+        except BodyError:
+            self.close_connection = True
+        record = self._new_record(path, None, None)
+        record.errors = [f"no such endpoint: {self.command} {path}"]
+        self._finish(record, 404, {"meta": {"error": record.errors[0]}})
+
+    def _admit(self, path: str) -> tuple[Workspace, Admission] | None:
+        """Check credentials and the rate limit; None when that already answered (401, 429)."""
+        state = self.server.state
+        workspace = state.authenticate(self.headers.get("Authorization"))
+        if workspace is None:
+            record = self._new_record(path, None, None)
+            record.errors = ["Unauthorized request"]
+            self._finish(record, 401, {"meta": {"error": "Unauthorized request"}})
+            return None
+        admission = state.admit(workspace, is_write=self.command != "GET")
+        if admission.retry_after is not None:
+            record = self._new_record(path, workspace, admission)
+            record.errors = ["rate limit exceeded"]
+            self._finish(
+                record, 429, {"meta": {"error": "Too many requests: rate limit exceeded"}},
+                {"Retry-After": str(admission.retry_after)},
+            )
+            return None
+        return workspace, admission
+
+    def _region(self, path: str) -> None:
+        try:
+            self.read_body()
+        except BodyError:
+            self.close_connection = True
+        admitted = self._admit(path)
+        if admitted is None:
+            return
+        workspace, admission = admitted
+        record = self._new_record(path, workspace, admission)
+        self._finish(record, 200, {
+            "url": workspace.track_url,
+            "region": workspace.region,
+            "environment_id": workspace.environment_id,
+        })
+
+    def _track_write(self, path: str, identifier: str | None) -> None:
+        try:
+            raw = self.read_body()
+        except BodyError as error:
+            self.close_connection = True  # the unread body would desynchronise the stream
+            record = self._new_record(path, None, None)
+            record.errors = [str(error)]
+            self._finish(record, error.status, {"meta": {"error": str(error)}})
+            return
+        admitted = self._admit(path)
+        if admitted is None:
+            return
+        workspace, admission = admitted
+        record = self._new_record(path, workspace, admission)
+        if identifier is not None:
+            outcome = v1_identify(self.server.state, workspace, identifier, raw, record)
+        else:
+            outcome = v2_batch(self.server.state, workspace, raw, record)
+        self._answer_write(record, admission, outcome)
+
+    def _answer_write(
+        self, record: RecordedRequest, admission: Admission, outcome: Outcome
+    ) -> None:
+        """Answer a checked write: apply it, unless a fault was drawn for it."""
+        if admission.fault == "drop":
+            record.fault = "drop"
+            self._finish(record, None)
+            return
+        if admission.fault == "timeout":
+            record.fault = "timeout"
+            # Wakes up early when the server stops, so stop() is never held up; a stopped
+            # stand-in answers nothing.
+            stopped = self.server.stopping.wait(self.server.state.faults.timeout_seconds)
+            if stopped:
+                self._finish(record, None)
+            else:
+                self._finish(record, 504, {"meta": {"error": "stand-in fault: gateway timeout"}})
+            return
+        if admission.fault == "status" and admission.fault_status is not None:
+            record.fault = "status"
+            status = admission.fault_status
+            headers = None
+            retry_after = self.server.state.faults.retry_after
+            if status in (429, 503) and retry_after is not None:
+                headers = {"Retry-After": str(retry_after)}
+            message = f"stand-in fault: injected {status}"
+            self._finish(record, status, {"meta": {"error": message}}, headers)
+            return
+        if admission.delay:
+            record.fault = record.fault or "delay"
+            self.server.stopping.wait(admission.delay)
+        outcome.apply()
+        self._finish(record, outcome.status, outcome.payload)

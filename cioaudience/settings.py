@@ -6,6 +6,7 @@ Production-safe defaults: DEBUG is off unless set, and SECRET_KEY is required th
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -71,10 +72,16 @@ DATABASES = {
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL and a busy timeout let the web server and the worker share the file.
+    # WAL, a busy timeout and IMMEDIATE transactions let the web server and the workers
+    # share the file: a deferred transaction that later wants to write fails at once with
+    # "database is locked" instead of waiting its turn.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;"}
+        {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;",
+        }
     )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -131,6 +138,7 @@ FORWARD_MAX_ATTEMPTS = env.int("FORWARD_MAX_ATTEMPTS", default=8)
 FORWARD_BACKOFF_BASE = env.float("FORWARD_BACKOFF_BASE", default=2.0)  # seconds
 FORWARD_BACKOFF_MAX = env.float("FORWARD_BACKOFF_MAX", default=600.0)  # seconds
 FORWARD_BATCH_SIZE = env.int("FORWARD_BATCH_SIZE", default=500)  # profiles claimed at once
+FORWARD_V1_CLAIM_SIZE = env.int("FORWARD_V1_CLAIM_SIZE", default=50)  # v1: profiles claimed at once
 FORWARD_CLAIM_SECONDS = env.int("FORWARD_CLAIM_SECONDS", default=300)  # lease of a claim
 SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", default=30.0)
 DELIVERY_RETENTION_DAYS = env.int("DELIVERY_RETENTION_DAYS", default=30)
@@ -163,6 +171,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Publishing happens inside web requests (after commit): fail fast when the broker is down,
+# since the outbox sweep delivers anyway.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
 LOGGING = {
     "version": 1,
@@ -175,4 +186,6 @@ LOGGING = {
 
 CELERY_BEAT_SCHEDULE = {
     "sweep-outbox": {"task": "connections.tasks.sweep", "schedule": SWEEP_INTERVAL_SECONDS},
+    # Daily, at a quiet hour: forwarding-log rows older than DELIVERY_RETENTION_DAYS (0: kept forever).
+    "prune-deliveries": {"task": "connections.tasks.prune_deliveries_task", "schedule": crontab(hour=3, minute=30)},
 }

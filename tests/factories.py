@@ -61,6 +61,10 @@ class UserFactory(factory.django.DjangoModelFactory):
 
     @factory.post_generation
     def groups(self, create, extracted, **kwargs):  # type: ignore[no-untyped-def]
-        if create and extracted:
+        if not create:
+            return
+        if extracted:
             self.groups.set(Group.objects.filter(name__in=extracted))
-            self.save()
+        # Saves the password set above too: without it a user without groups keeps an empty
+        # password in the database, and force_login's session is dropped on the next request.
+        self.save()

@@ -27,6 +27,7 @@ from django.utils import timezone
 from connections.customerio import ratelimit
 from connections.customerio.client import CustomerIOClient, Outcome, SendResult
 from connections.customerio.limits import pack_v2_batches, v2_action
+from connections.logfmt import logfmt
 from connections.models import Connection, Delivery, Forward
 from connections.models.delivery import RESPONSE_MAX_CHARS
 from connections.services import connection_state
@@ -89,6 +90,7 @@ def claim(connection_id: int, limit: int) -> tuple[str, list[ClaimedRow]]:
         Forward.objects.filter(id__in=ids).filter(unclaimed(now)).update(
             claim_token=token, claimed_until=now + timedelta(seconds=settings.FORWARD_CLAIM_SECONDS)
         )
+    _give_up_contested(connection_id, token, now)
     rows = [
         ClaimedRow(*values)
         for values in Forward.objects.filter(claim_token=token).values_list(
@@ -96,6 +98,27 @@ def claim(connection_id: int, limit: int) -> tuple[str, list[ClaimedRow]]:
         )
     ]
     return token, rows
+
+
+def _give_up_contested(connection_id: int, token: str, now) -> None:  # type: ignore[no-untyped-def]
+    """Release our rows of any profile that another live claim also holds.
+
+    Two claims running at the same moment can each take a different row of one profile
+    (each skips the row the other has locked). Checked after both committed, at least one
+    of them sees the other and backs off, so a profile is never sent twice at once and a
+    later request can never overtake an earlier one. The released rows are due at once.
+    """
+    ours = Forward.objects.filter(claim_token=token).values("profile_id")
+    contested = (
+        Forward.objects.filter(connection_id=connection_id, profile_id__in=ours, claimed_until__gt=now)
+        .exclude(claim_token=token)
+        .values_list("profile_id", flat=True)
+    )
+    contested_ids = set(contested)
+    if contested_ids:
+        Forward.objects.filter(claim_token=token, profile_id__in=contested_ids).update(
+            claim_token="", claimed_until=None
+        )
 
 
 def forward_pending(connection_id: int, *, time_budget: float | None = None) -> ForwardReport:
@@ -107,7 +130,12 @@ def forward_pending(connection_id: int, *, time_budget: float | None = None) -> 
         if connection is None or connection.state != Connection.State.ACTIVE:
             report.faulted = connection is not None
             break
-        token, rows = claim(connection_id, settings.FORWARD_BATCH_SIZE)
+        size = settings.FORWARD_BATCH_SIZE
+        if connection.transport == Connection.Transport.V1:
+            # One request per profile, sent in turn: a smaller claim keeps each payload close
+            # to the moment it is sent and leaves the rest to other threads and workers.
+            size = min(size, settings.FORWARD_V1_CLAIM_SIZE)
+        token, rows = claim(connection_id, size)
         if not rows:
             break
         try:
@@ -154,8 +182,11 @@ def send_claimed(connection: Connection, token: str, rows: list[ClaimedRow]) -> 
         groups = [[sendable[i] for i in group] for group in pack_v2_batches(actions)]
 
     for position, group in enumerate(groups):
-        request_id = _log_pending(connection, group)
         ratelimit.acquire(connection.pk, connection.rate_limit)
+        group = _renew_claim(token, group)
+        if not group:
+            continue
+        request_id = _log_pending(connection, group)
         if connection.transport == Connection.Transport.V1:
             result = client.identify(group[0].customer_id, group[0].attributes)
             outcomes = [(group[0], result.outcome, result.error)]
@@ -173,6 +204,20 @@ def send_claimed(connection: Connection, token: str, rows: list[ClaimedRow]) -> 
             report.faulted = True
             break
     return report
+
+
+def _renew_claim(token: str, group: list[Planned]) -> list[Planned]:
+    """Extend the lease of the rows about to be sent; drop profiles whose rows are no longer ours.
+
+    A claim whose lease ran out (a very slow send) may have been taken over by another
+    worker, which then sends newer state: this worker must not send its older plan after it.
+    """
+    row_ids = [i for p in group for i in p.row_ids]
+    until = timezone.now() + timedelta(seconds=settings.FORWARD_CLAIM_SECONDS)
+    if Forward.objects.filter(claim_token=token, id__in=row_ids).update(claimed_until=until) == len(row_ids):
+        return group
+    ours = set(Forward.objects.filter(claim_token=token, id__in=row_ids).values_list("id", flat=True))
+    return [p for p in group if set(p.row_ids) <= ours]
 
 
 def _log_pending(connection: Connection, group: list[Planned]) -> uuid.UUID:
@@ -339,13 +384,22 @@ def release_claim(token: str) -> None:
 def log_outcome(
     connection: Connection, customer_id: str, status: str, http_status: int | None, error: str, attempt: int
 ) -> None:
-    """One structured line per delivery outcome. Never credentials: only ids and the outcome."""
+    """One `key=value` line per delivery outcome (logfmt).
+
+    Only ids, the outcome and the error, which the client has scrubbed of credentials;
+    values are quoted and escaped, so a customer_id or a message holding spaces, quotes or
+    newlines can neither break the line nor forge another one.
+    """
+    if not log.isEnabledFor(logging.INFO):
+        return
     log.info(
-        "delivery connection=%s customer_id=%r status=%s http_status=%s attempt=%s error=%r",
-        connection.pk,
-        customer_id,
-        status,
-        http_status,
-        attempt,
-        error,
+        logfmt(
+            "delivery",
+            connection=connection.pk,
+            customer_id=customer_id,
+            status=status,
+            http_status=http_status,
+            attempt=attempt,
+            error=error or None,
+        )
     )

@@ -7,6 +7,7 @@ message is lost, the periodic sweep finds the rows anyway.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from django.db import connection as db_connection
@@ -17,6 +18,8 @@ from connections.models import Forward, Membership, Subscription
 
 ForwardKey = tuple[int, int, int | None]  # (connection pk, profile pk, audience pk or None)
 
+log = logging.getLogger("cioaudience.outbox")
+
 
 def wake_workers(connection_ids: Iterable[int]) -> None:
     """Ask a worker to send what is pending for these connections, once the transaction commits."""
@@ -25,10 +28,17 @@ def wake_workers(connection_ids: Iterable[int]) -> None:
         return
 
     def send() -> None:
+        from kombu.exceptions import OperationalError
+
         from connections.tasks import forward_connection
 
-        for connection_id in ids:
-            forward_connection.delay(connection_id)
+        try:
+            for connection_id in ids:
+                forward_connection.delay(connection_id)
+        except OperationalError as exc:
+            # The change and its outbox rows are committed; the periodic sweep enqueues
+            # them once the broker is back. The request that made the change still succeeds.
+            log.warning("broker unavailable, leaving forwards to the sweep connections=%s error=%s", ids, exc)
 
     transaction.on_commit(send)
 

@@ -223,3 +223,34 @@ def test_a_deleted_profile_reference_does_not_stop_the_others(setup, standin):
     profile.delete()
     forward_pending(connection.pk)
     assert set(standin.people("site-us")) == {"c1"}
+
+
+def test_a_claim_backs_off_a_profile_another_claim_took_at_the_same_moment(setup):
+    connection = setup()
+    change("c1", {123: True})
+    claim(connection.pk, 10)
+    # Simulate the race: a second row of c1 claimed by a concurrent claim before either checked.
+    change("c1", {123: False})
+    Forward.objects.filter(claim_token="").update(
+        claim_token="concurrent", claimed_until=timezone.now() + timezone.timedelta(minutes=5)
+    )
+    from connections.services.forwarding import _give_up_contested
+
+    _give_up_contested(connection.pk, "concurrent", timezone.now())
+
+    assert Forward.objects.filter(claim_token="concurrent").count() == 0
+    assert Forward.objects.filter(claim_token="").count() == 1
+
+
+def test_a_claim_whose_lease_was_taken_over_does_not_send_its_older_plan(setup, standin):
+    connection = setup()
+    change("c1", {123: True})
+    token, rows = claim(connection.pk, 10)
+    # The lease ran out and another worker took the row over.
+    Forward.objects.update(claim_token="other", claimed_until=timezone.now() + timezone.timedelta(minutes=5))
+    from connections.services.forwarding import send_claimed
+
+    report = send_claimed(connection, token, rows)
+
+    assert report.requests == 0 and standin.requests() == []
+    assert Forward.objects.get().claim_token == "other"

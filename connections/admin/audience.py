@@ -1,0 +1,261 @@
+"""Audiences and their subscriptions. Every activation, deactivation, deletion and rename goes
+through `connections.services.subscriptions`, so backfills happen and queued forwards are cancelled.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import Count, Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from connections.admin.common import FixedOnceSavedForm, PlainHelpTextForm, summarized_deleted_objects
+from connections.models import Audience, Subscription
+from connections.services import subscriptions
+
+ACTIVE = Subscription.Status.ACTIVE
+INACTIVE = Subscription.Status.INACTIVE
+
+
+def _become(row: Subscription, saved: Subscription) -> None:
+    """Make the admin's unsaved `row` the subscription the service saved, as the admin expects after a save."""
+    for name in ("pk", "status", "created_at", "updated_at"):
+        setattr(row, name, getattr(saved, name))
+    row._state.adding = False
+    row._state.db = saved._state.db
+
+
+class SubscriptionInlineForm(FixedOnceSavedForm):
+    fixed_fields = ("connection",)
+
+
+class SubscriptionInline(admin.TabularInline):
+    """New rows start active (with a backfill); status changes happen on each subscription's page."""
+
+    model = Subscription
+    form = SubscriptionInlineForm
+    fields = ("connection", "status", "updated_at")
+    readonly_fields = ("status", "updated_at")
+    extra = 0
+    show_change_link = True
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Subscription]:
+        return super().get_queryset(request).select_related("connection", "audience")
+
+
+@admin.register(Audience)
+class AudienceAdmin(admin.ModelAdmin):
+    form = PlainHelpTextForm
+    list_display = ("name", "audience_id", "active_subscriptions", "updated_at")
+    search_fields = ("name", "audience_id__exact")
+    search_help_text = _("Part of the name, or the exact audience ID.")
+    inlines = (SubscriptionInline,)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Audience]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(active_subscription_count=Count("subscriptions", filter=Q(subscriptions__status=ACTIVE)))
+        )
+
+    def get_fields(self, request: HttpRequest, obj: Audience | None = None) -> tuple[str, ...]:
+        if obj is None:
+            return ("audience_id", "name")
+        return ("audience_id", "name", "created_at", "updated_at")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Audience | None = None) -> tuple[str, ...]:
+        # The audience ID is what Customer.io's SegmentMembership lists: it is the source
+        # system's, not ours to change.
+        return () if obj is None else ("audience_id", "created_at", "updated_at")
+
+    @admin.display(description=_("active subscriptions"), ordering="active_subscription_count")
+    def active_subscriptions(self, obj: Audience) -> int:
+        return obj.active_subscription_count  # type: ignore[attr-defined]
+
+    def save_model(self, request: HttpRequest, obj: Audience, form, change: bool) -> None:  # type: ignore[no-untyped-def]
+        if not change:
+            obj.save()
+            return
+        # A rename re-sends current members under the new name where the toggle is on.
+        new_name = obj.name
+        obj.name = form.initial["name"]
+        subscriptions.rename_audience(obj, new_name)
+
+    def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:  # type: ignore[no-untyped-def]
+        if formset.model is not Subscription:
+            super().save_formset(request, form, formset, change)
+            return
+        # Existing rows cannot change (connection fixed, status read-only): only additions and deletions.
+        new_rows = formset.save(commit=False)
+        subscriptions.delete_subscriptions(formset.deleted_objects)
+        for row in new_rows:
+            saved, _created = subscriptions.subscribe(row.audience, row.connection)
+            _become(row, saved)
+
+    @transaction.atomic
+    def delete_model(self, request: HttpRequest, obj: Audience) -> None:
+        subscriptions.delete_subscriptions(obj.subscriptions.all())
+        super().delete_model(request, obj)
+
+    @transaction.atomic
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Audience]) -> None:
+        pks = list(queryset.values_list("pk", flat=True))
+        subscriptions.delete_subscriptions(Subscription.objects.filter(audience_id__in=pks))
+        Audience.objects.filter(pk__in=pks).delete()
+
+    def get_deleted_objects(self, objs, request):  # type: ignore[no-untyped-def]
+        return summarized_deleted_objects(self, objs, request)
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(admin.ModelAdmin):
+    form = PlainHelpTextForm
+    list_display = ("audience", "connection", "status", "updated_at")
+    list_filter = ("status", "connection")
+    list_select_related = ("audience", "connection")
+    search_fields = ("audience__name", "audience__audience_id__exact")
+    search_help_text = _("Part of the audience name, or the exact audience ID.")
+    autocomplete_fields = ("audience",)
+    actions = ("activate_subscriptions", "deactivate_subscriptions")
+    deactivate_confirmation_template = "admin/connections/subscription/deactivate_confirmation.html"
+
+    def get_fields(self, request: HttpRequest, obj: Subscription | None = None) -> tuple[str, ...]:
+        if obj is None:
+            return ("audience", "connection", "status")
+        return ("audience", "connection", "status", "created_at", "updated_at")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Subscription | None = None) -> tuple[str, ...]:
+        # Status changes only through the actions and buttons, which backfill or cancel.
+        if obj is None:
+            return ("status",)
+        return ("audience", "connection", "status", "created_at", "updated_at")
+
+    def save_model(self, request: HttpRequest, obj: Subscription, form, change: bool) -> None:  # type: ignore[no-untyped-def]
+        if change:
+            return  # nothing on the change form is editable
+        saved, _created = subscriptions.subscribe(obj.audience, obj.connection)
+        _become(obj, saved)
+
+    def delete_model(self, request: HttpRequest, obj: Subscription) -> None:
+        subscriptions.delete_subscriptions([obj])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        subscriptions.delete_subscriptions(queryset)
+
+    # --- Activation and deactivation: list actions ---
+
+    @admin.action(description=_("Activate selected subscriptions (sends current members)"), permissions=["change"])
+    def activate_subscriptions(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        changed = self._set_status(request, queryset, ACTIVE)
+        self._report(request, changed, ACTIVE)
+
+    @admin.action(description=_("Deactivate selected subscriptions…"), permissions=["change"])
+    def deactivate_subscriptions(
+        self, request: HttpRequest, queryset: QuerySet[Subscription]
+    ) -> TemplateResponse | None:
+        if request.POST.get("post") != "yes":
+            return self._confirm_deactivation(request, list(queryset.select_related("audience", "connection")))
+        changed = self._set_status(request, queryset, INACTIVE)
+        self._report(request, changed, INACTIVE)
+        return None
+
+    # --- Activation and deactivation: buttons on the subscription's page ---
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path(
+                "<path:object_id>/activate/",
+                self.admin_site.admin_view(self.activate_view),
+                name="{}_{}_activate".format(*info),
+            ),
+            path(
+                "<path:object_id>/deactivate/",
+                self.admin_site.admin_view(self.deactivate_view),
+                name="{}_{}_deactivate".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    def activate_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        subscription = self._get_changeable(request, object_id)
+        self._report(request, self._set_status(request, [subscription], ACTIVE), ACTIVE)
+        return HttpResponseRedirect(self._change_url(subscription))
+
+    def deactivate_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        subscription = self._get_changeable(request, object_id)
+        if request.POST.get("post") != "yes":
+            return self._confirm_deactivation(request, [subscription], from_changelist=False)
+        self._report(request, self._set_status(request, [subscription], INACTIVE), INACTIVE)
+        return HttpResponseRedirect(self._change_url(subscription))
+
+    # --- helpers ---
+
+    def _get_changeable(self, request: HttpRequest, object_id: str) -> Subscription:
+        subscription = self.get_object(request, unquote(object_id))
+        if subscription is None:
+            raise Http404(_("No such subscription."))
+        if not self.has_change_permission(request, subscription):
+            raise PermissionDenied
+        return subscription
+
+    def _change_url(self, subscription: Subscription) -> str:
+        opts = self.opts
+        return reverse(
+            f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change",
+            args=[subscription.pk],
+        )
+
+    def _set_status(self, request: HttpRequest, selected, status: str) -> int:  # type: ignore[no-untyped-def]
+        to_change = [s for s in selected if s.status != status]
+        changed = subscriptions.set_status(to_change, status)
+        what = _("Activated.") if status == ACTIVE else _("Deactivated (nothing sent to Customer.io).")
+        for subscription in to_change:
+            self.log_change(request, subscription, str(what))
+        return changed
+
+    def _report(self, request: HttpRequest, changed: int, status: str) -> None:
+        if not changed:
+            already = _("already active") if status == ACTIVE else _("already inactive")
+            self.message_user(request, _("Nothing changed: the subscriptions were %s.") % already, messages.WARNING)
+        elif status == ACTIVE:
+            message = ngettext(
+                "Activated %(count)d subscription: the audience's current members are queued for sending.",
+                "Activated %(count)d subscriptions: the audiences' current members are queued for sending.",
+                changed,
+            )
+            self.message_user(request, message % {"count": changed}, messages.SUCCESS)
+        else:
+            message = ngettext(
+                "Deactivated %(count)d subscription. Nothing was sent: Customer.io keeps its attributes.",
+                "Deactivated %(count)d subscriptions. Nothing was sent: Customer.io keeps its attributes.",
+                changed,
+            )
+            self.message_user(request, message % {"count": changed}, messages.SUCCESS)
+
+    def _confirm_deactivation(
+        self, request: HttpRequest, selected: list[Subscription], *, from_changelist: bool = True
+    ) -> TemplateResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Deactivate subscriptions?"),
+            "subtitle": None,
+            "opts": self.opts,
+            "subscriptions": selected,
+            "from_changelist": from_changelist,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.deactivate_confirmation_template, context)

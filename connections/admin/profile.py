@@ -1,0 +1,118 @@
+"""Profiles and their memberships. Edits go through `connections.services.memberships`, so they are forwarded."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+
+from connections.admin.common import CheapCountPaginator, FixedOnceSavedForm, PlainHelpTextForm
+from connections.models import Membership, Profile
+from connections.services import memberships
+
+
+def _addressable(profile: Profile | None) -> bool:
+    """Whether the membership service can find this profile (by customer ID or mParticle ID)."""
+    return profile is None or bool(profile.customer_id or profile.mpid)
+
+
+class ProfileForm(PlainHelpTextForm):
+    class Meta:
+        model = Profile
+        fields = ("customer_id", "mpid", "email", "first_name", "last_name")
+
+    def clean(self):  # type: ignore[no-untyped-def]
+        cleaned = super().clean()
+        if self.instance.pk is None and not cleaned.get("customer_id") and not cleaned.get("mpid"):
+            raise forms.ValidationError(_("Give a customer ID or an mParticle ID: a profile is found by one of them."))
+        return cleaned
+
+
+class MembershipInlineForm(FixedOnceSavedForm):
+    fixed_fields = ("audience",)
+
+
+class MembershipInline(admin.TabularInline):
+    """Untick "is member" to record that the person left (sent as "false"); rows are not deleted."""
+
+    model = Membership
+    form = MembershipInlineForm
+    fields = ("audience", "is_member", "changed_at")
+    readonly_fields = ("changed_at",)
+    autocomplete_fields = ("audience",)
+    extra = 0
+    can_delete = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Membership]:
+        return super().get_queryset(request).select_related("audience")
+
+    def has_add_permission(self, request: HttpRequest, obj: Profile | None = None) -> bool:
+        return _addressable(obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Profile | None = None) -> bool:
+        return _addressable(obj) and super().has_change_permission(request, obj)
+
+
+@admin.register(Profile)
+class ProfileAdmin(admin.ModelAdmin):
+    form = ProfileForm
+    list_display = ("customer_id", "email", "first_name", "last_name", "mpid", "updated_at")
+    # Prefix and exact lookups, which indexes can serve: there may be millions of profiles.
+    search_fields = ("customer_id__startswith", "email__iexact", "mpid__exact")
+    search_help_text = _("A customer ID or its beginning, an exact email address, or an mParticle ID.")
+    sortable_by = ("customer_id",)
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = CheapCountPaginator
+    inlines = (MembershipInline,)
+    fieldsets = (
+        (
+            _("Identity"),
+            {
+                "fields": ("customer_id", "mpid"),
+                "description": _(
+                    "The customer ID is the person's identifier in Customer.io; without it the profile is "
+                    "not forwarded. Both are fixed once the profile exists."
+                ),
+            },
+        ),
+        (
+            _("Sent to Customer.io"),
+            {
+                "fields": ("email", "first_name", "last_name"),
+                "description": _("Changes are forwarded to every connection with an active subscription."),
+            },
+        ),
+        (_("History"), {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
+    )
+
+    def get_fieldsets(self, request: HttpRequest, obj: Profile | None = None):  # type: ignore[no-untyped-def]
+        return self.fieldsets if obj is not None else self.fieldsets[:2]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Profile | None = None) -> tuple[str, ...]:
+        return () if obj is None else ("customer_id", "mpid", "created_at", "updated_at")
+
+    def save_model(self, request: HttpRequest, obj: Profile, form, change: bool) -> None:  # type: ignore[no-untyped-def]
+        if not change:
+            obj.save()  # no memberships yet, so nothing to forward
+            return
+        edited = {name: getattr(obj, name) for name in memberships.IDENTITY_FIELDS if name in form.changed_data}
+        for name in edited:
+            setattr(obj, name, form.initial[name])
+        memberships.update_profile_identity(obj, **edited)
+
+    def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:  # type: ignore[no-untyped-def]
+        if formset.model is not Membership:
+            super().save_formset(request, form, formset, change)
+            return
+        profile = form.instance
+        rows = formset.save(commit=False)  # new and edited rows, not saved: the service writes them
+        if not rows:
+            return
+        profile_change = memberships.ProfileChange(
+            profile=memberships.ProfileInput(customer_id=profile.customer_id, mpid=profile.mpid),
+            memberships={row.audience.audience_id: row.is_member for row in rows},
+        )
+        memberships.apply_changes([profile_change])

@@ -1,0 +1,169 @@
+"""Applying a Firehose message: whole or not at all, and only once.
+
+Each message is applied in one transaction that first records it (`FirehoseMessage`, unique
+on the message id) and then makes its changes through the services, so:
+
+- a replayed id finds the stored answer and changes nothing;
+- two copies of one id arriving at once: the second waits on the unique index, fails when
+  the first commits, and answers with what the first stored;
+- two messages creating the same new profile or audience at once: the loser's transaction
+  is rolled back whole and run once more, when it finds the winner's rows (likewise when
+  PostgreSQL breaks a deadlock between two messages touching the same profiles).
+
+Nothing here talks to Customer.io: the services queue forwards that workers send.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, OperationalError, transaction
+
+from connections.firehose import responses
+from connections.firehose.messages import (
+    CONNECTION_KEY_SETTING,
+    AudienceMembershipChangeRequest,
+    AudienceSubscriptionRequest,
+    Message,
+    MessageError,
+    ModuleRegistrationRequest,
+    UserProfile,
+)
+from connections.models import Audience, Connection, FirehoseMessage, Subscription
+from connections.services import subscriptions
+from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    response: dict[str, Any]
+    replayed: bool = False
+
+
+def handle(message: Message) -> Outcome:
+    """Apply a message (once) and return the answer to give. Raises MessageError for what cannot be applied."""
+    if isinstance(message, ModuleRegistrationRequest):
+        return Outcome(responses.module_registration_response(message))
+    message_id = message.envelope.id
+    stored = stored_response(message_id)
+    if stored is not None:
+        return Outcome(stored, replayed=True)
+    for attempt in (1, 2):
+        try:
+            return Outcome(_apply_once(message))
+        except (IntegrityError, OperationalError) as exc:
+            if isinstance(exc, OperationalError) and not _is_transient(exc):
+                raise
+            stored = stored_response(message_id)
+            if stored is not None:
+                return Outcome(stored, replayed=True)
+            if attempt == 2:
+                raise
+            logger.info("Firehose message %s met a concurrent transaction (%s); applying it again", message_id, exc)
+    raise AssertionError("unreachable")
+
+
+def _is_transient(exc: OperationalError) -> bool:
+    """A deadlock or serialization failure: PostgreSQL rolled the transaction back; running it again is safe."""
+    return getattr(exc.__cause__, "sqlstate", None) in ("40P01", "40001")
+
+
+def stored_response(message_id: str) -> dict[str, Any] | None:
+    return FirehoseMessage.objects.filter(message_id=message_id).values_list("response", flat=True).first()
+
+
+def _apply_once(message: AudienceSubscriptionRequest | AudienceMembershipChangeRequest) -> dict[str, Any]:
+    with transaction.atomic():
+        if isinstance(message, AudienceSubscriptionRequest):
+            response = in_stored_key_order(responses.audience_subscription_response(message))
+        else:
+            response = in_stored_key_order(responses.audience_membership_change_response(message))
+        # Recorded first: a concurrent copy of this message blocks here rather than doing the work twice.
+        FirehoseMessage.objects.create(
+            message_id=message.envelope.id, message_type=message.envelope.type, response=response
+        )
+        if isinstance(message, AudienceSubscriptionRequest):
+            apply_subscription(message)
+        else:
+            apply_membership_change(message)
+    return response
+
+
+def in_stored_key_order(value: Any) -> Any:
+    """The response with its keys in the order PostgreSQL's jsonb keeps them (shorter first, then bytewise).
+
+    A replay answers with the stored response: ordering the first answer the same way makes
+    the two bodies identical byte for byte, on PostgreSQL as on SQLite (which keeps any order).
+    """
+    if isinstance(value, dict):
+        ordered = sorted(value.items(), key=lambda item: (len(item[0].encode()), item[0].encode()))
+        return {key: in_stored_key_order(item) for key, item in ordered}
+    return value
+
+
+def apply_subscription(message: AudienceSubscriptionRequest) -> None:
+    """add: create or activate; update: rename (creating the subscription if missing); remove: deactivate."""
+    connection = Connection.objects.filter(connection_key=message.connection_key).first()
+    if connection is None:
+        raise MessageError(
+            f"account.account_settings.{CONNECTION_KEY_SETTING}",
+            "no connection has this Connection Key; copy it from the connection's page in cioaudience",
+        )
+    audience = Audience.objects.filter(audience_id=message.audience_id).first()
+    if message.action == "remove":
+        if audience is not None:
+            for sub in Subscription.objects.filter(audience=audience, connection=connection):
+                subscriptions.deactivate(sub)
+        return
+    if audience is None:
+        audience = Audience.objects.create(audience_id=message.audience_id, name=message.audience_name)
+    else:
+        subscriptions.rename_audience(audience, message.audience_name)
+    if message.action == "add" or not Subscription.objects.filter(audience=audience, connection=connection).exists():
+        # An `update` leaves an existing subscription's status alone: it may have been paused here on purpose.
+        subscriptions.subscribe(audience, connection)
+    logger.info("Firehose %s of audience %s on connection %s", message.action, message.audience_id, connection.pk)
+
+
+def profile_change(profile: UserProfile) -> ProfileChange | None:
+    """The change a user profile carries; None when it names nobody (neither a raw Customer ID nor an mpid).
+
+    A profile with an mpid but no raw Customer ID is stored, so a later message can complete it;
+    the forwarding engine records it as skipped until then.
+    """
+    customer_id = profile.customer_id or ""
+    if not customer_id and not profile.mpid:
+        return None
+    return ProfileChange(
+        profile=ProfileInput(
+            customer_id=customer_id,
+            mpid=profile.mpid,
+            email=profile.email,
+            first_name=profile.first_name,
+            last_name=profile.last_name,
+        ),
+        memberships=profile.memberships,
+    )
+
+
+def apply_membership_change(message: AudienceMembershipChangeRequest) -> None:
+    """All of the message's profiles in one bulk `apply_changes`; a verification request changes nothing."""
+    if message.is_verification:
+        return
+    changes = [c for c in (profile_change(p) for p in message.user_profiles or ()) if c is not None]
+    if not changes:
+        return
+    result = apply_changes(changes, message.audience_names())
+    logger.info(
+        "Firehose %s: %d profiles, %d created, %d updated, %d memberships changed, %d forwards queued",
+        message.envelope.id,
+        len(changes),
+        result.profiles_created,
+        result.profiles_updated,
+        result.memberships_changed,
+        result.forwards_queued,
+    )

@@ -1,0 +1,212 @@
+"""`manage.py import_memberships FILE --audience ID`: memberships of one audience from CSV or JSON Lines.
+
+Memory stays constant whatever the size of the file, and a bad line leaves nothing applied:
+
+1. A first streaming pass validates every line, keeping nothing but counters, and stops at
+   the first bad line with its number, before anything is written.
+2. A second pass reads the file again and applies it in batches of --batch-size lines, each
+   one `apply_changes` call (its own transaction): changes are forwarded like any other,
+   and workers start sending while the import runs.
+
+Standard input (`-`) cannot be read twice, so the first pass copies it to a temporary file
+that the second pass reads. (One transaction around the whole file would be all-or-nothing
+too, but would hold its locks for the whole import and let no worker forward anything until
+the very end.) With --skip-invalid, bad lines are reported and skipped, so a single pass
+validates and applies.
+
+Should the database fail during the second pass, the batches before it stay applied; running
+the import again is safe, as applying a state that is already stored changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import IO, Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
+
+from connections.models import Audience
+from connections.services.imports import BadHeader, BadLine, LineSource, Row, apply_rows, csv_rows, jsonl_rows
+from connections.services.memberships import ApplyResult
+
+FORMATS: dict[str, Callable[[LineSource], Iterator[Row | BadLine]]] = {"csv": csv_rows, "jsonl": jsonl_rows}
+EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+class Command(BaseCommand):
+    help = (
+        "Import memberships of one audience from a CSV file (customer_id,email,first_name,last_name,action) "
+        "or JSON Lines (objects with those keys); action is add or delete. Changes are forwarded to every "
+        "connection with an active subscription to the audience."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("file", help="The file to import, or - for standard input.")
+        parser.add_argument(
+            "--audience", type=int, required=True, help="The audience's id in the source system (audience_id)."
+        )
+        parser.add_argument(
+            "--format", choices=sorted(FORMATS), help="csv or jsonl; by default guessed from the file's extension."
+        )
+        parser.add_argument(
+            "--skip-invalid", action="store_true", help="Report and skip bad lines instead of stopping at the first."
+        )
+        parser.add_argument(
+            "--batch-size", type=int, default=1000, help="Lines applied per transaction (default 1000)."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        path: str = options["file"]
+        batch_size: int = options["batch_size"]
+        if batch_size < 1:
+            raise CommandError("--batch-size must be at least 1.")
+        audience = Audience.objects.filter(audience_id=options["audience"]).first()
+        if audience is None:
+            raise CommandError(
+                f"No audience has audience_id {options['audience']}; it must exist first "
+                "(subscribe it from mParticle or create it in the admin)."
+            )
+        read_rows = FORMATS[self._format(path, options["format"])]
+
+        with ExitStack() as stack:
+            stream = self._open(path, stack)
+            if options["skip_invalid"]:
+                totals = self._apply(read_rows, stream, audience, batch_size, skip_invalid=True)
+            else:
+                if not stream.seekable():
+                    spool = stack.enter_context(tempfile.TemporaryFile())
+                    lines = self._validate(read_rows, stream, path, copy_to=spool)
+                    stream = spool
+                else:
+                    lines = self._validate(read_rows, stream, path)
+                stream.seek(0)
+                totals = self._apply(read_rows, stream, audience, batch_size, skip_invalid=False)
+                if totals.lines != lines:
+                    raise CommandError(f"{path} changed while it was imported; run the import again.")
+        self._summary(totals, audience)
+
+    # --- the passes -----------------------------------------------------------------
+
+    def _validate(
+        self,
+        read_rows: Callable[[LineSource], Iterator[Row | BadLine]],
+        stream: IO[bytes],
+        path: str,
+        copy_to: IO[bytes] | None = None,
+    ) -> int:
+        """Pass 1: every line checked, nothing written. Returns the number of data lines."""
+        lines = 0
+        with self._progress(stream, "Checking") as bar:
+            try:
+                for row in read_rows(LineSource(stream, bar.update, copy_to)):
+                    if isinstance(row, BadLine):
+                        raise CommandError(
+                            f"{path}, line {row.line}: {row.reason}. Nothing was imported "
+                            "(--skip-invalid skips bad lines)."
+                        )
+                    lines += 1
+            except BadHeader as exc:
+                raise CommandError(f"{path}, {exc}. Nothing was imported.") from None
+        return lines
+
+    def _apply(
+        self,
+        read_rows: Callable[[LineSource], Iterator[Row | BadLine]],
+        stream: IO[bytes],
+        audience: Audience,
+        batch_size: int,
+        skip_invalid: bool,
+    ) -> Totals:
+        """Pass 2 (or the only pass with --skip-invalid): rows applied in batches."""
+        totals = Totals()
+        batch: list[Row] = []
+        with self._progress(stream, "Importing") as bar:
+            try:
+                for row in read_rows(LineSource(stream, bar.update)):
+                    totals.lines += 1
+                    if isinstance(row, BadLine):
+                        if not skip_invalid:  # it passed the first pass: the file is being changed
+                            raise CommandError(f"line {row.line} changed during the import: {row.reason}.")
+                        totals.skipped += 1
+                        with tqdm.external_write_mode(file=sys.stderr):
+                            self.stderr.write(f"line {row.line}: {row.reason}; skipped")
+                        continue
+                    batch.append(row)
+                    if len(batch) >= batch_size:
+                        totals.add(apply_rows(batch, audience))
+                        batch = []
+            except BadHeader as exc:
+                raise CommandError(f"{exc}. Nothing was imported.") from None
+            if batch:
+                totals.add(apply_rows(batch, audience))
+        return totals
+
+    # --- helpers ----------------------------------------------------------------------
+
+    @staticmethod
+    def _format(path: str, given: str | None) -> str:
+        if given:
+            return given
+        if path == "-":
+            raise CommandError("Give --format (csv or jsonl) when reading standard input.")
+        guessed = EXTENSIONS.get(Path(path).suffix.lower())
+        if guessed is None:
+            raise CommandError(f"Cannot tell the format of {path!r} from its extension; give --format csv or jsonl.")
+        return guessed
+
+    @staticmethod
+    def _open(path: str, stack: ExitStack) -> IO[bytes]:
+        if path == "-":
+            return sys.stdin.buffer
+        try:
+            return stack.enter_context(open(path, "rb"))
+        except OSError as exc:
+            raise CommandError(f"Cannot read {path}: {exc.strerror}.") from None
+
+    @staticmethod
+    def _progress(stream: IO[bytes], what: str) -> tqdm:
+        """A bytes-based bar on standard error; with a size known (files, spooled input) it has an ETA."""
+        try:
+            size: int | None = os.fstat(stream.fileno()).st_size if stream.seekable() else None
+        except (OSError, ValueError):
+            size = None
+        return tqdm(
+            total=size or None,
+            desc=what,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            file=sys.stderr,
+            mininterval=0.5,
+            leave=True,
+        )
+
+    def _summary(self, totals: Totals, audience: Audience) -> None:
+        self.stdout.write(
+            self.style.SUCCESS(f"Imported memberships of {audience}:")
+            + f"\n  lines read:           {totals.lines}"
+            + f"\n  profiles created:     {totals.result.profiles_created}"
+            + f"\n  profiles updated:     {totals.result.profiles_updated}"
+            + f"\n  memberships changed:  {totals.result.memberships_changed}"
+            + f"\n  forwards queued:      {totals.result.forwards_queued}"
+            + f"\n  lines skipped:        {totals.skipped}"
+        )
+
+
+class Totals:
+    def __init__(self) -> None:
+        self.lines = 0
+        self.skipped = 0
+        self.result = ApplyResult()
+
+    def add(self, result: ApplyResult) -> None:
+        self.result.profiles_created += result.profiles_created
+        self.result.profiles_updated += result.profiles_updated
+        self.result.memberships_changed += result.memberships_changed
+        self.result.forwards_queued += result.forwards_queued

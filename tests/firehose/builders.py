@@ -1,0 +1,63 @@
+"""Building Firehose messages for tests, from mParticle's official examples."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from django.apps import apps
+
+URL = "/api/mparticle/firehose"
+# The reference folder sits beside the clone (as in CI): <root>/../shared/reference.
+REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "mparticle-firehose"
+
+
+def official(name: str) -> dict[str, Any]:
+    """One of mParticle's official example messages, e.g. official("AudienceSubscriptionRequest")."""
+    return json.loads((REFERENCE / f"{name}.json").read_text())
+
+
+def assert_matches_schema(body: dict[str, Any], name: str) -> None:
+    """The body validates against the official schema (draft 3: `required` sits on each property)."""
+    schema = json.loads((REFERENCE / "schema" / f"{name}.json").read_text())
+    jsonschema.Draft3Validator(schema).validate(body)
+
+
+def row_counts() -> dict[str, int]:
+    """Rows in every table the product owns (and users), to show that nothing changed."""
+    models = [*apps.get_app_config("connections").get_models(), *apps.get_app_config("auth").get_models()]
+    return {model._meta.label: model.objects.count() for model in models}
+
+
+def membership_request(*profiles: dict[str, Any], message_id: str | None = None) -> dict[str, Any]:
+    """An audience_membership_change_request carrying these user profiles, with a new id unless given."""
+    message = official("AudienceMembershipChangeRequest")
+    message["id"] = message_id or str(uuid.uuid4())
+    message["user_profiles"] = copy.deepcopy(list(profiles))
+    return message
+
+
+def user_profile(
+    customer_id: str | None = None,
+    email: str | None = None,
+    mpid: str | None = None,
+    audiences: list[dict[str, Any]] | None = None,
+    encoding: str = "raw",
+) -> dict[str, Any]:
+    identities = []
+    if customer_id is not None:
+        identities.append({"type": "customer", "encoding": encoding, "value": customer_id})
+    if email is not None:
+        identities.append({"type": "email", "encoding": encoding, "value": email})
+    profile: dict[str, Any] = {"user_identities": identities, "audiences": audiences or []}
+    if mpid is not None:
+        profile["mpid"] = mpid
+    return profile
+
+
+def audience(audience_id: int, action: str, name: str | None = None, **fields: Any) -> dict[str, Any]:
+    return {"audience_id": audience_id, "audience_name": name or f"Audience {audience_id}", "action": action, **fields}

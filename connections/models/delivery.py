@@ -24,6 +24,7 @@ class Delivery(models.Model):
     connection = models.ForeignKey(
         "connections.Connection",
         on_delete=models.CASCADE,
+        db_index=False,  # the composite indexes starting with connection serve
         related_name="deliveries",
         verbose_name=_("connection"),
         help_text=_("The Customer.io workspace."),

@@ -25,6 +25,7 @@ class Forward(models.Model):
     connection = models.ForeignKey(
         "connections.Connection",
         on_delete=models.CASCADE,
+        db_index=False,  # the composite indexes starting with connection serve
         related_name="forwards",
         verbose_name=_("connection"),
         help_text=_("Where the profile is sent."),

@@ -186,7 +186,7 @@ def send_claimed(connection: Connection, token: str, rows: list[ClaimedRow]) -> 
         group = _renew_claim(token, group)
         if not group:
             continue
-        request_id = _log_pending(connection, group)
+        logged = _log_pending(connection, group)
         if connection.transport == Connection.Transport.V1:
             result = client.identify(group[0].customer_id, group[0].attributes)
             outcomes = [(group[0], result.outcome, result.error)]
@@ -196,7 +196,7 @@ def send_claimed(connection: Connection, token: str, rows: list[ClaimedRow]) -> 
             outcomes = [(p, item.outcome, item.error) for p, item in zip(group, batch.items, strict=True)]
         report.requests += 1
         report.sent += len(group)
-        _record_result(connection, token, request_id, result, outcomes, report)
+        _record_result(connection, token, logged, result, outcomes, report)
         if result.outcome is Outcome.CREDENTIALS_REJECTED:
             # Everything not yet sent waits for the credentials to be fixed, untouched.
             rest = [p for later in groups[position + 1 :] for p in later]
@@ -220,9 +220,10 @@ def _renew_claim(token: str, group: list[Planned]) -> list[Planned]:
     return [p for p in group if set(p.row_ids) <= ours]
 
 
-def _log_pending(connection: Connection, group: list[Planned]) -> uuid.UUID:
+def _log_pending(connection: Connection, group: list[Planned]) -> dict[int, int]:
+    """Write the log rows of one request as pending; returns profile id -> delivery id."""
     request_id = uuid.uuid4()
-    Delivery.objects.bulk_create(
+    rows = Delivery.objects.bulk_create(
         [
             Delivery(
                 connection=connection,
@@ -238,7 +239,7 @@ def _log_pending(connection: Connection, group: list[Planned]) -> uuid.UUID:
             for p in group
         ]
     )
-    return request_id
+    return {row.profile_id: row.pk for row in rows}
 
 
 def _record_unsent(connection: Connection, token: str, planned: list[Planned], report: ForwardReport) -> None:
@@ -280,7 +281,7 @@ def _record_unsent(connection: Connection, token: str, planned: list[Planned], r
 def _record_result(
     connection: Connection,
     token: str,
-    request_id: uuid.UUID,
+    logged: dict[int, int],
     result: SendResult,
     outcomes: list[tuple[Planned, Outcome, str]],
     report: ForwardReport,
@@ -299,18 +300,18 @@ def _record_result(
             if not group:
                 continue
             if outcome is Outcome.SUCCEEDED:
-                _complete(request_id, group, Delivery.Status.SUCCEEDED, common)
+                _complete(logged, group, Delivery.Status.SUCCEEDED, common)
                 done_rows += [i for p, _ in group for i in p.row_ids]
                 report.succeeded += len(group)
             elif outcome is Outcome.FAILED:
-                _complete(request_id, group, Delivery.Status.FAILED, common)
+                _complete(logged, group, Delivery.Status.FAILED, common)
                 done_rows += [i for p, _ in group for i in p.row_ids]
                 report.failed += len(group)
             elif outcome is Outcome.RETRY:
-                _retry_or_give_up(token, request_id, group, result, common, report, done_rows)
+                _retry_or_give_up(token, logged, group, result, common, report, done_rows)
             else:
                 _complete(
-                    request_id,
+                    logged,
                     [(p, f"{e} The connection is faulted; this update waits until it is resumed.") for p, e in group],
                     Delivery.Status.FAILED,
                     common,
@@ -327,12 +328,12 @@ def _record_result(
             Connection.objects.filter(pk=connection.pk).update(last_error=result.error[:2000], last_error_at=now)
 
 
-def _complete(request_id: uuid.UUID, group: list[tuple[Planned, str]], status: str, common: dict) -> None:
+def _complete(logged: dict[int, int], group: list[tuple[Planned, str]], status: str, common: dict) -> None:
     by_error: dict[str, list[int]] = {}
     for p, error in group:
         by_error.setdefault(error, []).append(p.profile_id)
     for error, profile_ids in by_error.items():
-        Delivery.objects.filter(request_id=request_id, profile_id__in=profile_ids).update(
+        Delivery.objects.filter(pk__in=[logged[p] for p in profile_ids]).update(
             status=status, error=error, **common
         )
 
@@ -346,7 +347,7 @@ def backoff_seconds(attempt: int, retry_after: float | None) -> float:
 
 def _retry_or_give_up(
     token: str,
-    request_id: uuid.UUID,
+    logged: dict[int, int],
     group: list[tuple[Planned, str]],
     result: SendResult,
     common: dict,
@@ -354,21 +355,26 @@ def _retry_or_give_up(
     done_rows: list[int],
 ) -> None:
     now = timezone.now()
+    # Profiles of one request share its error and, per attempt number, one backoff: a few
+    # queries per request rather than a few per profile.
+    by_attempt: dict[tuple[int, str], list[Planned]] = {}
     for p, error in group:
-        if p.attempt >= settings.FORWARD_MAX_ATTEMPTS:
-            message = f"{error} Gave up after {p.attempt} attempts; retry it from the forwarding log."
-            _complete(request_id, [(p, message)], Delivery.Status.FAILED, common)
-            done_rows += p.row_ids
-            report.failed += 1
+        by_attempt.setdefault((p.attempt, error), []).append(p)
+    for (attempt, error), profiles in by_attempt.items():
+        if attempt >= settings.FORWARD_MAX_ATTEMPTS:
+            message = f"{error} Gave up after {attempt} attempts; retry it from the forwarding log."
+            _complete(logged, [(p, message) for p in profiles], Delivery.Status.FAILED, common)
+            done_rows += [i for p in profiles for i in p.row_ids]
+            report.failed += len(profiles)
             continue
-        retry_at = now + timedelta(seconds=backoff_seconds(p.attempt, result.retry_after))
-        Delivery.objects.filter(request_id=request_id, profile_id=p.profile_id).update(
+        retry_at = now + timedelta(seconds=backoff_seconds(attempt, result.retry_after))
+        Delivery.objects.filter(pk__in=[logged[p.profile_id] for p in profiles]).update(
             status=Delivery.Status.FAILED, error=f"{error} Will retry.", retry_at=retry_at, **common
         )
-        Forward.objects.filter(claim_token=token, id__in=p.row_ids).update(
-            attempts=p.attempt, due_at=retry_at, claim_token="", claimed_until=None
+        Forward.objects.filter(claim_token=token, id__in=[i for p in profiles for i in p.row_ids]).update(
+            attempts=attempt, due_at=retry_at, claim_token="", claimed_until=None
         )
-        report.retrying += 1
+        report.retrying += len(profiles)
 
 
 def _release(token: str, row_ids: list[int]) -> None:

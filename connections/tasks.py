@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from connections.models import Connection, Delivery, Forward
-from connections.services import forwarding
+from connections.models import Audience, Connection, Delivery, Forward
+from connections.services import forwarding, resync, retention
 
 log = logging.getLogger("cioaudience.tasks")
 
@@ -50,3 +51,36 @@ def sweep() -> int:
     if connection_ids:
         log.info("sweep re-enqueued connections=%s", connection_ids)
     return len(connection_ids)
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def resync_connection(connection_id: int, audience_pk: int | None = None) -> int:
+    """Queue a resync (the admin's "Resync" action), resuming an unfinished one; workers then send it.
+
+    Progress is saved in the `ResyncRun` chunk by chunk, so a redelivered task continues
+    from the checkpoint. Returns the profiles queued by the run.
+    """
+    connection = Connection.objects.filter(pk=connection_id).first()
+    audience = Audience.objects.filter(pk=audience_pk).first() if audience_pk is not None else None
+    if connection is None or (audience_pk is not None and audience is None):
+        log.info("resync_connection skipped connection=%s audience=%s: deleted since", connection_id, audience_pk)
+        return 0
+    try:
+        scope = resync.scope_for(connection, audience)
+    except resync.ResyncError as error:
+        log.warning("resync_connection refused connection=%s audience=%s: %s", connection_id, audience_pk, error)
+        return 0
+    run = resync.queue_all(scope)
+    log.info("resync_connection queued run=%s connection=%s profiles=%s", run.pk, connection_id, run.queued)
+    return run.queued
+
+
+@shared_task(ignore_result=True)
+def prune_deliveries_task() -> int:
+    """Delete forwarding-log rows older than DELIVERY_RETENTION_DAYS (0 keeps them forever)."""
+    days = settings.DELIVERY_RETENTION_DAYS
+    if days <= 0:
+        return 0
+    result = retention.prune_deliveries(timedelta(days=days))
+    log.info("prune_deliveries deleted=%s batches=%s cutoff=%s", result.deleted, result.batches, result.cutoff)
+    return result.deleted

@@ -16,8 +16,8 @@ os.environ.setdefault("CUSTOMERIO_US_URL", "http://127.0.0.1:9")
 os.environ.setdefault("CUSTOMERIO_EU_URL", "http://127.0.0.1:9")
 os.environ.setdefault("BROKER_DIR", f"/tmp/cioaudience-test-broker-{os.getpid()}")
 
-from cioaudience.settings import *  # noqa: E402, F403
-from cioaudience.settings import DATABASES, VAR_DIR  # noqa: E402
+from cioaudience.settings import *  # noqa: F403
+from cioaudience.settings import DATABASES, VAR_DIR
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not :memory:, so worker subprocesses can open the same test database.

@@ -46,8 +46,8 @@ class Command(BaseCommand):
                 subscriptions.subscribe(audience, connection)
             apply_changes(
                 [
-                    ProfileChange(ProfileInput(customer_id=c, email=e, first_name=f, last_name=l, mpid=None), m)
-                    for c, e, f, l, m in PEOPLE
+                    ProfileChange(ProfileInput(customer_id=c, email=e, first_name=first, last_name=last, mpid=None), m)
+                    for c, e, first, last, m in PEOPLE
                 ],
                 audience_names=dict(AUDIENCES),
             )

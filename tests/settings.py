@@ -17,7 +17,7 @@ os.environ.setdefault("CUSTOMERIO_EU_URL", "http://127.0.0.1:9")
 os.environ.setdefault("BROKER_DIR", f"/tmp/cioaudience-test-broker-{os.getpid()}")
 
 from cioaudience.settings import *  # noqa: F403
-from cioaudience.settings import DATABASES, VAR_DIR
+from cioaudience.settings import DATABASES, STATIC_ROOT, VAR_DIR
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not :memory:, so worker subprocesses can open the same test database.
@@ -31,3 +31,4 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns on every request when it is missing

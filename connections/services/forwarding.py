@@ -64,9 +64,10 @@ def claim(connection_id: int, limit: int) -> tuple[str, list[ClaimedRow]]:
     """Claim the due rows of up to `limit` profiles, plus every other unclaimed row of them."""
     token = uuid.uuid4().hex
     now = timezone.now()
+    # `claim_token <> ''` lets PostgreSQL answer from the small partial index of claimed rows.
     held_elsewhere = Forward.objects.filter(
         connection_id=connection_id, profile_id=OuterRef("profile_id"), claimed_until__gt=now
-    )
+    ).exclude(claim_token="")
     with transaction.atomic():
         due = (
             Forward.objects.filter(connection_id=connection_id, due_at__lte=now)
@@ -111,6 +112,7 @@ def _give_up_contested(connection_id: int, token: str, now) -> None:  # type: ig
     ours = Forward.objects.filter(claim_token=token).values("profile_id")
     contested = (
         Forward.objects.filter(connection_id=connection_id, profile_id__in=ours, claimed_until__gt=now)
+        .exclude(claim_token="")
         .exclude(claim_token=token)
         .values_list("profile_id", flat=True)
     )

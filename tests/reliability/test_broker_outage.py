@@ -1,0 +1,132 @@
+"""A broker outage: the Firehose endpoint keeps answering 2xx (the outbox is in the database),
+and once the broker is back the sweep delivers everything.
+
+The broker here is a Redis server of the test's own (on a free port), so stopping it cannot
+disturb anything else running on this machine.
+"""
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from cioaudience.celery import app
+from connections.models import Forward
+from connections.services import subscriptions, tokens
+from connections.tasks import sweep
+from tests.factories import AudienceFactory
+from tests.firehose.builders import URL, membership_request, user_profile
+from tests.workers import running_workers, wait_until
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.reliability, pytest.mark.timeout(300)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivateRedis:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_until(self.answers, timeout=10, message="redis to start")
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+
+def use_broker(url: str) -> None:
+    """Point this process's Celery app at another broker (and drop its pooled connections)."""
+    app.conf.broker_url = url
+    app._after_fork()  # the documented-by-source way to forget pooled connections
+
+
+@pytest.fixture
+def redis_broker(settings):
+    redis = PrivateRedis()
+    redis.start()
+    original = app.conf.broker_url
+    settings.CELERY_BROKER_URL = redis.url
+    use_broker(redis.url)
+    yield redis
+    redis.stop()
+    use_broker(original)
+
+
+def test_the_endpoint_keeps_accepting_during_a_broker_outage_and_nothing_is_lost(
+    redis_broker, standin, workspace_connection, client
+):
+    connection = workspace_connection("site-us", rate_limit=10_000)
+    subscriptions.subscribe(AudienceFactory(audience_id=456, name="Example Audience Name"), connection)
+    _, token = tokens.create_token("mparticle")
+
+    def post(customer_ids):
+        body = membership_request(
+            *[
+                user_profile(
+                    customer_id=c,
+                    audiences=[{"audience_id": 456, "audience_name": "Example Audience Name", "action": "add"}],
+                )
+                for c in customer_ids
+            ]
+        )
+        return client.post(URL, json.dumps(body), content_type="application/json", HTTP_AUTHORIZATION=f"Token {token}")
+
+    env = {"CELERY_BROKER_URL": redis_broker.url}
+    with running_workers(standin.url, **env):
+        assert post(["before"]).status_code == 200
+        wait_until(lambda: "before" in standin.people("site-us"), message="the first change to be delivered")
+
+        redis_broker.stop()
+        during = [f"during-{i}" for i in range(50)]
+        for start in range(0, 50, 10):
+            started = time.monotonic()
+            response = post(during[start : start + 10])
+            assert response.status_code == 200, response.content
+            assert time.monotonic() - started < 2, "the endpoint must not hang on the broker"
+        assert Forward.objects.count() == 50
+        time.sleep(1)
+        assert not set(during) & set(standin.people("site-us"))
+
+        redis_broker.start()
+        use_broker(redis_broker.url)
+        wait_until(
+            lambda: sweep() >= 0 and not Forward.objects.exists(),
+            timeout=120,
+            interval=1,
+            message="the sweep to deliver what was accepted during the outage",
+        )
+
+    assert set(during) <= set(standin.people("site-us"))

@@ -135,6 +135,14 @@ def create_data(profiles: int, api_key: str, toggle: bool, transport: str) -> in
     return connection.pk
 
 
+def peak_rss_mb(pid: int) -> float:
+    """A live process's peak resident memory (VmHWM), read before it is stopped."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
 def start_standin(env: dict[str, str], workspaces_file: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         [PYTHON, "manage.py", "cio_standin", "--port", "0", "--workspaces-file", workspaces_file,
@@ -207,6 +215,7 @@ def main() -> None:
         proc.returncode = os.waitstatus_to_exitcode(status)
         duration = time.monotonic() - started
         stats = standin_stats(url)
+        worker_peaks = [peak_rss_mb(worker.pid) for worker in workers]
     finally:
         for worker in workers:
             worker.terminate()
@@ -230,6 +239,7 @@ def main() -> None:
                 "people_in_standin": site.get("people"),
                 "invalid_bodies": stats["invalid_bodies"],
                 "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB
+                "worker_peak_rss_mb": worker_peaks,
             },
             indent=2,
         )

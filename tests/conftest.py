@@ -47,6 +47,12 @@ def standin(standin_server, settings):
     yield standin_server
     invalid = standin_server.invalid_requests()
     assert not invalid, f"the product sent bodies that break Customer.io's OpenAPI contract: {invalid}"
+    # SPEC §2: values are strings, never booleans or numbers (v2's schema does not type them).
+    for request in standin_server.requests():
+        body = request.body if isinstance(request.body, dict) else {}
+        attribute_sets = [a.get("attributes", {}) for a in body.get("batch", [])] if "batch" in body else [body]
+        for attributes in attribute_sets:
+            assert all(isinstance(v, str) for v in attributes.values()), f"non-string attribute sent: {attributes}"
 
 
 @pytest.fixture

@@ -137,6 +137,13 @@ class SubscriptionAdmin(admin.ModelAdmin):
             return ("status",)
         return ("audience", "connection", "status", "created_at", "updated_at")
 
+    def change_view(  # type: ignore[no-untyped-def]
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None
+    ) -> HttpResponse:
+        # Nothing on the page is editable (status changes through its buttons): no Save buttons that do nothing.
+        hide_save = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
+        return super().change_view(request, object_id, form_url, {**hide_save, **(extra_context or {})})
+
     def save_model(self, request: HttpRequest, obj: Subscription, form, change: bool) -> None:  # type: ignore[no-untyped-def]
         if change:
             return  # nothing on the change form is editable

@@ -1,17 +1,37 @@
-"""Connections: Customer.io workspaces. The API key is write-only and never decrypted to render a page."""
+"""Connections: Customer.io workspaces. The API key is write-only and never decrypted to render a page.
+
+The change page shows the connection's health above the form (state, last success, pending
+forwards, deliveries per hour for 48 hours, the latest resync) with three buttons: Test
+credentials, Resume (when faulted) and Resync. The list shows state, recent failure rate and
+pending forwards, computed for the page's rows only.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.formats import date_format, number_format
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
+from django.views.decorators.http import require_POST
 
+from connections.admin.charts import delivery_chart
 from connections.admin.common import PlainHelpTextForm, summarized_deleted_objects
-from connections.models import Connection
-from connections.services import connection_state, credentials
+from connections.models import Connection, ResyncRun
+from connections.services import background_resync, connection_state, credentials, health, resync
 
 
 class ConnectionForm(PlainHelpTextForm):
@@ -78,18 +98,33 @@ MPARTICLE = (
         "description": _("Copy the connection key into the mParticle output's Connection Key setting."),
     },
 )
-HEALTH = (
-    _("Health"),
-    {
-        "fields": ("state", "last_success_at", "last_error_at", "last_error"),
-        "description": _(
-            "Faulted means Customer.io rejected the credentials: forwards wait (nothing is dropped). "
-            'Fix the API key (check it with the "Test credentials" action), then use the "Resume" action '
-            "on the list of connections."
-        ),
-    },
-)
 HISTORY = (_("History"), {"fields": ("created_at", "updated_at"), "classes": ("collapse",)})
+
+# Failure rates from here up are shown as a problem (and as a warning above zero).
+FAILURE_RATE_ALARM = 0.10
+
+
+def _ago(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    if timezone.now() - moment < timedelta(minutes=1):
+        return str(_("just now"))
+    return str(_("%(time)s ago") % {"time": timesince(moment, depth=1)})
+
+
+class ConnectionChangeList(ChangeList):
+    """Adds each listed row's recent outcomes and pending forwards: two grouped queries over the page's rows only."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        rows = list(self.result_list)
+        ids = [row.pk for row in rows]
+        outcomes = health.recent_outcomes(ids)
+        pending = health.pending_forwards(ids)
+        for row in rows:
+            row.recent_outcomes = outcomes.get(row.pk, health.Outcomes())
+            row.pending_count = pending.get(row.pk, 0)
+        self.result_list = rows
 
 
 @admin.register(Connection)
@@ -97,52 +132,89 @@ class ConnectionAdmin(admin.ModelAdmin):
     form = ConnectionForm
     list_display = (
         "name",
-        "site_id",
+        "state_badge",
+        "recent_failure_rate",
+        "pending",
+        "last_success",
         "region",
-        "transport",
-        "one_attribute_per_audience",
-        "state",
         "api_key_hint",
-        "last_success_at",
-        "last_error_at",
     )
     list_filter = ("state", "region", "transport")
     search_fields = ("name", "site_id")
-    actions = ("test_credentials", "resume_connections")
+    search_help_text = _("Part of the name or of the Site ID.")
+    actions = ("test_credentials", "resume_connections", "resync_connections")
+    change_form_template = "admin/connections/connection/change_form.html"
+    change_list_template = "admin/connections/connection/change_list.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Connection]:
         # The ciphertext is not even loaded: no page needs the key (a new one is written
         # through the form, and a deferred column is left alone by save()).
         return super().get_queryset(request).defer("api_key")
 
+    def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:  # type: ignore[no-untyped-def]
+        return ConnectionChangeList
+
     def get_fieldsets(self, request: HttpRequest, obj: Connection | None = None):  # type: ignore[no-untyped-def]
         if obj is None:
             return (WORKSPACE, FORWARDING)
-        return (WORKSPACE, FORWARDING, MPARTICLE, HEALTH, HISTORY)
+        # State, last error and last success are shown above the form, with the buttons that act on them.
+        return (WORKSPACE, FORWARDING, MPARTICLE, HISTORY)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Connection | None = None) -> tuple[str, ...]:
         if obj is None:
             return ()
-        return ("connection_key", "state", "last_error", "last_success_at", "last_error_at", "created_at", "updated_at")
+        return ("connection_key", "created_at", "updated_at")
 
     def get_deleted_objects(self, objs, request):  # type: ignore[no-untyped-def]
         return summarized_deleted_objects(self, objs, request)
+
+    # --- the list's columns ---
+
+    @admin.display(description=_("state"), ordering="state")
+    def state_badge(self, obj: Connection) -> SafeString:
+        if obj.state == Connection.State.FAULTED:
+            return format_html('<span class="cio-badge cio-faulted" title="{}">{}</span>', obj.last_error, _("Faulted"))
+        return format_html('<span class="cio-badge cio-active">{}</span>', _("Active"))
+
+    @admin.display(description=_("failed (24 h)"))
+    def recent_failure_rate(self, obj: Connection) -> SafeString | str:
+        outcomes: health.Outcomes = obj.recent_outcomes  # type: ignore[attr-defined]
+        rate = outcomes.failure_rate
+        if rate is None:
+            return format_html(
+                '<span title="{}">{}</span>', _("No deliveries in the last 24 hours."), self.get_empty_value_display()
+            )
+        level = "cio-bad" if rate >= FAILURE_RATE_ALARM else "cio-warn" if rate else "cio-good"
+        title = _("%(failed)s of %(attempts)s delivery attempts failed in the last 24 hours.") % {
+            "failed": number_format(outcomes.failed, force_grouping=True),
+            "attempts": number_format(outcomes.attempts, force_grouping=True),
+        }
+        return format_html('<span class="{}" title="{}">{} %</span>', level, title, number_format(rate * 100, 1))
+
+    @admin.display(description=_("pending"))
+    def pending(self, obj: Connection) -> str:
+        return number_format(obj.pending_count, force_grouping=True)  # type: ignore[attr-defined]
+
+    @admin.display(description=_("last success"), ordering="last_success_at")
+    def last_success(self, obj: Connection) -> SafeString | str:
+        if obj.last_success_at is None:
+            return self.get_empty_value_display()
+        return format_html(
+            '<span title="{}">{}</span>',
+            date_format(timezone.localtime(obj.last_success_at), "DATETIME_FORMAT"),
+            _ago(obj.last_success_at),
+        )
 
     @admin.display(description=_("API key"))
     def api_key_hint(self, obj: Connection) -> str:
         return obj.masked_api_key
 
+    # --- list actions ---
+
     @admin.action(description=_("Test credentials of selected connections"), permissions=["change"])
     def test_credentials(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
         for connection in queryset:
-            check = credentials.verify_credentials(connection)
-            if check.valid and not check.region_mismatch:
-                level = messages.SUCCESS
-            elif check.valid:
-                level = messages.WARNING
-            else:
-                level = messages.ERROR
-            self.message_user(request, f"{connection.name}: {check.message}", level)
+            self._report_credentials(request, connection)
 
     @admin.action(description=_("Resume selected faulted connections"), permissions=["change"])
     def resume_connections(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
@@ -160,3 +232,132 @@ class ConnectionAdmin(admin.ModelAdmin):
             )
         else:
             self.message_user(request, _("None of the selected connections was faulted."), messages.WARNING)
+
+    @admin.action(
+        description=_("Resync selected connections (sends every member's full state)"), permissions=["change"]
+    )
+    def resync_connections(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        for connection in queryset:
+            self._start_resync(request, connection)
+
+    # --- buttons on the change page ---
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        info = self.opts.app_label, self.opts.model_name
+        buttons = [
+            ("test-credentials/", self.test_credentials_view, "test_credentials"),
+            ("resume/", self.resume_view, "resume"),
+            ("resync/", self.resync_view, "resync"),
+        ]
+        # POST only (and the admin's CSRF check): following a link or a prefetch changes nothing.
+        return [
+            *(
+                path(
+                    f"<path:object_id>/{route}",
+                    self.admin_site.admin_view(require_POST(view)),
+                    name="{}_{}_{}".format(*info, name),
+                )
+                for route, view, name in buttons
+            ),
+            *super().get_urls(),
+        ]
+
+    def test_credentials_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        connection = self._get_changeable(request, object_id)
+        self._report_credentials(request, connection)
+        return self._back_to(connection)
+
+    def resume_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        connection = self._get_changeable(request, object_id)
+        if connection_state.resume(connection):
+            self.log_change(request, connection, str(_("Resumed.")))
+            message = _("Resumed %(name)s: its waiting forwards are being sent.") % {"name": connection.name}
+            self.message_user(request, message, messages.SUCCESS)
+        else:
+            self.message_user(request, _("%(name)s was not faulted.") % {"name": connection.name}, messages.WARNING)
+        return self._back_to(connection)
+
+    def resync_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        connection = self._get_changeable(request, object_id)
+        self._start_resync(request, connection)
+        return self._back_to(connection)
+
+    def render_change_form(  # type: ignore[no-untyped-def]
+        self, request: HttpRequest, context, add=False, change=False, form_url="", obj=None
+    ) -> TemplateResponse:
+        if obj is not None and obj.pk is not None:
+            progress = health.latest_resync(obj.pk)
+            context.update(
+                last_success_ago=_ago(obj.last_success_at),
+                pending_forwards=health.pending_forwards_of(obj.pk),
+                chart=delivery_chart(health.deliveries_per_hour(obj.pk)),
+                resync=progress,
+                auto_refresh=progress is not None and progress.is_active,
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    # --- helpers ---
+
+    def _get_changeable(self, request: HttpRequest, object_id: str) -> Connection:
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        connection = self.get_object(request, unquote(object_id))
+        if connection is None:
+            raise Http404(_("No such connection."))
+        if not self.has_change_permission(request, connection):
+            raise PermissionDenied
+        return connection
+
+    def _back_to(self, connection: Connection) -> HttpResponseRedirect:
+        opts = self.opts
+        return HttpResponseRedirect(
+            reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change", args=[connection.pk])
+        )
+
+    def _report_credentials(self, request: HttpRequest, connection: Connection) -> None:
+        check = credentials.verify_credentials(connection)
+        if check.valid and not check.region_mismatch:
+            level = messages.SUCCESS
+        elif check.valid:
+            level = messages.WARNING
+        else:
+            level = messages.ERROR
+        message = check.message
+        if check.rejected:
+            advice = _("Check the Site ID and the region, enter the Track API key again and save, then test again.")
+            message = f"{message.rstrip('.')}. {advice}"
+        self.message_user(request, f"{connection.name}: {message}", level)
+
+    def _start_resync(self, request: HttpRequest, connection: Connection) -> None:
+        try:
+            run, resumed = background_resync.request_resync(connection)
+        except resync.ResyncError as error:
+            self.message_user(request, str(error), messages.WARNING)
+            return
+        if run.status == ResyncRun.Status.INTERRUPTED:
+            self.message_user(
+                request,
+                _(
+                    "%(name)s: the resync could not be handed to a worker (the task queue is unavailable). "
+                    "It is saved: press Resync again later, or run manage.py resync."
+                )
+                % {"name": connection.name},
+                messages.ERROR,
+            )
+            return
+        self.log_change(request, connection, str(_("Resync requested.")))
+        if resumed:
+            message = _(
+                "%(name)s: resuming the unfinished resync from its checkpoint (%(queued)s of %(total)s profiles "
+                "queued so far)."
+            )
+        else:
+            message = _("%(name)s: resync started. %(total)s profiles are being queued and sent with their full state.")
+        message %= {
+            "name": connection.name,
+            "queued": number_format(run.queued, force_grouping=True),
+            "total": number_format(run.total, force_grouping=True),
+        }
+        if connection.state == Connection.State.FAULTED:
+            message += " " + _("The connection is faulted: they are sent once it is resumed.")
+        self.message_user(request, message, messages.SUCCESS)

@@ -6,16 +6,26 @@ import json
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.templatetags.static import static
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from connections.admin.common import CheapCountPaginator, ReadOnlyAdminMixin
-from connections.models import Delivery, Forward
+from connections.models import Connection, Delivery, Forward
 from connections.services import retries
 
+REASONS = dict(Forward.Reason.choices)
+TRANSPORTS = dict(Connection.Transport.choices)
+STATUS_ICONS = {
+    Delivery.Status.SUCCEEDED: "icon-yes.svg",
+    Delivery.Status.FAILED: "icon-no.svg",
+    Delivery.Status.PENDING: "icon-clock.svg",
+    Delivery.Status.SKIPPED: "icon-alert.svg",
+    Delivery.Status.CANCELLED: "icon-unknown.svg",
+}
 PRE = '<pre style="white-space: pre-wrap; overflow-wrap: anywhere; margin: 0">{}</pre>'
 
 
@@ -52,15 +62,15 @@ class HttpStatusFilter(admin.SimpleListFilter):
 
 @admin.register(Delivery)
 class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    # Duration and the request are on each row's page: the list must fit beside its filters.
     list_display = (
         "created_at",
         "connection",
         "customer_id",
-        "status",
+        "outcome",
         "http_status",
         "attempt",
-        "duration_ms",
-        "reason",
+        "reason_label",
     )
     list_filter = ("connection", "status", HttpStatusFilter, ("created_at", admin.DateFieldListFilter))
     list_select_related = ("connection",)
@@ -85,8 +95,8 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     "profile",
                     "customer_id",
                     "status",
-                    "reason",
-                    "transport",
+                    "reason_label",
+                    "transport_label",
                     "attempt",
                     "retry_at",
                     "duration_ms",
@@ -104,8 +114,8 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "profile",
         "customer_id",
         "status",
-        "reason",
-        "transport",
+        "reason_label",
+        "transport_label",
         "attempt",
         "retry_at",
         "duration_ms",
@@ -115,6 +125,35 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "response_text",
         "error_text",
     )
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        return super().changelist_view(request, {"title": _("Forwarding log"), **(extra_context or {})})
+
+    def render_change_form(  # type: ignore[no-untyped-def]
+        self, request: HttpRequest, context, add=False, change=False, form_url="", obj=None
+    ) -> HttpResponse:
+        if obj is not None:
+            # Who, where and how it ended: the model's own name only knows the connection's id.
+            context["subtitle"] = f"{obj.customer_id or '—'} → {obj.connection.name}: {obj.get_status_display()}"
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    @admin.display(description=_("status"), ordering="status")
+    def outcome(self, obj: Delivery) -> SafeString:
+        icon = STATUS_ICONS.get(obj.status, "icon-unknown.svg")
+        return format_html(
+            '<span style="white-space: nowrap"><img src="{}" alt="" width="13" height="13"'
+            ' style="vertical-align: -2px"> {}</span>',
+            static(f"admin/img/{icon}"),
+            obj.get_status_display(),
+        )
+
+    @admin.display(description=_("reason"))
+    def reason_label(self, obj: Delivery) -> str:
+        return str(REASONS.get(obj.reason, obj.reason))
+
+    @admin.display(description=_("transport"))
+    def transport_label(self, obj: Delivery) -> str:
+        return str(TRANSPORTS.get(obj.transport, obj.transport))
 
     @admin.display(description=_("attributes sent"))
     def attributes_sent(self, obj: Delivery) -> SafeString:

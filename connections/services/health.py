@@ -1,0 +1,165 @@
+"""A connection's health in numbers, for the admin: deliveries per hour, recent failure rate, what is pending.
+
+Each figure is one aggregate query over an indexed range: Delivery's (connection, -created_at)
+index, the outbox's (connection, due_at). Counts that could reach millions (the outbox during a
+resync, a resync's deliveries) stop at `COUNT_CAP` and say so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import TruncHour
+from django.utils import timezone
+
+from connections.models import Delivery, Forward, ResyncRun
+
+CHART_HOURS = 48
+FAILURE_RATE_WINDOW = timedelta(hours=24)
+COUNT_CAP = 100_000
+
+SUCCEEDED = Delivery.Status.SUCCEEDED
+FAILED = Delivery.Status.FAILED
+
+
+@dataclass(frozen=True)
+class BoundedCount:
+    """A count that stopped at a cap: `capped` means "at least `value`"."""
+
+    value: int
+    capped: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.value:,}+" if self.capped else f"{self.value:,}"
+
+
+def bounded_count(queryset: QuerySet, cap: int = COUNT_CAP) -> BoundedCount:
+    counted = queryset.order_by()[: cap + 1].count()
+    return BoundedCount(cap, True) if counted > cap else BoundedCount(counted)
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Succeeded and failed delivery attempts (pending, skipped and cancelled ones are not attempts that ended)."""
+
+    succeeded: int = 0
+    failed: int = 0
+
+    @property
+    def attempts(self) -> int:
+        return self.succeeded + self.failed
+
+    @property
+    def failure_rate(self) -> float | None:
+        return self.failed / self.attempts if self.attempts else None
+
+
+@dataclass(frozen=True)
+class HourOfDeliveries:
+    start: datetime  # aware, on the hour in UTC
+    outcomes: Outcomes
+    is_current: bool = False  # the hour still running
+
+
+def deliveries_per_hour(
+    connection_id: int, *, hours: int = CHART_HOURS, now: datetime | None = None
+) -> list[HourOfDeliveries]:
+    """The last `hours` hours, oldest first, ending with the current one; hours without deliveries count zero.
+
+    Hours are cut in UTC, so every bucket is one real hour whatever the viewer's time zone
+    (a daylight-saving change never makes a 2-hour or a 0-hour bar); the chart labels them in local time.
+    """
+    now = now or timezone.now()
+    current = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    first = current - timedelta(hours=hours - 1)
+    rows = (
+        Delivery.objects.filter(
+            connection_id=connection_id,
+            created_at__gte=first,
+            created_at__lt=current + timedelta(hours=1),
+            status__in=(SUCCEEDED, FAILED),
+        )
+        .annotate(hour=TruncHour("created_at", tzinfo=UTC))
+        .values("hour")
+        .annotate(succeeded=Count("pk", filter=Q(status=SUCCEEDED)), failed=Count("pk", filter=Q(status=FAILED)))
+        .order_by()
+    )
+    by_hour = {row["hour"]: Outcomes(row["succeeded"], row["failed"]) for row in rows}
+    starts = [first + timedelta(hours=n) for n in range(hours)]
+    return [HourOfDeliveries(start, by_hour.get(start, Outcomes()), start == current) for start in starts]
+
+
+def recent_outcomes(
+    connection_ids: Iterable[int], *, window: timedelta = FAILURE_RATE_WINDOW, now: datetime | None = None
+) -> dict[int, Outcomes]:
+    """Each connection's attempts in the last `window`: one grouped query over those connections only."""
+    ids = list(connection_ids)
+    if not ids:
+        return {}
+    since = (now or timezone.now()) - window
+    rows = (
+        Delivery.objects.filter(connection_id__in=ids, created_at__gte=since, status__in=(SUCCEEDED, FAILED))
+        .values("connection_id")
+        .annotate(succeeded=Count("pk", filter=Q(status=SUCCEEDED)), failed=Count("pk", filter=Q(status=FAILED)))
+        .order_by()
+    )
+    return {row["connection_id"]: Outcomes(row["succeeded"], row["failed"]) for row in rows}
+
+
+def pending_forwards(connection_ids: Iterable[int]) -> dict[int, int]:
+    """How many outbox rows wait for each connection: one grouped query over the (connection, due_at) index."""
+    ids = list(connection_ids)
+    if not ids:
+        return {}
+    rows = Forward.objects.filter(connection_id__in=ids).values("connection_id").annotate(n=Count("pk")).order_by()
+    return {row["connection_id"]: row["n"] for row in rows}
+
+
+def pending_forwards_of(connection_id: int) -> BoundedCount:
+    return bounded_count(Forward.objects.filter(connection_id=connection_id))
+
+
+@dataclass(frozen=True)
+class ResyncProgress:
+    run: ResyncRun
+    to_send: BoundedCount  # the run's profiles still in the outbox
+    succeeded: BoundedCount  # resync deliveries since the run started, by final outcome
+    failed: int
+
+    @property
+    def percent_queued(self) -> int:
+        if not self.run.total:
+            return 100
+        return min(100, self.run.queued * 100 // self.run.total)
+
+    @property
+    def is_active(self) -> bool:
+        """Still queuing, or queued profiles not all sent yet: the page keeps refreshing."""
+        return self.run.status == ResyncRun.Status.RUNNING or self.to_send.value > 0
+
+
+def latest_resync(connection_id: int) -> ResyncProgress | None:
+    run = ResyncRun.objects.filter(connection_id=connection_id).select_related("audience").order_by("-pk").first()
+    if run is None:
+        return None
+    to_send = bounded_count(
+        Forward.objects.filter(connection_id=connection_id, reason=Forward.Reason.RESYNC, audience_id=run.audience_id)
+    )
+    # Failed attempts that will be retried are not final outcomes. At most COUNT_CAP + 1 rows are read.
+    final = (
+        Delivery.objects.filter(
+            connection_id=connection_id, reason=Forward.Reason.RESYNC, created_at__gte=run.started_at
+        )
+        .exclude(status=FAILED, retry_at__isnull=False)
+        .filter(status__in=(SUCCEEDED, FAILED))
+        .order_by()[: COUNT_CAP + 1]
+    )
+    counts = final.aggregate(
+        succeeded=Count("pk", filter=Q(status=SUCCEEDED)), failed=Count("pk", filter=Q(status=FAILED))
+    )
+    capped = counts["succeeded"] + counts["failed"] > COUNT_CAP
+    succeeded = BoundedCount(counts["succeeded"], capped)
+    return ResyncProgress(run=run, to_send=to_send, succeeded=succeeded, failed=counts["failed"])

@@ -1,0 +1,107 @@
+"""The connection's page in Chromium: the deliveries chart with data, in the browser's time zone, and a
+resync whose progress the page shows until every profile is sent (SPEC §6, §7)."""
+
+from __future__ import annotations
+
+import zoneinfo
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from playwright.sync_api import Page, expect
+
+from connections.models import Connection, Delivery, ResyncRun
+from tests.admin.helpers import admin_url, make_delivery
+from tests.browser.conftest import BROWSER_TIME_ZONE
+from tests.conftest import STANDIN_WORKSPACES
+from tests.factories import AudienceFactory, MembershipFactory, ProfileFactory, SubscriptionFactory
+from tests.workers import purge_broker, running_workers
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.timeout(180),
+]
+
+US_KEY, _ = STANDIN_WORKSPACES["site-us"]
+MEMBERS = 30
+
+
+@pytest.fixture
+def connection(db):
+    return Connection.objects.create(name="US workspace", site_id="site-us", api_key=US_KEY, rate_limit=1000)
+
+
+def deliveries(connection: Connection, hours_ago: int, succeeded: int, failed: int = 0) -> None:
+    """Deliveries in the hour `hours_ago` hours before the current one (0: the current hour, the last bar)."""
+    when = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours_ago)
+    for status, count in ((Delivery.Status.SUCCEEDED, succeeded), (Delivery.Status.FAILED, failed)):
+        for _ in range(count):
+            delivery = make_delivery(connection, status=status, http_status=200 if status == "succeeded" else 500)
+            Delivery.objects.filter(pk=delivery.pk).update(created_at=when)
+
+
+def test_the_chart_shows_deliveries_per_hour_in_the_browsers_time_zone(
+    page: Page, live_server, marketer, connection, log_in, screenshot
+):
+    for hours_ago, succeeded, failed in ((0, 12, 1), (3, 40, 0), (7, 25, 6), (20, 8, 0), (30, 60, 2), (47, 5, 5)):
+        deliveries(connection, hours_ago, succeeded, failed)
+    log_in("marketer")
+
+    page.goto(f"{live_server.url}{admin_url(Connection, 'change', connection.pk)}")
+
+    chart = page.locator(".cio-chart svg")
+    expect(chart).to_be_visible()
+    expect(chart.locator("rect.cio-succeeded")).to_have_count(6)
+    expect(chart.locator("rect.cio-failed")).to_have_count(4)
+    expect(chart.locator("g.cio-bar")).to_have_count(48)
+    expect(page.locator(".cio-chart figcaption")).to_contain_text(
+        "In the last 48 hours: 150 deliveries succeeded and 14 failed (8.5% failed)."
+    )
+    expect(page.locator(".cio-chart figcaption")).to_contain_text(f"Times are in {BROWSER_TIME_ZONE}")
+    # The current hour's bar, labelled in New York time.
+    now_there = timezone.now().astimezone(zoneinfo.ZoneInfo(BROWSER_TIME_ZONE))
+    expect(chart.locator("g.cio-bar title").last).to_have_text(
+        f"{now_there:%a %-d %b}, {now_there:%H}:00\N{EN DASH}{(now_there + timedelta(hours=1)):%H}:00 (so far): "
+        "12 succeeded, 1 failed"
+    )
+    screenshot("chart")
+
+    goto_list = f"{live_server.url}{admin_url(Connection, 'changelist')}"
+    page.goto(goto_list)
+    row = page.locator("#result_list tbody tr").filter(has_text="US workspace")
+    expect(row.locator(".field-recent_failure_rate")).to_have_text("7.6 %")  # 7 of 92 in the last 24 hours
+
+
+def test_a_resync_shows_its_progress_until_every_profile_is_sent(
+    page: Page, live_server, marketer, connection, standin, log_in, screenshot
+):
+    purge_broker()
+    subscription = SubscriptionFactory(connection=connection, audience=AudienceFactory(audience_id=123))
+    for profile in ProfileFactory.create_batch(MEMBERS):
+        MembershipFactory(profile=profile, audience=subscription.audience)
+    log_in("marketer")
+    page.goto(f"{live_server.url}{admin_url(Connection, 'change', connection.pk)}")
+    expect(page.locator(".cio-health")).to_contain_text("No resync yet.")
+
+    page.get_by_role("button", name="Resync").click()
+    expect(page.locator(".messagelist .success")).to_contain_text(
+        f"US workspace: resync started. {MEMBERS} profiles are being queued and sent with their full state."
+    )
+    expect(page.locator(".cio-health")).to_contain_text(f"0 of {MEMBERS} profiles")
+    expect(page.locator(".cio-health")).to_contain_text("This page reloads every 5 seconds")
+    screenshot("queued")
+
+    with running_workers(standin.url):
+        # No reload by the test: the page refreshes itself while the resync runs.
+        expect(page.locator(".cio-health")).to_contain_text(
+            f"{MEMBERS} succeeded, 0 failed, 0 still to send", timeout=60_000
+        )
+
+    health = page.locator(".cio-health")
+    expect(health).to_contain_text(f"{MEMBERS} of {MEMBERS} profiles")
+    expect(health).to_contain_text("Done")
+    expect(health).not_to_contain_text("This page reloads every 5 seconds")
+    expect(page.locator(".cio-chart svg rect.cio-succeeded")).to_have_count(1)
+    assert len(standin.people("site-us")) == MEMBERS
+    assert ResyncRun.objects.get().status == ResyncRun.Status.DONE

@@ -1,0 +1,66 @@
+"""The numbers of a connection's health: each one aggregate query, bounded where it could be huge."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from connections.models import Delivery, Forward
+from connections.services import health
+from tests.admin.helpers import make_delivery, make_forward
+from tests.factories import ConnectionFactory, ProfileFactory
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2026, 3, 29, 12, 30, tzinfo=UTC)
+
+
+def delivery_at(connection, when: datetime, status: str = Delivery.Status.SUCCEEDED) -> None:
+    delivery = make_delivery(connection, status=status)
+    Delivery.objects.filter(pk=delivery.pk).update(created_at=when)
+
+
+def test_deliveries_per_hour_fills_every_hour_and_counts_in_one_query(django_assert_num_queries):
+    connection = ConnectionFactory()
+    delivery_at(connection, NOW - timedelta(minutes=10))
+    delivery_at(connection, NOW - timedelta(minutes=20), Delivery.Status.FAILED)
+    delivery_at(connection, NOW - timedelta(hours=47, minutes=30))  # 13:00 two days ago: the first hour
+    delivery_at(connection, NOW - timedelta(hours=48, minutes=31))  # before the window
+
+    with django_assert_num_queries(1):
+        hours = health.deliveries_per_hour(connection.pk, now=NOW)
+
+    assert len(hours) == 48
+    assert hours[0].start == datetime(2026, 3, 27, 13, 0, tzinfo=UTC)
+    assert hours[-1].start == datetime(2026, 3, 29, 12, 0, tzinfo=UTC) and hours[-1].is_current
+    assert hours[-1].outcomes == health.Outcomes(succeeded=1, failed=1)
+    assert hours[0].outcomes == health.Outcomes(succeeded=1, failed=0)
+    assert hours[1].outcomes == health.Outcomes(succeeded=0, failed=0)
+    assert sum(h.outcomes.attempts for h in hours) == 3
+
+
+def test_recent_outcomes_of_many_connections_in_one_query(django_assert_num_queries):
+    busy, quiet = ConnectionFactory(), ConnectionFactory()
+    now = timezone.now()
+    delivery_at(busy, now - timedelta(hours=1))
+    delivery_at(busy, now - timedelta(hours=2), Delivery.Status.FAILED)
+    delivery_at(busy, now - timedelta(hours=2), Delivery.Status.CANCELLED)
+    delivery_at(busy, now - timedelta(hours=25), Delivery.Status.FAILED)
+
+    with django_assert_num_queries(1):
+        outcomes = health.recent_outcomes([busy.pk, quiet.pk])
+
+    assert outcomes == {busy.pk: health.Outcomes(succeeded=1, failed=1)}
+    assert outcomes[busy.pk].failure_rate == 0.5
+    assert health.Outcomes().failure_rate is None
+
+
+def test_a_bounded_count_stops_at_its_cap():
+    connection = ConnectionFactory()
+    for profile in ProfileFactory.create_batch(4):
+        make_forward(connection, profile)
+
+    assert health.bounded_count(Forward.objects.all(), cap=3) == health.BoundedCount(3, capped=True)
+    assert str(health.bounded_count(Forward.objects.all(), cap=3)) == "3+"
+    assert health.bounded_count(Forward.objects.all(), cap=4) == health.BoundedCount(4)
+    assert health.pending_forwards([connection.pk]) == {connection.pk: 4}

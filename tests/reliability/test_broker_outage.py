@@ -67,22 +67,26 @@ class PrivateRedis:
             return False
 
 
-def use_broker(url: str) -> None:
-    """Point this process's Celery app at another broker (and drop its pooled connections)."""
+def use_broker(url: str, monkeypatch) -> None:
+    """Point this process's Celery app at another broker (and drop its pooled connections).
+
+    Celery reads CELERY_BROKER_URL from the environment before its configuration, so both change.
+    """
+    monkeypatch.setenv("CELERY_BROKER_URL", url)
     app.conf.broker_url = url
-    app._after_fork()  # the documented-by-source way to forget pooled connections
+    app._after_fork()  # forgets pooled connections, as after a fork
 
 
 @pytest.fixture
-def redis_broker(settings):
+def redis_broker(settings, monkeypatch):
     redis = PrivateRedis()
     redis.start()
-    original = app.conf.broker_url
     settings.CELERY_BROKER_URL = redis.url
-    use_broker(redis.url)
+    use_broker(redis.url, monkeypatch)
     yield redis
     redis.stop()
-    use_broker(original)
+    monkeypatch.undo()
+    app._after_fork()
 
 
 def test_the_endpoint_keeps_accepting_during_a_broker_outage_and_nothing_is_lost(
@@ -121,7 +125,7 @@ def test_the_endpoint_keeps_accepting_during_a_broker_outage_and_nothing_is_lost
         assert not set(during) & set(standin.people("site-us"))
 
         redis_broker.start()
-        use_broker(redis_broker.url)
+        app._after_fork()
         wait_until(
             lambda: sweep() >= 0 and not Forward.objects.exists(),
             timeout=120,

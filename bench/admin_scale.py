@@ -50,6 +50,7 @@ def populate(profiles: int, deliveries: int) -> None:
             """INSERT INTO connections_membership (profile_id, audience_id, is_member, changed_at)
                SELECT p.id, a.id, (p.id %% 3) <> 0, now() FROM connections_profile p
                JOIN connections_audience a ON a.audience_id = 1000 + (p.id %% 8)""",
+            [],
         )
         cursor.execute(
             """INSERT INTO connections_delivery (connection_id, profile_id, customer_id, status, reason, transport,

@@ -142,6 +142,8 @@ FORWARD_BATCH_SIZE = env.int("FORWARD_BATCH_SIZE", default=500)  # profiles clai
 FORWARD_V1_CLAIM_SIZE = env.int("FORWARD_V1_CLAIM_SIZE", default=50)  # v1: profiles claimed at once
 FORWARD_CLAIM_SECONDS = env.int("FORWARD_CLAIM_SECONDS", default=300)  # lease of a claim
 SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", default=30.0)
+# The per-connection rate limiter lives in Redis: this URL, or the broker's when it is Redis.
+RATE_LIMIT_REDIS_URL = env.str("RATE_LIMIT_REDIS_URL", default="")
 DELIVERY_RETENTION_DAYS = env.int("DELIVERY_RETENTION_DAYS", default=30)
 
 # --- Firehose ---

@@ -83,7 +83,7 @@ def _limiter_for(url: str) -> RateLimiter:
 
 
 def get_limiter() -> RateLimiter:
-    return _limiter_for(getattr(settings, "RATE_LIMIT_REDIS_URL", "") or settings.CELERY_BROKER_URL)
+    return _limiter_for(settings.RATE_LIMIT_REDIS_URL or settings.CELERY_BROKER_URL)
 
 
 def acquire(connection_id: int, rate: int, limiter: RateLimiter | None = None) -> float:

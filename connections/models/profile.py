@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Upper
 from django.utils.translation import gettext_lazy as _
 
 
@@ -40,6 +41,12 @@ class Profile(models.Model):
                 fields=["customer_id"], condition=~Q(customer_id=""), name="profile_unique_customer_id"
             ),
             models.UniqueConstraint(fields=["mpid"], condition=Q(mpid__isnull=False), name="profile_unique_mpid"),
+        ]
+        indexes = [
+            # The admin's search: a customer ID prefix (LIKE 'x%' needs the pattern operator class on
+            # PostgreSQL) or an exact email in any case.
+            models.Index(fields=["customer_id"], name="profile_customer_prefix", opclasses=["varchar_pattern_ops"]),
+            models.Index(Upper("email"), name="profile_email_upper"),
         ]
 
     def __str__(self) -> str:

@@ -97,7 +97,7 @@ def main() -> None:
     client = Client()
     client.force_login(user)
     values = {
-        "week_ago": (timezone.now() - timezone.timedelta(days=7)).date().isoformat(),
+        "week_ago": (timezone.now() - timezone.timedelta(days=7)).isoformat().replace("+", "%2B"),
         "delivery": Delivery.objects.order_by("-id").values_list("id", flat=True)[0],
         "profile": Profile.objects.filter(customer_id="c424242").values_list("id", flat=True)[0],
     }

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from connections.models import Audience, Forward, Membership, Profile
-from connections.services import outbox
+from connections.services import bulk, outbox
 
 IDENTITY_FIELDS = ("email", "first_name", "last_name")
 
@@ -96,9 +96,10 @@ def _resolve_profiles(
         Profile.objects.bulk_create(to_create.values(), batch_size=1000)
         result.profiles_created += len(to_create)
     if to_update:
-        Profile.objects.bulk_update(
-            to_update.values(), ["customer_id", "mpid", *IDENTITY_FIELDS, "updated_at"], batch_size=1000
-        )
+        now = timezone.now()
+        for profile in to_update.values():
+            profile.updated_at = now
+        bulk.update_rows(Profile, list(to_update.values()), ["customer_id", "mpid", *IDENTITY_FIELDS, "updated_at"])
         result.profiles_updated += len(to_update)
     return resolved, identity_changed
 
@@ -131,7 +132,7 @@ def _apply_memberships(pairs: dict[tuple[int, int], bool], result: ApplyResult) 
             continue
         changed.add((profile_pk, audience_pk))
     Membership.objects.bulk_create(to_create, batch_size=1000)
-    Membership.objects.bulk_update(to_update, ["is_member", "changed_at"], batch_size=1000)
+    bulk.update_rows(Membership, to_update, ["is_member", "changed_at"])
     result.memberships_changed += len(changed)
     return changed
 

@@ -139,6 +139,7 @@ FORWARD_MAX_ATTEMPTS = env.int("FORWARD_MAX_ATTEMPTS", default=8)
 FORWARD_BACKOFF_BASE = env.float("FORWARD_BACKOFF_BASE", default=2.0)  # seconds
 FORWARD_BACKOFF_MAX = env.float("FORWARD_BACKOFF_MAX", default=600.0)  # seconds
 FORWARD_BATCH_SIZE = env.int("FORWARD_BATCH_SIZE", default=500)  # profiles claimed at once
+FORWARD_V1_CONCURRENCY = env.int("FORWARD_V1_CONCURRENCY", default=8)  # v1 requests in flight per thread
 FORWARD_V1_CLAIM_SIZE = env.int("FORWARD_V1_CLAIM_SIZE", default=50)  # v1: profiles claimed at once
 FORWARD_CLAIM_SECONDS = env.int("FORWARD_CLAIM_SECONDS", default=300)  # lease of a claim
 SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", default=30.0)

@@ -13,6 +13,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.db import models
 from django.db.models.query_utils import DeferredAttribute
+from django.views.decorators.debug import sensitive_variables
 
 
 class EncryptionError(Exception):
@@ -41,6 +42,7 @@ def current_fernet() -> MultiFernet:
     return _multifernet(tuple(k.strip() for k in settings.ENCRYPTION_KEYS if k.strip()))
 
 
+@sensitive_variables("plaintext")  # kept out of error reports
 def encrypt(plaintext: str) -> Ciphertext:
     return Ciphertext(current_fernet().encrypt(plaintext.encode()).decode())
 
@@ -96,6 +98,7 @@ class EncryptedTextField(models.TextField):
         # The raw value: an unchanged key is written back as the same ciphertext.
         return model_instance.__dict__.get(self.attname)
 
+    @sensitive_variables("value")
     def get_prep_value(self, value):  # type: ignore[no-untyped-def]
         if value is None or value == "" or isinstance(value, Ciphertext):
             return None if value is None else str(value)

@@ -53,6 +53,7 @@ class SubscriptionInline(admin.TabularInline):
 @admin.register(Audience)
 class AudienceAdmin(admin.ModelAdmin):
     form = PlainHelpTextForm
+    ordering = ("name",)  # get_queryset's annotation drops the model's default ordering
     list_display = ("name", "audience_id", "active_subscriptions", "updated_at")
     search_fields = ("name", "audience_id__exact")
     search_help_text = _("Part of the name, or the exact audience ID.")

@@ -20,12 +20,14 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.utils.formats import date_format, number_format
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from connections.admin.charts import delivery_chart
@@ -145,6 +147,11 @@ class ConnectionAdmin(admin.ModelAdmin):
     actions = ("test_credentials", "resume_connections", "resync_connections")
     change_form_template = "admin/connections/connection/change_form.html"
     change_list_template = "admin/connections/connection/change_list.html"
+
+    @method_decorator(sensitive_post_parameters("api_key"))
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):  # type: ignore[no-untyped-def]
+        # An error report of a failed save must not show the typed key (SPEC §8).
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Connection]:
         # The ciphertext is not even loaded: no page needs the key (a new one is written

@@ -8,6 +8,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_variables
 
 from connections.firehose import ingest
 from connections.firehose.messages import (
@@ -90,6 +91,8 @@ def read_body(request: HttpRequest, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+# An error report (a 500 in the lookup, say) shows each frame's variables: never these two.
+@sensitive_variables("header", "token")
 def authenticate(request: HttpRequest) -> InboundToken:
     header = request.META.get("HTTP_AUTHORIZATION", "")
     scheme, _, token = header.partition(" ")

@@ -5,6 +5,7 @@ import secrets
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 
 from connections.crypto import Ciphertext, EncryptedTextField
 
@@ -110,6 +111,7 @@ class Connection(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @sensitive_variables()  # every frame below holds the plaintext key: keep them out of error reports
     def save(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         raw = self.__dict__.get("api_key")
         if raw and not isinstance(raw, Ciphertext):

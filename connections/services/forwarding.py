@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -177,35 +179,70 @@ def send_claimed(connection: Connection, token: str, rows: list[ClaimedRow]) -> 
         connection.region,
         timeout=settings.CUSTOMERIO_TIMEOUT,
     )
-    if connection.transport == Connection.Transport.V1:
-        groups = [[p] for p in sendable]
+    v1 = connection.transport == Connection.Transport.V1
+    if v1:
+        # One request per profile: a few are in flight at once (each waits for the rate limiter).
+        size = settings.FORWARD_V1_CONCURRENCY
+        groups = [sendable[i : i + size] for i in range(0, len(sendable), size)]
     else:
         actions = [v2_action(p.customer_id, p.attributes) for p in sendable]
         groups = [[sendable[i] for i in group] for group in pack_v2_batches(actions)]
 
     for position, group in enumerate(groups):
-        ratelimit.acquire(connection.pk, connection.rate_limit)
+        if not v1:
+            ratelimit.acquire(connection.pk, connection.rate_limit)
         group = _renew_claim(token, group)
         if not group:
             continue
         logged = _log_pending(connection, group)
-        if connection.transport == Connection.Transport.V1:
-            result = client.identify(group[0].customer_id, group[0].attributes)
-            outcomes = [(group[0], result.outcome, result.error)]
+        if v1:
+            results = _send_v1(client, connection, group)
+            with transaction.atomic():
+                for p, result in zip(group, results, strict=True):
+                    _record_result(connection, token, logged, result, [(p, result.outcome, result.error)], report)
         else:
             batch = client.batch_identify([(p.customer_id, p.attributes) for p in group])
-            result = batch.overall
+            results = [batch.overall]
             outcomes = [(p, item.outcome, item.error) for p, item in zip(group, batch.items, strict=True)]
-        report.requests += 1
+            _record_result(connection, token, logged, batch.overall, outcomes, report)
+        report.requests += len(results)
         report.sent += len(group)
-        _record_result(connection, token, logged, result, outcomes, report)
-        if result.outcome is Outcome.CREDENTIALS_REJECTED:
+        _note_connection_outcome(connection, results)
+        if any(r.outcome is Outcome.CREDENTIALS_REJECTED for r in results):
             # Everything not yet sent waits for the credentials to be fixed, untouched.
             rest = [p for later in groups[position + 1 :] for p in later]
             _release(token, [i for p in rest for i in p.row_ids])
             report.faulted = True
             break
     return report
+
+
+_v1_pool: ThreadPoolExecutor | None = None
+_v1_pool_lock = threading.Lock()
+
+
+def _send_v1(client: CustomerIOClient, connection: Connection, group: list[Planned]) -> list[SendResult]:
+    """Send one v1 identify per profile, a few at once; results in the order of `group`."""
+    global _v1_pool
+    with _v1_pool_lock:
+        if _v1_pool is None:
+            _v1_pool = ThreadPoolExecutor(max_workers=settings.FORWARD_V1_CONCURRENCY, thread_name_prefix="cio-v1")
+
+    def send(p: Planned) -> SendResult:
+        ratelimit.acquire(connection.pk, connection.rate_limit)
+        return client.identify(p.customer_id, p.attributes)
+
+    return list(_v1_pool.map(send, group))
+
+
+def _note_connection_outcome(connection: Connection, results: list[SendResult]) -> None:
+    """The connection's last success and last error, once per group of requests."""
+    now = timezone.now()
+    errors = [r.error for r in results if r.outcome in (Outcome.FAILED, Outcome.RETRY)]
+    if any(r.outcome is Outcome.SUCCEEDED for r in results):
+        Connection.objects.filter(pk=connection.pk).update(last_success_at=now)
+    if errors:
+        Connection.objects.filter(pk=connection.pk).update(last_error=errors[-1][:2000], last_error_at=now)
 
 
 def _renew_claim(token: str, group: list[Planned]) -> list[Planned]:
@@ -223,8 +260,11 @@ def _renew_claim(token: str, group: list[Planned]) -> list[Planned]:
 
 
 def _log_pending(connection: Connection, group: list[Planned]) -> dict[int, int]:
-    """Write the log rows of one request as pending; returns profile id -> delivery id."""
-    request_id = uuid.uuid4()
+    """Write the log rows of the group's request(s) as pending; returns profile id -> delivery id.
+
+    A v2 batch is one request (one request id for all); v1 sends one request per profile.
+    """
+    shared = uuid.uuid4() if connection.transport == Connection.Transport.V2_BATCH else None
     rows = Delivery.objects.bulk_create(
         [
             Delivery(
@@ -236,7 +276,7 @@ def _log_pending(connection: Connection, group: list[Planned]) -> dict[int, int]
                 transport=connection.transport,
                 attributes=p.attributes,
                 attempt=p.attempt,
-                request_id=request_id,
+                request_id=shared or uuid.uuid4(),
             )
             for p in group
         ]
@@ -322,12 +362,10 @@ def _record_result(
                 connection_state.fault(connection, result.error or "Customer.io rejected the credentials.")
                 report.failed += len(group)
             for p, error in group:
-                log_outcome(connection, p.customer_id, outcome.value, result.http_status, error, p.attempt)
+                gave_up = outcome is Outcome.RETRY and p.attempt >= settings.FORWARD_MAX_ATTEMPTS
+                status = "failed" if gave_up else outcome.value
+                log_outcome(connection, p.customer_id, status, result.http_status, error, p.attempt)
         Forward.objects.filter(claim_token=token, id__in=done_rows).delete()
-        if result.outcome is Outcome.SUCCEEDED:
-            Connection.objects.filter(pk=connection.pk).update(last_success_at=now)
-        elif result.outcome in (Outcome.FAILED, Outcome.RETRY):
-            Connection.objects.filter(pk=connection.pk).update(last_error=result.error[:2000], last_error_at=now)
 
 
 def _complete(logged: dict[int, int], group: list[tuple[Planned, str]], status: str, common: dict) -> None:

@@ -56,6 +56,10 @@ def _resolve_profiles(
     customer_ids = {p.customer_id for p in inputs if p.customer_id}
     by_mpid = {pr.mpid: pr for pr in Profile.objects.filter(mpid__in=mpids)} if mpids else {}
     by_cid = {pr.customer_id: pr for pr in Profile.objects.filter(customer_id__in=customer_ids)} if customer_ids else {}
+    # One Python object per row: a message may name one person by mpid and by customer ID,
+    # and both entries' changes must land on the same object.
+    same = {pr.pk: pr for pr in by_mpid.values()}
+    by_cid = {c: same.get(pr.pk, pr) for c, pr in by_cid.items()}
 
     resolved: dict[tuple[str, str], Profile] = {}
     to_create: dict[tuple[str, str], Profile] = {}

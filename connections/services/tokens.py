@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from django.db.models import Q
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from connections.models import InboundToken
 
@@ -42,6 +43,7 @@ def create_token(name: str) -> tuple[InboundToken, str]:
     return inbound, issue(inbound)
 
 
+@sensitive_variables("token")  # kept out of error reports
 def authenticate(token: str) -> InboundToken | None:
     """The unrevoked token `token` is, or None."""
     if not token:

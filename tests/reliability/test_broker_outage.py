@@ -81,11 +81,13 @@ def use_broker(url: str, monkeypatch) -> None:
 def redis_broker(settings, monkeypatch):
     redis = PrivateRedis()
     redis.start()
+    original = app.conf.broker_url
     settings.CELERY_BROKER_URL = redis.url
     use_broker(redis.url, monkeypatch)
     yield redis
     redis.stop()
     monkeypatch.undo()
+    app.conf.broker_url = original
     app._after_fork()
 
 

@@ -97,8 +97,11 @@ def _resolve_profiles(
             identity_changed.add(profile.pk)
 
     if to_create:
-        Profile.objects.bulk_create(to_create.values(), batch_size=1000)
-        result.profiles_created += len(to_create)
+        raced = _create_profiles(list(to_create.values()))
+        result.profiles_created += len(to_create) - len(raced)
+        for profile in raced:
+            to_update[profile.pk] = profile
+            identity_changed.add(profile.pk)
     if to_update:
         now = timezone.now()
         for profile in to_update.values():
@@ -106,6 +109,31 @@ def _resolve_profiles(
         bulk.update_rows(Profile, list(to_update.values()), ["customer_id", "mpid", *IDENTITY_FIELDS, "updated_at"])
         result.profiles_updated += len(to_update)
     return resolved, identity_changed
+
+
+def _create_profiles(new: list[Profile]) -> list[Profile]:
+    """Insert new profiles, safe against a concurrent message creating the same person.
+
+    `ON CONFLICT DO NOTHING` waits for the other transaction and skips its rows; they are then
+    read back, so every object gets its primary key. Returns the ones another transaction
+    created first with other values: the caller writes this message's values over them.
+    """
+    keyless = [p for p in new if not (p.customer_id or p.mpid)]
+    keyed = [p for p in new if p.customer_id or p.mpid]
+    Profile.objects.bulk_create(keyless, batch_size=1000)
+    if not keyed:
+        return []
+    Profile.objects.bulk_create(keyed, batch_size=1000, ignore_conflicts=True)
+    by_mpid = {r.mpid: r for r in Profile.objects.filter(mpid__in=[p.mpid for p in keyed if p.mpid])}
+    by_cid = {r.customer_id: r for r in Profile.objects.filter(customer_id__in=[p.customer_id for p in keyed])}
+    raced = []
+    for profile in keyed:
+        row = (by_mpid.get(profile.mpid) if profile.mpid else None) or by_cid[profile.customer_id]
+        profile.pk = row.pk
+        profile._state.adding = False
+        if any(getattr(row, f) != getattr(profile, f) for f in ("customer_id", "mpid", *IDENTITY_FIELDS)):
+            raced.append(profile)
+    return raced
 
 
 def _apply_memberships(pairs: dict[tuple[int, int], bool], result: ApplyResult) -> set[tuple[int, int]]:
@@ -135,7 +163,17 @@ def _apply_memberships(pairs: dict[tuple[int, int], bool], result: ApplyResult) 
         else:
             continue
         changed.add((profile_pk, audience_pk))
-    Membership.objects.bulk_create(to_create, batch_size=1000)
+    if to_create:
+        # As for profiles: a concurrent message may have recorded some of these pairs first.
+        Membership.objects.bulk_create(to_create, batch_size=1000, ignore_conflicts=True)
+        wanted = {(m.profile_id, m.audience_id): m.is_member for m in to_create}
+        for stored in Membership.objects.filter(
+            profile_id__in={p for p, _ in wanted}, audience_id__in={a for _, a in wanted}
+        ):
+            desired = wanted.get((stored.profile_id, stored.audience_id))
+            if desired is not None and stored.is_member != desired:
+                stored.is_member, stored.changed_at = desired, now
+                to_update.append(stored)
     bulk.update_rows(Membership, to_update, ["is_member", "changed_at"])
     result.memberships_changed += len(changed)
     return changed

@@ -147,3 +147,15 @@ def test_a_rename_resends_members_only_where_the_toggle_is_on():
 
     assert [(c, r) for c, _, _, r in forwards()] == [(on.connection_id, "rename")]
     assert subscriptions.rename_audience(audience, "New") is False
+
+
+def test_a_profile_created_meanwhile_by_a_concurrent_message_gets_this_messages_values():
+    from connections.services.memberships import _create_profiles
+
+    first = ProfileFactory(customer_id="raced", email="old@example.com")  # committed by "the other" message
+    mine = Profile(customer_id="raced", email="new@example.com")
+
+    raced = _create_profiles([mine])
+
+    assert raced == [mine] and mine.pk == first.pk
+    assert Profile.objects.filter(customer_id="raced").count() == 1

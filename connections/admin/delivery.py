@@ -107,24 +107,8 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         (_("Sent"), {"fields": ("attributes_sent",)}),
         (_("Answer"), {"fields": ("http_status", "response_text", "error_text")}),
     )
-    readonly_fields = (
-        "created_at",
-        "finished_at",
-        "connection",
-        "profile",
-        "customer_id",
-        "status",
-        "reason_label",
-        "transport_label",
-        "attempt",
-        "retry_at",
-        "duration_ms",
-        "request_id",
-        "attributes_sent",
-        "http_status",
-        "response_text",
-        "error_text",
-    )
+    # The log is read-only: every field shown is a read-only one.
+    readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         return super().changelist_view(request, {"title": _("Forwarding log"), **(extra_context or {})})

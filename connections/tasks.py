@@ -23,10 +23,14 @@ TIME_BUDGET_SECONDS = 60.0
 @shared_task(ignore_result=True, acks_late=True)
 def forward_connection(connection_id: int) -> None:
     report = forwarding.forward_pending(connection_id, time_budget=TIME_BUDGET_SECONDS)
-    if report.faulted or report.next_due_in is None:
+    if report.faulted or report.next_due_in is None or report.sent == 0:
+        # Nothing (more) for this task: new changes wake a worker, and the sweep finds the rest.
+        # A task that sent nothing must not reschedule itself, or every wake-up during a long
+        # Customer.io outage would become a chain of tasks that never ends.
         return
-    # More is due (the budget ran out) or rows wait in backoff: come back when they are due.
-    forward_connection.apply_async((connection_id,), countdown=report.next_due_in)
+    if report.next_due_in <= settings.SWEEP_INTERVAL_SECONDS:
+        # More is due (the time budget ran out) or a retry is due soon: come back for it.
+        forward_connection.apply_async((connection_id,), countdown=report.next_due_in)
 
 
 @shared_task(ignore_result=True)

@@ -54,8 +54,6 @@ class ForwardReport:
         for name in ("sent", "succeeded", "failed", "retrying", "skipped", "cancelled", "requests"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.faulted = self.faulted or other.faulted
-        if other.next_due_in is not None:
-            self.next_due_in = min(self.next_due_in or other.next_due_in, other.next_due_in)
 
 
 def unclaimed(now) -> Q:  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.utils import timezone
 
-from connections.models import Audience, Forward, Membership, Profile
+from connections.models import Audience, Forward, Membership, Profile, Subscription
 from connections.services import bulk, outbox
 
 IDENTITY_FIELDS = ("email", "first_name", "last_name")
@@ -227,8 +227,6 @@ def apply_changes(changes: Sequence[ProfileChange], audience_names: dict[int, st
 
 def connections_forwarding_profiles(profile_pks: set[int]) -> set[tuple[int, int]]:
     """(connection pk, profile pk) for every active subscription to an audience the profile has a record in."""
-    from connections.models import Subscription
-
     rows = Membership.objects.filter(
         profile_id__in=profile_pks,
         audience__subscriptions__status=Subscription.Status.ACTIVE,

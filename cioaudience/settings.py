@@ -77,6 +77,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # share the file: a deferred transaction that later wants to write fails at once with
     # "database is locked" instead of waiting its turn.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # The default file lives under var/, which a fresh clone does not have yet.
+    VAR_DIR.mkdir(exist_ok=True)
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             "timeout": 30,

@@ -60,6 +60,12 @@ class Subscription(models.Model):
         default=Status.ACTIVE,
         help_text=_("Only active subscriptions forward. Deactivating leaves Customer.io's attributes as they are."),
     )
+    customerio_segment_id = models.PositiveIntegerField(
+        _("Customer.io manual segment ID"),
+        null=True,
+        blank=True,
+        help_text=_("Optional. Members are also added to this manual segment, and people who leave are removed."),
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True, help_text=_("When it was created."))
     updated_at = models.DateTimeField(_("updated at"), auto_now=True, help_text=_("When it was last changed."))
 
@@ -70,6 +76,10 @@ class Subscription(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["audience", "connection"], name="subscription_unique_audience_connection"),
             models.CheckConstraint(condition=Q(status__in=["active", "inactive"]), name="subscription_status_valid"),
+            models.CheckConstraint(
+                condition=Q(customerio_segment_id__isnull=True) | Q(customerio_segment_id__gt=0),
+                name="subscription_segment_id_positive",
+            ),
         ]
         indexes = [models.Index(fields=["connection", "status"], name="subscription_conn_status")]
 

@@ -27,7 +27,18 @@ class Connection(models.Model):
 
     class State(models.TextChoices):
         ACTIVE = "active", _("Active")
+        BACKING_OFF = "backing_off", _("Backing off (Customer.io keeps failing; probing)")
         FAULTED = "faulted", _("Faulted (credentials rejected)")
+
+    class IdentifyBy(models.TextChoices):
+        CUSTOMER_ID = "customer_id", _("Customer ID")
+        CUSTOMER_ID_OR_EMAIL = "customer_id_or_email", _("Customer ID, or the email for people without one")
+        EMAIL = "email", _("Email")
+
+    class Erasure(models.TextChoices):
+        SUPPRESS = "suppress", _("Suppress (delete the person and keep them from being re-added)")
+        DELETE = "delete", _("Delete the person")
+        NONE = "none", _("Nothing (erase here only)")
 
     name = models.CharField(
         _("name"), max_length=100, unique=True, help_text=_("A name you will recognise this workspace by.")
@@ -75,11 +86,85 @@ class Connection(models.Model):
     )
     state = models.CharField(
         _("state"),
-        max_length=10,
+        max_length=12,
         choices=State.choices,
         default=State.ACTIVE,
         db_index=True,
-        help_text=_("Faulted: Customer.io rejected the credentials; forwards wait until it is resumed."),
+        help_text=_(
+            "Backing off: Customer.io keeps failing, one probe at a time is sent until it answers. "
+            "Faulted: Customer.io rejected the credentials; forwards wait until it is resumed."
+        ),
+    )
+    state_changed_at = models.DateTimeField(
+        _("state since"), null=True, blank=True, help_text=_("When the connection entered its current state.")
+    )
+    # The circuit breaker (services/breaker.py).
+    failing_since = models.DateTimeField(
+        _("failing since"),
+        null=True,
+        blank=True,
+        help_text=_("Start of the current run of transient failures with no success in between."),
+    )
+    consecutive_failures = models.PositiveIntegerField(
+        _("consecutive failures"), default=0, help_text=_("Transient failures in a row since the last success.")
+    )
+    failed_probes = models.PositiveIntegerField(
+        _("failed probes"), default=0, help_text=_("Probes that failed since the breaker opened (sets the interval).")
+    )
+    next_probe_at = models.DateTimeField(
+        _("next probe at"), null=True, blank=True, help_text=_("While backing off: when the next probe is sent.")
+    )
+    paused_until = models.DateTimeField(
+        _("paused until"),
+        null=True,
+        blank=True,
+        help_text=_("Customer.io asked every sender to wait (429 or Retry-After): nothing is sent before this."),
+    )
+    identify_by = models.CharField(
+        _("identify people by"),
+        max_length=24,
+        choices=IdentifyBy.choices,
+        default=IdentifyBy.CUSTOMER_ID,
+        help_text=_("The identifier sent to Customer.io. People without it are skipped, with the reason in the log."),
+    )
+    update_existing_only = models.BooleanField(
+        _("update existing people only"),
+        default=False,
+        help_text=_(
+            "Never create people in Customer.io, only update those it has (v2 sends \"_update\": true). "
+            "Needs the v2 batch transport."
+        ),
+    )
+    segment_membership_always = models.BooleanField(
+        _("SegmentMembership always"),
+        default=False,
+        help_text=_(
+            "Also send SegmentMembership when one attribute per audience is on, as mParticle's current "
+            "integration does."
+        ),
+    )
+    app_api_key = EncryptedTextField(
+        _("App API key"),
+        blank=True,
+        default="",
+        help_text=_(
+            "Optional. Customer.io App API key, to create manual segments from the admin. Stored encrypted; "
+            "never shown again."
+        ),
+    )
+    app_api_key_last4 = models.CharField(
+        _("App API key ends with"),
+        max_length=4,
+        blank=True,
+        editable=False,
+        help_text=_("The last four characters of the App API key."),
+    )
+    erasure = models.CharField(
+        _("on erasure"),
+        max_length=10,
+        choices=Erasure.choices,
+        default=Erasure.SUPPRESS,
+        help_text=_("What Customer.io is told when a person is erased here."),
     )
     connection_key = models.CharField(
         _("connection key"),
@@ -103,7 +188,16 @@ class Connection(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(region__in=["us", "eu"]), name="connection_region_valid"),
             models.CheckConstraint(condition=Q(transport__in=["v2_batch", "v1"]), name="connection_transport_valid"),
-            models.CheckConstraint(condition=Q(state__in=["active", "faulted"]), name="connection_state_valid"),
+            models.CheckConstraint(
+                condition=Q(state__in=["active", "backing_off", "faulted"]), name="connection_state_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(identify_by__in=["customer_id", "customer_id_or_email", "email"]),
+                name="connection_identify_by_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(erasure__in=["suppress", "delete", "none"]), name="connection_erasure_valid"
+            ),
             models.CheckConstraint(condition=Q(rate_limit__gt=0), name="connection_rate_limit_positive"),
             models.CheckConstraint(condition=~Q(site_id=""), name="connection_site_id_not_empty"),
         ]
@@ -113,13 +207,18 @@ class Connection(models.Model):
 
     @sensitive_variables()  # every frame below holds the plaintext key: keep them out of error reports
     def save(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        raw = self.__dict__.get("api_key")
-        if raw and not isinstance(raw, Ciphertext):
-            self.api_key_last4 = raw[-4:]
-            if kwargs.get("update_fields") is not None:
-                kwargs["update_fields"] = {*kwargs["update_fields"], "api_key_last4"}
+        for field in ("api_key", "app_api_key"):
+            raw = self.__dict__.get(field)
+            if raw and not isinstance(raw, Ciphertext):
+                setattr(self, f"{field}_last4", raw[-4:])
+                if kwargs.get("update_fields") is not None:
+                    kwargs["update_fields"] = {*kwargs["update_fields"], f"{field}_last4"}
         super().save(*args, **kwargs)
 
     @property
     def masked_api_key(self) -> str:
         return f"…{self.api_key_last4}" if self.api_key_last4 else ""
+
+    @property
+    def masked_app_api_key(self) -> str:
+        return f"…{self.app_api_key_last4}" if self.app_api_key_last4 else ""

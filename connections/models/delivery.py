@@ -18,6 +18,7 @@ class Delivery(models.Model):
         PENDING = "pending", _("Pending")
         SUCCEEDED = "succeeded", _("Succeeded")
         FAILED = "failed", _("Failed")
+        RETRYING = "retrying", _("Failed for now, will retry")
         SKIPPED = "skipped", _("Skipped")
         CANCELLED = "cancelled", _("Cancelled")
 
@@ -45,6 +46,15 @@ class Delivery(models.Model):
         _("status"), max_length=10, choices=Status.choices, default=Status.PENDING, help_text=_("The outcome.")
     )
     reason = models.CharField(_("reason"), max_length=12, blank=True, help_text=_("What caused it."))
+    action = models.CharField(
+        _("action"),
+        max_length=16,
+        default="identify",
+        help_text=_("identify, segment_add, segment_remove, suppress or delete."),
+    )
+    segment_id = models.PositiveIntegerField(
+        _("segment"), null=True, blank=True, help_text=_("For a manual segment request: the segment's id.")
+    )
     transport = models.CharField(_("transport"), max_length=10, blank=True, help_text=_("v2_batch or v1."))
     attributes = models.JSONField(_("attributes sent"), default=dict, blank=True, help_text=_("Exactly what was sent."))
     http_status = models.PositiveSmallIntegerField(
@@ -72,7 +82,7 @@ class Delivery(models.Model):
         verbose_name_plural = _("forwarding log")
         constraints = [
             models.CheckConstraint(
-                condition=Q(status__in=["pending", "succeeded", "failed", "skipped", "cancelled"]),
+                condition=Q(status__in=["pending", "succeeded", "failed", "retrying", "skipped", "cancelled"]),
                 name="delivery_status_valid",
             ),
         ]

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils.translation import gettext_lazy as _
 
 
@@ -66,6 +67,18 @@ class Forward(models.Model):
             models.Index(fields=["connection", "due_at"], name="forward_conn_due"),
             models.Index(fields=["connection", "profile"], name="forward_conn_profile"),
             models.Index(fields=["claim_token"], name="forward_claim", condition=~Q(claim_token="")),
+        ]
+        constraints = [
+            # The backlog stays bounded (SPEC section 4): at most one waiting row per profile and
+            # audience (and one audience-less row) per connection, whatever the number of changes.
+            # Writers insert with ON CONFLICT DO NOTHING; rows a worker holds are never merged into.
+            models.UniqueConstraint(
+                F("connection"),
+                F("profile"),
+                Coalesce(F("audience"), Value(0)),
+                condition=Q(claim_token=""),
+                name="forward_unique_unclaimed",
+            ),
         ]
 
     def __str__(self) -> str:

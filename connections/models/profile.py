@@ -74,6 +74,15 @@ class Membership(models.Model):
         _("is member"), default=True, help_text=_('Unticked: a recorded ex-member (sent as "false").')
     )
     changed_at = models.DateTimeField(_("changed at"), help_text=_("When membership last changed."))
+    source_time = models.DateTimeField(
+        _("source time"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "The source's own time of the change applied last (mParticle's timestamp_ms); a change stamped "
+            "earlier arrives late and is ignored. Admin and import edits count as now."
+        ),
+    )
 
     class Meta:
         verbose_name = _("membership")

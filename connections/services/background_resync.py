@@ -13,7 +13,7 @@ from functools import partial
 from django.db import transaction
 
 from connections.models import Connection, ResyncRun
-from connections.services import resync
+from connections.services import resync, wakeup
 
 log = logging.getLogger("cioaudience.resync")
 
@@ -34,12 +34,6 @@ def request_resync(connection: Connection) -> tuple[ResyncRun, bool]:
 
 
 def _publish(run: ResyncRun) -> None:
-    from kombu.exceptions import OperationalError
-
-    from connections.tasks import resync_connection
-
-    try:
-        resync_connection.delay(run.connection_id, run.audience_id)
-    except OperationalError as exc:
-        log.warning("broker unavailable, resync not started run=%s error=%s", run.pk, exc)
+    if not wakeup.send_task(wakeup.RESYNC_TASK, [run.connection_id, run.audience_id]):
+        log.warning("resync not started run=%s: the broker is unavailable", run.pk)
         resync.interrupt(run)

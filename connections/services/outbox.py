@@ -7,50 +7,31 @@ message is lost, the periodic sweep finds the rows anyway.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 
 from django.db import connection as db_connection
-from django.db import transaction
 from django.utils import timezone
 
 from connections.models import Forward, Membership, Subscription
+from connections.services.wakeup import wake_workers
 
 ForwardKey = tuple[int, int, int | None]  # (connection pk, profile pk, audience pk or None)
 
-log = logging.getLogger("cioaudience.outbox")
-
-
-def wake_workers(connection_ids: Iterable[int]) -> None:
-    """Ask a worker to send what is pending for these connections, once the transaction commits."""
-    ids = sorted(set(connection_ids))
-    if not ids:
-        return
-
-    def send() -> None:
-        from kombu.exceptions import OperationalError
-
-        from connections.tasks import forward_connection
-
-        try:
-            for connection_id in ids:
-                forward_connection.delay(connection_id)
-        except OperationalError as exc:
-            # The change and its outbox rows are committed; the periodic sweep enqueues
-            # them once the broker is back. The request that made the change still succeeds.
-            log.warning("broker unavailable, leaving forwards to the sweep connections=%s error=%s", ids, exc)
-
-    transaction.on_commit(send)
+__all__ = ["active_connection_ids_by_audience", "enqueue", "enqueue_audience_members", "wake_workers"]
 
 
 def enqueue(keys: Iterable[ForwardKey], reason: str) -> int:
-    """Queue forwards for (connection, profile, audience) triples; returns how many were queued."""
+    """Queue forwards for (connection, profile, audience) triples; returns how many keys were given.
+
+    A key that already waits in the outbox is left as it is (ON CONFLICT DO NOTHING): its
+    payload is computed from the database when it is sent, so it carries this change too.
+    """
     now = timezone.now()
     rows = [
         Forward(connection_id=c, profile_id=p, audience_id=a, reason=reason, due_at=now, created_at=now)
         for c, p, a in set(keys)
     ]
-    Forward.objects.bulk_create(rows, batch_size=2000)
+    Forward.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
     wake_workers(row.connection_id for row in rows)
     return len(rows)
 
@@ -68,7 +49,9 @@ def enqueue_audience_members(connection_id: int, audience_pk: int, reason: str) 
         cursor.execute(
             f"INSERT INTO {forward} (connection_id, profile_id, audience_id, reason, created_at, due_at,"  # noqa: S608
             f" attempts, claim_token) SELECT %s, m.profile_id, m.audience_id, %s, %s, %s, 0, ''"
-            f" FROM {membership} m WHERE m.audience_id = %s AND m.is_member = %s",
+            f" FROM {membership} m WHERE m.audience_id = %s AND m.is_member = %s"
+            # `ON CONFLICT` after INSERT ... SELECT needs a WHERE in SQLite's grammar (it has one).
+            " ON CONFLICT DO NOTHING",
             [connection_id, reason, now, now, audience_pk, True],
         )
         count = cursor.rowcount

@@ -11,11 +11,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from connections.customerio.limits import limit_violation
-from connections.models import Audience, Connection, Forward, Membership, Profile, Subscription
+from connections.models import Audience, Connection, Membership, Profile, Subscription
 from connections.services.attributes import AudienceState, ProfileData, build_identify_attributes, skip_reason
 
-# Reasons whose rows carry no audience and ask for the full state of the profile.
-FULL_STATE_REASONS = {Forward.Reason.RESYNC, Forward.Reason.RETRY}
+# A row without an audience (identity change, resync, retry) asks for the full state of the
+# profile: with one attribute per audience, every forwarded audience's "In <name>". That way a
+# profile that only now becomes forwardable (it gained the identifier the connection uses) gets
+# its earlier memberships too, and a bounded outbox that keeps one such row per profile loses no
+# intent when an identity change and a resync of the same profile meet.
 
 NOT_SUBSCRIBED = "Subscription no longer active: not sent; Customer.io keeps its attributes."
 
@@ -96,11 +99,8 @@ def plan(connection: Connection, rows: Iterable[ClaimedRow]) -> list[Planned]:
             item.skip = reason
             continue
         records = membership.get(profile_id, {})
-        if connection.one_attribute_per_audience:
-            full = any(r.reason in FULL_STATE_REASONS for r in general)
-            chosen = set(records) if full else live
-        else:
-            chosen = set(records)
+        # Toggle off, SegmentMembership always lists every forwarded audience.
+        chosen = live if connection.one_attribute_per_audience and not general else set(records)
         audiences = [
             AudienceState(active[a], names[a], records.get(a, False)) for a in sorted(chosen, key=lambda a: active[a])
         ]

@@ -152,7 +152,7 @@ def _insert_forwards(scope: Scope, *, after: int, up_to: int) -> int:
             f"INSERT INTO {forward} (connection_id, profile_id, audience_id, reason, created_at, due_at,"  # noqa: S608
             f" attempts, claim_token) SELECT %s, m.profile_id, %s, %s, %s, %s, 0, '' FROM {membership} m"
             f" WHERE m.audience_id IN ({placeholders}) AND m.profile_id > %s AND m.profile_id <= %s"
-            " GROUP BY m.profile_id",
+            " GROUP BY m.profile_id ON CONFLICT DO NOTHING",
             [scope.connection.pk, audience_pk, Forward.Reason.RESYNC, now, now, *scope.audience_pks, after, up_to],
         )
         return cursor.rowcount

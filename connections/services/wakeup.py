@@ -1,0 +1,52 @@
+"""Waking workers: Celery tasks sent by name, so services never import `connections.tasks`.
+
+The tasks module imports the services; the services only know task names. That keeps the
+import graph one-way (tasks -> services) and lets services run where no worker is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from django.db import transaction
+from kombu.exceptions import OperationalError
+
+log = logging.getLogger("cioaudience.outbox")
+
+FORWARD_TASK = "connections.tasks.forward_connection"
+RESYNC_TASK = "connections.tasks.resync_connection"
+
+
+def send_task(name: str, args: list, countdown: float | None = None) -> bool:
+    """Publish a task by name; False when the broker is unavailable (the sweep covers it)."""
+    from cioaudience.celery import app
+
+    try:
+        app.send_task(name, args=args, countdown=countdown)
+    except OperationalError as exc:
+        log.warning("broker unavailable, leaving it to the sweep task=%s args=%s error=%s", name, args, exc)
+        return False
+    return True
+
+
+def forward_now(connection_id: int, countdown: float | None = None) -> bool:
+    return send_task(FORWARD_TASK, [connection_id], countdown=countdown)
+
+
+def wake_workers(connection_ids: Iterable[int]) -> None:
+    """Ask a worker to send what is pending for these connections, once the transaction commits.
+
+    If the broker is down the change and its outbox rows are still committed; the periodic
+    sweep enqueues them once it is back, and the request that made the change succeeds.
+    """
+    ids = sorted(set(connection_ids))
+    if not ids:
+        return
+
+    def send() -> None:
+        for connection_id in ids:
+            if not forward_now(connection_id):
+                return
+
+    transaction.on_commit(send)

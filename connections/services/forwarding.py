@@ -205,7 +205,7 @@ def send_claimed(connection: Connection, token: str, rows: list[ClaimedRow]) -> 
             _record_result(connection, token, logged, batch.overall, outcomes, report)
         report.requests += len(results)
         report.sent += len(group)
-        _note_connection_outcome(connection, results)
+        connection_state.note_results(connection, results)
         if any(r.outcome is Outcome.CREDENTIALS_REJECTED for r in results):
             # Everything not yet sent waits for the credentials to be fixed, untouched.
             rest = [p for later in groups[position + 1 :] for p in later]
@@ -231,16 +231,6 @@ def _send_v1(client: CustomerIOClient, connection: Connection, group: list[Plann
         return client.identify(p.customer_id, p.attributes)
 
     return list(_v1_pool.map(send, group))
-
-
-def _note_connection_outcome(connection: Connection, results: list[SendResult]) -> None:
-    """The connection's last success and last error, once per group of requests."""
-    now = timezone.now()
-    errors = [r.error for r in results if r.outcome in (Outcome.FAILED, Outcome.RETRY)]
-    if any(r.outcome is Outcome.SUCCEEDED for r in results):
-        Connection.objects.filter(pk=connection.pk).update(last_success_at=now)
-    if errors:
-        Connection.objects.filter(pk=connection.pk).update(last_error=errors[-1][:2000], last_error_at=now)
 
 
 def _renew_claim(token: str, group: list[Planned]) -> list[Planned]:

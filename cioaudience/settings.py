@@ -137,13 +137,23 @@ CUSTOMERIO_EU_URL = env.str("CUSTOMERIO_EU_URL", default="https://track-eu.custo
 CUSTOMERIO_TIMEOUT = env.float("CUSTOMERIO_TIMEOUT", default=10.0)
 
 # --- Forwarding ---
-FORWARD_MAX_ATTEMPTS = env.int("FORWARD_MAX_ATTEMPTS", default=8)
+# A transient failure is retried after a backoff, for ever (never given up): doubling from the
+# base, at most the max, jittered; Retry-After wins when longer.
 FORWARD_BACKOFF_BASE = env.float("FORWARD_BACKOFF_BASE", default=2.0)  # seconds
-FORWARD_BACKOFF_MAX = env.float("FORWARD_BACKOFF_MAX", default=600.0)  # seconds
+FORWARD_BACKOFF_MAX = env.float("FORWARD_BACKOFF_MAX", default=300.0)  # seconds
 FORWARD_BATCH_SIZE = env.int("FORWARD_BATCH_SIZE", default=500)  # profiles claimed at once
 FORWARD_V1_CONCURRENCY = env.int("FORWARD_V1_CONCURRENCY", default=8)  # v1 requests in flight per thread
 FORWARD_V1_CLAIM_SIZE = env.int("FORWARD_V1_CLAIM_SIZE", default=50)  # v1: profiles claimed at once
-FORWARD_CLAIM_SECONDS = env.int("FORWARD_CLAIM_SECONDS", default=300)  # lease of a claim
+# The lease of a claim, renewed before every request its worker sends: a killed worker's rows
+# are free again after at most this long, and the next sweep hands them to another worker.
+FORWARD_CLAIM_SECONDS = env.int("FORWARD_CLAIM_SECONDS", default=45)
+# The circuit breaker (connections/services/breaker.py): opens after BREAKER_FAILURES transient
+# failures in a row spanning at least BREAKER_MIN_SECONDS with no answer between; then one probe
+# at a time, BREAKER_PROBE_BASE seconds apart, doubling up to BREAKER_PROBE_MAX (jittered).
+BREAKER_FAILURES = env.int("BREAKER_FAILURES", default=5)
+BREAKER_MIN_SECONDS = env.float("BREAKER_MIN_SECONDS", default=10.0)
+BREAKER_PROBE_BASE = env.float("BREAKER_PROBE_BASE", default=5.0)
+BREAKER_PROBE_MAX = env.float("BREAKER_PROBE_MAX", default=300.0)
 SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", default=30.0)
 # The per-connection rate limiter lives in Redis: this URL, or the broker's when it is Redis.
 RATE_LIMIT_REDIS_URL = env.str("RATE_LIMIT_REDIS_URL", default="")

@@ -23,33 +23,44 @@ TIME_BUDGET_SECONDS = 60.0
 @shared_task(ignore_result=True, acks_late=True)
 def forward_connection(connection_id: int) -> None:
     report = forwarding.forward_pending(connection_id, time_budget=TIME_BUDGET_SECONDS)
-    if report.faulted or report.next_due_in is None or report.sent == 0:
-        # Nothing (more) for this task: new changes wake a worker, and the sweep finds the rest.
-        # A task that sent nothing must not reschedule itself, or every wake-up during a long
-        # Customer.io outage would become a chain of tasks that never ends.
+    if report.sent == 0 or report.faulted or report.backing_off:
+        # Nothing (more) for this task: new changes wake a worker, the breaker schedules its
+        # probes, and the sweep finds the rest. A task that sent nothing must not reschedule
+        # itself, or every wake-up during a long outage would become a chain of tasks.
         return
-    if report.next_due_in <= settings.SWEEP_INTERVAL_SECONDS:
-        # More is due (the time budget ran out) or a retry is due soon: come back for it.
-        forward_connection.apply_async((connection_id,), countdown=report.next_due_in)
+    next_in = max(report.paused_for, report.next_due_in) if report.next_due_in is not None else None
+    if next_in is not None and next_in <= settings.SWEEP_INTERVAL_SECONDS:
+        # More is due (the time budget ran out, a pause ends) or a retry is due soon: come back for it.
+        forward_connection.apply_async((connection_id,), countdown=next_in)
 
 
 @shared_task(ignore_result=True)
 def sweep() -> int:
-    """Re-enqueue connections that have due forwards no worker holds: a lost broker message loses nothing."""
+    """Re-enqueue connections with work no worker holds: a lost broker message loses nothing.
+
+    Due forwards of an active connection that is not paused, and the due probe of a connection
+    that is backing off. Log rows left `pending` by a worker that died are closed as `retrying`
+    (their forwards are still in the outbox).
+    """
     now = timezone.now()
     stale = now - timezone.timedelta(seconds=settings.FORWARD_CLAIM_SECONDS)
     Delivery.objects.filter(status=Delivery.Status.PENDING, created_at__lt=stale).update(
-        status=Delivery.Status.FAILED,
+        status=Delivery.Status.RETRYING,
         error="The worker stopped before Customer.io answered; the update was queued again.",
         finished_at=now,
     )
+    not_paused = Q(connection__paused_until__isnull=True) | Q(connection__paused_until__lte=now)
     due = (
         Forward.objects.filter(due_at__lte=now, connection__state=Connection.State.ACTIVE)
+        .filter(not_paused)
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
         .values_list("connection_id", flat=True)
         .distinct()
     )
-    connection_ids = list(due)
+    probes = Connection.objects.filter(state=Connection.State.BACKING_OFF, next_probe_at__lte=now).values_list(
+        "pk", flat=True
+    )
+    connection_ids = sorted({*due, *probes})
     for connection_id in connection_ids:
         forward_connection.delay(connection_id)
     if connection_ids:

@@ -24,7 +24,7 @@ from django.utils.decorators import method_decorator
 from django.utils.formats import date_format, number_format
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from django.utils.timesince import timesince
+from django.utils.timesince import timesince, timeuntil
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters
@@ -33,7 +33,7 @@ from django.views.decorators.http import require_POST
 from connections.admin.charts import delivery_chart
 from connections.admin.common import PlainHelpTextForm, summarized_deleted_objects
 from connections.models import Connection, ResyncRun
-from connections.services import background_resync, connection_state, credentials, health, resync
+from connections.services import background_resync, breaker, connection_state, credentials, health, resync
 
 
 class ConnectionForm(PlainHelpTextForm):
@@ -114,6 +114,33 @@ def _ago(moment: datetime | None) -> str:
     return str(_("%(time)s ago") % {"time": timesince(moment, depth=1)})
 
 
+def _in(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    if moment - timezone.now() < timedelta(seconds=5):
+        return str(_("now"))
+    return str(_("in %(time)s") % {"time": timeuntil(moment, depth=1)})
+
+
+def state_badge(connection: Connection) -> SafeString:
+    """The state as a coloured badge; its title says since when and why."""
+    since = _ago(connection.state_changed_at)
+    if connection.state == Connection.State.FAULTED:
+        title = _("Credentials rejected%(since)s: %(error)s") % {
+            "since": f" ({since})" if since else "",
+            "error": connection.last_error,
+        }
+        return format_html('<span class="cio-badge cio-faulted" title="{}">{}</span>', title, _("Faulted"))
+    if connection.state == Connection.State.BACKING_OFF:
+        title = _("Customer.io keeps failing%(since)s; next probe %(probe)s. Last error: %(error)s") % {
+            "since": f" ({since})" if since else "",
+            "probe": _in(connection.next_probe_at) or _("soon"),
+            "error": connection.last_error,
+        }
+        return format_html('<span class="cio-badge cio-backing-off" title="{}">{}</span>', title, _("Backing off"))
+    return format_html('<span class="cio-badge cio-active">{}</span>', _("Active"))
+
+
 class ConnectionChangeList(ChangeList):
     """Adds each listed row's recent outcomes and pending forwards: two grouped queries over the page's rows only."""
 
@@ -122,10 +149,10 @@ class ConnectionChangeList(ChangeList):
         rows = list(self.result_list)
         ids = [row.pk for row in rows]
         outcomes = health.recent_outcomes(ids)
-        pending = health.pending_forwards(ids)
+        backlogs = health.backlogs(ids)
         for row in rows:
             row.recent_outcomes = outcomes.get(row.pk, health.Outcomes())
-            row.pending_count = pending.get(row.pk, 0)
+            row.backlog = backlogs.get(row.pk, health.Backlog(health.BoundedCount(0)))
         self.result_list = rows
 
 
@@ -136,7 +163,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         "name",
         "state_badge",
         "recent_failure_rate",
-        "pending",
+        "backlog",
         "last_success",
         "region",
         "api_key_hint",
@@ -179,9 +206,7 @@ class ConnectionAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("state"), ordering="state")
     def state_badge(self, obj: Connection) -> SafeString:
-        if obj.state == Connection.State.FAULTED:
-            return format_html('<span class="cio-badge cio-faulted" title="{}">{}</span>', obj.last_error, _("Faulted"))
-        return format_html('<span class="cio-badge cio-active">{}</span>', _("Active"))
+        return state_badge(obj)
 
     @admin.display(description=_("failed (24 h)"))
     def recent_failure_rate(self, obj: Connection) -> SafeString | str:
@@ -198,9 +223,17 @@ class ConnectionAdmin(admin.ModelAdmin):
         }
         return format_html('<span class="{}" title="{}">{} %</span>', level, title, number_format(rate * 100, 1))
 
-    @admin.display(description=_("pending"))
-    def pending(self, obj: Connection) -> str:
-        return number_format(obj.pending_count, force_grouping=True)  # type: ignore[attr-defined]
+    @admin.display(description=_("backlog"))
+    def backlog(self, obj: Connection) -> SafeString:
+        backlog: health.Backlog = obj.backlog  # type: ignore[attr-defined]
+        if not backlog.count.value:
+            return format_html('<span title="{}">0</span>', _("Nothing waits to be sent."))
+        return format_html(
+            '<span title="{}">{}</span> <span class="help">{}</span>',
+            _("People waiting to be sent (or retried) to this workspace, and the age of the oldest change among them."),
+            backlog.count,
+            _("oldest %(age)s") % {"age": timesince(backlog.oldest, depth=1)} if backlog.oldest else "",
+        )
 
     @admin.display(description=_("last success"), ordering="last_success_at")
     def last_success(self, obj: Connection) -> SafeString | str:
@@ -223,9 +256,9 @@ class ConnectionAdmin(admin.ModelAdmin):
         for connection in queryset:
             self._report_credentials(request, connection)
 
-    @admin.action(description=_("Resume selected faulted connections"), permissions=["change"])
+    @admin.action(description=_("Resume selected faulted or backing-off connections"), permissions=["change"])
     def resume_connections(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
-        resumed = sum(connection_state.resume(c) for c in queryset.filter(state=Connection.State.FAULTED))
+        resumed = sum(connection_state.resume(c) for c in queryset.exclude(state=Connection.State.ACTIVE))
         if resumed:
             self.message_user(
                 request,
@@ -238,7 +271,9 @@ class ConnectionAdmin(admin.ModelAdmin):
                 messages.SUCCESS,
             )
         else:
-            self.message_user(request, _("None of the selected connections was faulted."), messages.WARNING)
+            self.message_user(
+                request, _("None of the selected connections was faulted or backing off."), messages.WARNING
+            )
 
     @admin.action(
         description=_("Resync selected connections (sends every member's full state)"), permissions=["change"]
@@ -254,6 +289,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         buttons = [
             ("test-credentials/", self.test_credentials_view, "test_credentials"),
             ("resume/", self.resume_view, "resume"),
+            ("probe/", self.probe_view, "probe"),
             ("resync/", self.resync_view, "resync"),
         ]
         # POST only (and the admin's CSRF check): following a link or a prefetch changes nothing.
@@ -281,7 +317,17 @@ class ConnectionAdmin(admin.ModelAdmin):
             message = _("Resumed %(name)s: its waiting forwards are being sent.") % {"name": connection.name}
             self.message_user(request, message, messages.SUCCESS)
         else:
-            self.message_user(request, _("%(name)s was not faulted.") % {"name": connection.name}, messages.WARNING)
+            self.message_user(request, _("%(name)s was already active.") % {"name": connection.name}, messages.WARNING)
+        return self._back_to(connection)
+
+    def probe_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        connection = self._get_changeable(request, object_id)
+        if breaker.probe_now(connection):
+            message = _("%(name)s: a probe is being sent now; the page shows the outcome in a moment.")
+            self.message_user(request, message % {"name": connection.name}, messages.SUCCESS)
+        else:
+            message = _("%(name)s is not backing off: there is nothing to probe.")
+            self.message_user(request, message % {"name": connection.name}, messages.WARNING)
         return self._back_to(connection)
 
     def resync_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -296,7 +342,9 @@ class ConnectionAdmin(admin.ModelAdmin):
             progress = health.latest_resync(obj.pk)
             context.update(
                 last_success_ago=_ago(obj.last_success_at),
-                pending_forwards=health.pending_forwards_of(obj.pk),
+                backlog=health.backlog_of(obj.pk),
+                state_since_ago=_ago(obj.state_changed_at),
+                next_probe_in=_in(obj.next_probe_at),
                 chart=delivery_chart(health.deliveries_per_hour(obj.pk)),
                 resync=progress,
                 auto_refresh=progress is not None and progress.is_active,

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Min, Q, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
@@ -23,6 +23,8 @@ COUNT_CAP = 100_000
 
 SUCCEEDED = Delivery.Status.SUCCEEDED
 FAILED = Delivery.Status.FAILED
+# Attempts that ended without Customer.io taking the update: for good, or to be retried.
+FAILED_ATTEMPT = (Delivery.Status.FAILED, Delivery.Status.RETRYING)
 
 
 @dataclass(frozen=True)
@@ -80,11 +82,13 @@ def deliveries_per_hour(
             connection_id=connection_id,
             created_at__gte=first,
             created_at__lt=current + timedelta(hours=1),
-            status__in=(SUCCEEDED, FAILED),
+            status__in=(SUCCEEDED, *FAILED_ATTEMPT),
         )
         .annotate(hour=TruncHour("created_at", tzinfo=UTC))
         .values("hour")
-        .annotate(succeeded=Count("pk", filter=Q(status=SUCCEEDED)), failed=Count("pk", filter=Q(status=FAILED)))
+        .annotate(
+            succeeded=Count("pk", filter=Q(status=SUCCEEDED)), failed=Count("pk", filter=Q(status__in=FAILED_ATTEMPT))
+        )
         .order_by()
     )
     by_hour = {row["hour"]: Outcomes(row["succeeded"], row["failed"]) for row in rows}
@@ -101,25 +105,47 @@ def recent_outcomes(
         return {}
     since = (now or timezone.now()) - window
     rows = (
-        Delivery.objects.filter(connection_id__in=ids, created_at__gte=since, status__in=(SUCCEEDED, FAILED))
+        Delivery.objects.filter(
+            connection_id__in=ids, created_at__gte=since, status__in=(SUCCEEDED, *FAILED_ATTEMPT)
+        )
         .values("connection_id")
-        .annotate(succeeded=Count("pk", filter=Q(status=SUCCEEDED)), failed=Count("pk", filter=Q(status=FAILED)))
+        .annotate(
+            succeeded=Count("pk", filter=Q(status=SUCCEEDED)), failed=Count("pk", filter=Q(status__in=FAILED_ATTEMPT))
+        )
         .order_by()
     )
     return {row["connection_id"]: Outcomes(row["succeeded"], row["failed"]) for row in rows}
 
 
-def pending_forwards(connection_ids: Iterable[int]) -> dict[int, int]:
-    """How many outbox rows wait for each connection: one grouped query over the (connection, due_at) index."""
+@dataclass(frozen=True)
+class Backlog:
+    """What waits in the outbox for a connection: how many rows, and since when the oldest."""
+
+    count: BoundedCount
+    oldest: datetime | None = None
+
+    @property
+    def oldest_age(self) -> timedelta | None:
+        return None if self.oldest is None else timezone.now() - self.oldest
+
+
+def backlogs(connection_ids: Iterable[int]) -> dict[int, Backlog]:
+    """Each connection's backlog: one grouped query over the (connection, due_at) index."""
     ids = list(connection_ids)
     if not ids:
         return {}
-    rows = Forward.objects.filter(connection_id__in=ids).values("connection_id").annotate(n=Count("pk")).order_by()
-    return {row["connection_id"]: row["n"] for row in rows}
+    rows = (
+        Forward.objects.filter(connection_id__in=ids)
+        .values("connection_id")
+        .annotate(n=Count("pk"), oldest=Min("created_at"))
+        .order_by()
+    )
+    return {row["connection_id"]: Backlog(BoundedCount(row["n"]), row["oldest"]) for row in rows}
 
 
-def pending_forwards_of(connection_id: int) -> BoundedCount:
-    return bounded_count(Forward.objects.filter(connection_id=connection_id))
+def backlog_of(connection_id: int) -> Backlog:
+    rows = Forward.objects.filter(connection_id=connection_id)
+    return Backlog(bounded_count(rows), rows.aggregate(oldest=Min("created_at"))["oldest"])
 
 
 @dataclass(frozen=True)
@@ -148,12 +174,11 @@ def latest_resync(connection_id: int) -> ResyncProgress | None:
     to_send = bounded_count(
         Forward.objects.filter(connection_id=connection_id, reason=Forward.Reason.RESYNC, audience_id=run.audience_id)
     )
-    # Failed attempts that will be retried are not final outcomes. At most COUNT_CAP + 1 rows are read.
+    # Attempts that will be retried are not final outcomes. At most COUNT_CAP + 1 rows are read.
     final = (
         Delivery.objects.filter(
             connection_id=connection_id, reason=Forward.Reason.RESYNC, created_at__gte=run.started_at
         )
-        .exclude(status=FAILED, retry_at__isnull=False)
         .filter(status__in=(SUCCEEDED, FAILED))
         .order_by()[: COUNT_CAP + 1]
     )

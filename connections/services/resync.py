@@ -228,7 +228,7 @@ def outcomes(run: ResyncRun) -> Outcomes:
     deliveries = Delivery.objects.filter(
         connection_id=run.connection_id, reason=Forward.Reason.RESYNC, created_at__gte=run.started_at
     )
-    final = deliveries.exclude(status=Delivery.Status.FAILED, retry_at__isnull=False)
+    final = deliveries.exclude(status=Delivery.Status.RETRYING)
     counts = {row["status"]: row["n"] for row in final.values("status").annotate(n=Count("id"))}
     return Outcomes(
         succeeded=counts.get(Delivery.Status.SUCCEEDED, 0),

@@ -27,6 +27,12 @@ POST     /_standin/faults                             set faults; body: any fiel
                                                       "seed": 1}``; fields left out take their
                                                       defaults (no fault)
 DELETE   /_standin/faults                             no more faults
+GET      /_standin/outage                             the outage under way (or null) and how
+                                                      many requests outages have failed
+POST     /_standin/outage                             ``{"mode": "503"|"hang"|"refuse",
+                                                      "seconds": N}``: every Track request
+                                                      fails that way for N seconds (outage.py)
+DELETE   /_standin/outage                             end the outage now (not "refuse")
 GET      /_standin/workspaces                         ``{"workspaces": [...]}`` (no API keys)
 POST     /_standin/workspaces                         add or replace one: ``{"site_id",
                                                       "api_key", "region", "rate_limit"}``
@@ -43,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from .model import BodyError, Faults, Workspace
+from .outage import Outage
 
 if TYPE_CHECKING:
     from .handler import StandinHandler
@@ -86,6 +93,11 @@ def _site_id(handler: StandinHandler, params: dict[str, list[str]], *, required:
     raise ControlError("site_id is required when there is not exactly one workspace")
 
 
+def _outage_json(state: Any) -> dict[str, Any]:
+    outage = state.outage.current()
+    return {"outage": outage.to_json() if outage else None, "failed_requests": state.outage.failed_requests}
+
+
 def handle_control(handler: StandinHandler, path: str, query: str) -> None:
     try:
         status, payload = _route(handler, handler.command, path.rstrip("/"), parse_qs(query))
@@ -126,7 +138,18 @@ def _route(
             return 200, state.faults.to_json()
         if path == "/_standin/workspaces":
             return 200, {"workspaces": [w.to_json() for w in state.workspaces()]}
+        if path == "/_standin/outage":
+            return 200, _outage_json(state)
     elif method == "POST":
+        if path == "/_standin/outage":
+            if not isinstance(body, dict):
+                raise ControlError('expected {"mode": "503"|"hang"|"refuse", "seconds": N}')
+            outage = Outage.start(body.get("mode"), body.get("seconds"))  # type: ignore[arg-type]
+            if outage.mode == "refuse":
+                handler.server.refuse_for(outage.remaining)
+            else:
+                state.outage.set(outage)
+            return 200, _outage_json(state) if outage.mode != "refuse" else {"outage": outage.to_json()}
         if path == "/_standin/faults":
             faults = Faults.from_json(body)
             state.set_faults(faults)
@@ -141,4 +164,7 @@ def _route(
     elif method == "DELETE" and path == "/_standin/faults":
         state.set_faults(Faults())
         return 200, Faults().to_json()
+    elif method == "DELETE" and path == "/_standin/outage":
+        state.outage.set(None)
+        return 200, _outage_json(state)
     return 404, {"error": f"no such control endpoint: {method} {path}"}

@@ -136,6 +136,8 @@ class StandinHandler(BaseHTTPRequestHandler):
         if path.startswith("/_standin/") or path == "/_standin":
             handle_control(self, path, url.query)
             return
+        if self._in_outage(path):
+            return
         method = self.command
         if method == "PUT" and path.startswith(V1_CUSTOMERS_PREFIX):
             segment = path[len(V1_CUSTOMERS_PREFIX):]
@@ -149,6 +151,25 @@ class StandinHandler(BaseHTTPRequestHandler):
             self._region(path)
             return
         self._not_found(path)
+
+    def _in_outage(self, path: str) -> bool:
+        """During a simulated outage every Track request fails alike (see outage.py)."""
+        outage = self.server.state.outage.current()
+        if outage is None:
+            return False
+        try:
+            self.read_body()
+        except BodyError:
+            self.close_connection = True
+        self.server.state.outage.count_failed()
+        record = self._new_record(path, self.server.state.authenticate(self.headers.get("Authorization")), None)
+        record.fault = f"outage-{outage.mode}"
+        if outage.mode == "hang":
+            self.server.stopping.wait(outage.remaining)
+            self._finish(record, None)
+        else:
+            self._finish(record, 503, {"meta": {"error": "stand-in outage: service unavailable"}})
+        return True
 
     # --- Track API ------------------------------------------------------------------------
 

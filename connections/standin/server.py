@@ -36,6 +36,7 @@ from typing import Any
 from . import contract
 from .handler import StandinHandler
 from .model import Faults, RecordedRequest, Workspace
+from .outage import Outage
 from .state import State
 
 logger = logging.getLogger("connections.standin")
@@ -52,6 +53,7 @@ class StandinHTTPServer(ThreadingHTTPServer):
         self.state = state
         self.log_requests = log_requests
         self.stopping = threading.Event()  # wakes sleeping fault handlers on stop()
+        self.refuse_seconds = 0.0  # set by refuse_for(): the serving loop stops listening that long
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, StandinHandler)
@@ -72,6 +74,15 @@ class StandinHTTPServer(ThreadingHTTPServer):
         with self._connections_lock:
             self._connections.discard(request)
         super().shutdown_request(request)
+
+    def refuse_for(self, seconds: float) -> None:
+        """Stop listening for `seconds` (the "refuse" outage); StandinServer listens again after.
+
+        Called from a handler thread: serve_forever() is stopped from yet another thread, since
+        shutdown() waits for the serving loop, which must first finish this handler's answer.
+        """
+        self.refuse_seconds = seconds
+        threading.Thread(target=self.shutdown, name="cio-standin-refuse", daemon=True).start()
 
     def close_connections(self) -> None:
         """Close every open keep-alive connection, so that a client's pooled connection
@@ -116,8 +127,11 @@ class StandinServer:
             record_bodies=record_bodies,
         )
         contract.warm_up()  # build the validators now, not during the first request
+        self._log_requests = log_requests
         self._httpd = StandinHTTPServer((host, port), self.state, log_requests)
         self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+        self._swap = threading.Lock()  # stop() and the "refuse" loop agree on which server runs
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -143,8 +157,8 @@ class StandinServer:
         made right after start() are answered."""
         if self._thread is None:
             self._thread = threading.Thread(
-                target=self._httpd.serve_forever,
-                kwargs={"poll_interval": 0.05},  # stop() returns within 50 ms
+                target=self._serve,
+                args=(0.05,),  # stop() returns within 50 ms
                 name=f"cio-standin-{self.port}",
                 daemon=True,
             )
@@ -154,14 +168,33 @@ class StandinServer:
     def serve_forever(self) -> None:
         """Serve in this thread until stop() is called from another one (or Ctrl-C)."""
         try:
-            self._httpd.serve_forever(poll_interval=0.2)
+            self._serve(0.2)
         finally:
             self._close()
 
+    def _serve(self, poll_interval: float) -> None:
+        """Serve; after a "refuse" outage stopped the loop, listen again on the same port."""
+        while True:
+            self._httpd.serve_forever(poll_interval=poll_interval)
+            seconds = self._httpd.refuse_seconds
+            if not seconds or self._stopped.is_set():
+                return
+            address = self._httpd.server_address[:2]
+            self._httpd.server_close()
+            self._httpd.close_connections()
+            if self._stopped.wait(seconds):
+                return
+            with self._swap:
+                if self._stopped.is_set():
+                    return
+                self._httpd = StandinHTTPServer(address, self.state, self._log_requests)
+
     def stop(self) -> None:
+        self._stopped.set()
         self._httpd.stopping.set()
         if self._thread is not None:
-            self._httpd.shutdown()
+            with self._swap:
+                self._httpd.shutdown()
             self._thread.join()
             self._thread = None
         self._close()
@@ -201,6 +234,17 @@ class StandinServer:
         return self.state.stats()
 
     # --- steering -------------------------------------------------------------------------
+
+    def start_outage(self, mode: str, seconds: float) -> None:
+        """Every Track request fails for `seconds`: "503", "hang" or "refuse" (see outage.py)."""
+        outage = Outage.start(mode, seconds)
+        if mode == "refuse":
+            self._httpd.refuse_for(outage.remaining)
+        else:
+            self.state.outage.set(outage)
+
+    def end_outage(self) -> None:
+        self.state.outage.set(None)
 
     @property
     def faults(self) -> Faults:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .model import Faults, RecordedRequest, Workspace
+from .outage import OutageSwitch
 
 # Invalid requests are kept even when recording is off (they are what a test wants to see);
 # this bounds the memory a broken benchmark client can take.
@@ -90,6 +91,7 @@ class State:
         self._seed = seed
         self._rng = random.Random(seed)
         self._faults = faults or Faults()
+        self.outage = OutageSwitch()
         if self._faults.seed is not None:
             self._rng.seed(self._faults.seed)
         self._workspaces: dict[str, Workspace] = {}
@@ -347,3 +349,5 @@ class State:
             self._clear()
             self._faults = Faults()
             self._rng.seed(self._seed)
+        self.outage.set(None)
+        self.outage.failed_requests = 0

@@ -109,7 +109,7 @@ def test_an_unknown_time_zone_cookie_falls_back_to_the_server_time_zone(client, 
 # --- the health panel ---
 
 
-def test_the_page_shows_state_last_success_and_pending_forwards(client, marketer, connection):
+def test_the_page_shows_state_last_success_and_the_backlog(client, marketer, connection):
     Connection.objects.filter(pk=connection.pk).update(last_success_at=timezone.now() - timedelta(minutes=5))
     for profile in ProfileFactory.create_batch(3):
         make_forward(connection, profile)
@@ -118,7 +118,8 @@ def test_the_page_shows_state_last_success_and_pending_forwards(client, marketer
     response = client.get(admin_url(Connection, "change", connection.pk))
 
     html = response.content.decode()
-    assert str(response.context["pending_forwards"]) == "3"
+    assert str(response.context["backlog"].count) == "3"
+    assert "oldest change waiting" in html
     assert "5\xa0minutes ago" in html
     assert 'class="cio-badge cio-active"' in html
     assert button_url(connection, "resume") not in html  # only for a faulted connection
@@ -137,6 +138,64 @@ def test_a_faulted_connection_shows_its_error_and_when_with_a_resume_button(clie
     assert "Faulted since" in html
     assert "(HTTP 401): Unauthorized" in html
     assert button_url(connection, "resume") in html
+
+
+def test_a_backing_off_connection_shows_since_when_the_next_probe_and_its_buttons(client, marketer, connection):
+    now = timezone.now()
+    Connection.objects.filter(pk=connection.pk).update(
+        state=Connection.State.BACKING_OFF,
+        state_changed_at=now - timedelta(minutes=12),
+        next_probe_at=now + timedelta(minutes=3, seconds=30),
+        last_error="Customer.io server error (HTTP 503): Service Unavailable",
+        last_error_at=now,
+    )
+    for profile in ProfileFactory.create_batch(2):
+        make_forward(connection, profile)
+    Forward.objects.update(created_at=now - timedelta(minutes=12))
+    client.force_login(marketer)
+
+    html = client.get(admin_url(Connection, "change", connection.pk)).content.decode()
+
+    assert 'class="cio-badge cio-backing-off"' in html and "since 12\xa0minutes ago" in html
+    assert "in 3\xa0minutes" in html  # the next probe
+    assert "(HTTP 503): Service Unavailable" in html
+    assert "oldest change waiting 12\xa0minutes" in html
+    assert button_url(connection, "probe") in html and button_url(connection, "resume") in html
+
+
+def test_probe_now_moves_the_next_probe_to_now(client, marketer, connection):
+    Connection.objects.filter(pk=connection.pk).update(
+        state=Connection.State.BACKING_OFF, next_probe_at=timezone.now() + timedelta(minutes=4)
+    )
+    purge_broker()
+    client.force_login(marketer)
+
+    response = client.post(button_url(connection, "probe"), follow=True)
+
+    connection.refresh_from_db()
+    assert connection.next_probe_at <= timezone.now()
+    assert ("success", "Main workspace: a probe is being sent now; the page shows the outcome in a moment.") in (
+        messages_of(response)
+    )
+    purge_broker()
+
+
+def test_probe_now_on_an_active_connection_says_there_is_nothing_to_probe(client, marketer, connection):
+    client.force_login(marketer)
+    response = client.post(button_url(connection, "probe"), follow=True)
+    assert messages_of(response) == [("warning", "Main workspace is not backing off: there is nothing to probe.")]
+
+
+def test_the_list_shows_each_state_with_its_backlog(client, marketer, connection):
+    other = ConnectionFactory(name="Second", state=Connection.State.BACKING_OFF, last_error="HTTP 503")
+    for profile in ProfileFactory.create_batch(3):
+        make_forward(other, profile)
+    client.force_login(marketer)
+
+    html = client.get(admin_url(Connection, "changelist")).content.decode()
+
+    assert 'class="cio-badge cio-backing-off"' in html and 'class="cio-badge cio-active"' in html
+    assert re.search(r"<td class=\"field-backlog\"><span[^>]*>3</span> <span class=\"help\">oldest", html)
 
 
 def test_the_page_never_shows_the_api_key(client, marketer, connection):
@@ -217,7 +276,7 @@ def test_resuming_an_active_connection_changes_nothing(client, marketer, connect
 
     response = client.post(button_url(connection, "resume"), follow=True)
 
-    assert messages_of(response) == [("warning", "Main workspace was not faulted.")]
+    assert messages_of(response) == [("warning", "Main workspace was already active.")]
 
 
 # --- Resync ---
@@ -354,7 +413,7 @@ def test_an_unknown_connection_is_not_found(client, marketer):
 # --- the list ---
 
 
-def test_the_list_shows_state_recent_failure_rate_and_pending(client, marketer, connection):
+def test_the_list_shows_state_recent_failure_rate_and_backlog(client, marketer, connection):
     faulted = ConnectionFactory(name="Broken workspace", state=Connection.State.FAULTED, last_error="rejected")
     quiet = ConnectionFactory(name="Quiet workspace")
     for _ in range(3):
@@ -369,7 +428,7 @@ def test_the_list_shows_state_recent_failure_rate_and_pending(client, marketer, 
 
     rows = {row.name: row for row in response.context["cl"].result_list}
     assert (rows["Main workspace"].recent_outcomes.failed, rows["Main workspace"].recent_outcomes.attempts) == (1, 4)
-    assert rows["Main workspace"].pending_count == 2
+    assert rows["Main workspace"].backlog.count.value == 2
     assert rows["Quiet workspace"].recent_outcomes.failure_rate is None
     html = response.content.decode()
     assert '<span class="cio-bad" title="1 of 4 delivery attempts failed in the last 24 hours.">25.0 %</span>' in html

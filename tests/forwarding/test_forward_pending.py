@@ -1,11 +1,14 @@
 """The forwarding engine over real HTTP to the stand-in: SPEC §2-§4, one behaviour per test."""
 
+import time
+
 import pytest
 from django.utils import timezone
 
 from connections.models import Connection, Delivery, Forward, Subscription
 from connections.services import connection_state, subscriptions
-from connections.services.forwarding import claim, forward_pending
+from connections.services.claims import claim, give_up_contested
+from connections.services.forwarding import forward_pending, send_claimed
 from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
 from connections.standin import Faults
 from tests.factories import AudienceFactory, ProfileFactory
@@ -144,9 +147,15 @@ def test_a_retryable_answer_is_retried_later_with_backoff(setup, standin, status
 
     assert report.retrying == 1
     attempt = Delivery.objects.get()
-    assert attempt.status == Delivery.Status.FAILED and attempt.http_status == status and attempt.retry_at
+    assert attempt.status == Delivery.Status.RETRYING and attempt.http_status == status and attempt.retry_at
     pending = Forward.objects.get()
     assert pending.attempts == 1 and pending.due_at > timezone.now() and pending.claim_token == ""
+    connection.refresh_from_db()
+    if status in (429, 503):  # the stand-in answers these with Retry-After: 1
+        # Customer.io asked to wait: the whole connection pauses, not this profile only.
+        assert connection.paused_until > timezone.now()
+        assert forward_pending(connection.pk).paused_for > 0
+        time.sleep((connection.paused_until - timezone.now()).total_seconds())
 
     standin.clear_faults()
     Forward.objects.update(due_at=timezone.now())
@@ -155,17 +164,21 @@ def test_a_retryable_answer_is_retried_later_with_backoff(setup, standin, status
     assert standin.people("site-us")["c1"]["SegmentMembership"] == "'123'"
 
 
-def test_it_gives_up_after_the_configured_attempts(setup, standin, settings):
-    settings.FORWARD_MAX_ATTEMPTS = 2
+def test_a_transient_failure_is_never_given_up(setup, standin, settings):
+    # The breaker is left out here (tests/forwarding/test_breaker.py): only the per-row retries count.
+    settings.BREAKER_MIN_SECONDS = 3600
     connection = setup()
     change("c1", {123: True})
-    standin.set_faults(Faults(share=1.0, statuses=[503]))
-    forward_pending(connection.pk)
-    Forward.objects.update(due_at=timezone.now())
+    standin.set_faults(Faults(share=1.0, statuses=[503, 500], retry_after=None))
+    for _ in range(12):  # more than the 8 attempts after which the seed gave up
+        forward_pending(connection.pk)
+        Forward.objects.update(due_at=timezone.now())
+    standin.clear_faults()
     forward_pending(connection.pk)
 
-    last = Delivery.objects.order_by("-attempt").first()
-    assert last.attempt == 2 and last.status == Delivery.Status.FAILED and "Gave up" in last.error
+    attempts = list(Delivery.objects.order_by("attempt").values_list("attempt", "status"))
+    assert attempts == [(n, "retrying") for n in range(1, 13)] + [(13, "succeeded")]
+    assert standin.people("site-us")["c1"]["SegmentMembership"] == "'123'"
     assert not Forward.objects.exists()
 
 
@@ -234,9 +247,7 @@ def test_a_claim_backs_off_a_profile_another_claim_took_at_the_same_moment(setup
     Forward.objects.filter(claim_token="").update(
         claim_token="concurrent", claimed_until=timezone.now() + timezone.timedelta(minutes=5)
     )
-    from connections.services.forwarding import _give_up_contested
-
-    _give_up_contested(connection.pk, "concurrent", timezone.now())
+    give_up_contested(connection.pk, "concurrent", timezone.now())
 
     assert Forward.objects.filter(claim_token="concurrent").count() == 0
     assert Forward.objects.filter(claim_token="").count() == 1
@@ -248,8 +259,6 @@ def test_a_claim_whose_lease_was_taken_over_does_not_send_its_older_plan(setup, 
     token, rows = claim(connection.pk, 10)
     # The lease ran out and another worker took the row over.
     Forward.objects.update(claim_token="other", claimed_until=timezone.now() + timezone.timedelta(minutes=5))
-    from connections.services.forwarding import send_claimed
-
     report = send_claimed(connection, token, rows)
 
     assert report.requests == 0 and standin.requests() == []

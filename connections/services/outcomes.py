@@ -1,0 +1,221 @@
+"""Recording what became of each claimed profile: the forwarding log and the outbox.
+
+    ... -> Customer.io client -> results
+      -> log rows completed: succeeded / failed (400, a 207 item error, a limit) / retrying
+      -> outbox rows deleted (settled) or put back with a backoff (transient: never given up)
+
+Only permanent outcomes fail a delivery. A transient one (429, 5xx, timeout, dropped
+connection) is logged as `retrying` and its rows wait, however long Customer.io stays down:
+the circuit breaker (breaker.py) keeps that wait from turning into a flood of requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from connections.customerio.client import Outcome, SendResult
+from connections.logfmt import logfmt
+from connections.models import Connection, Delivery
+from connections.models.delivery import RESPONSE_MAX_CHARS
+from connections.services import claims
+from connections.services.payloads import Planned
+
+log = logging.getLogger("cioaudience.forwarding")
+
+FAULTED_SUFFIX = " The connection is faulted; this update waits until it is resumed."
+
+
+@dataclass
+class ForwardReport:
+    sent: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retrying: int = 0
+    skipped: int = 0
+    cancelled: int = 0
+    requests: int = 0
+    next_due_in: float | None = None  # seconds until the earliest row in backoff, if any
+    faulted: bool = False
+    backing_off: bool = False  # the breaker is open: only probes are sent
+    paused_for: float = 0.0  # Customer.io asked every sender to wait this long
+
+    def add(self, other: ForwardReport) -> None:
+        for name in ("sent", "succeeded", "failed", "retrying", "skipped", "cancelled", "requests"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.faulted = self.faulted or other.faulted
+        self.backing_off = self.backing_off or other.backing_off
+        self.paused_for = max(self.paused_for, other.paused_for)
+
+    @property
+    def stopped(self) -> bool:
+        """Nothing more may be sent for the connection now."""
+        return self.faulted or self.backing_off or self.paused_for > 0
+
+
+def backoff_seconds(attempt: int, retry_after: float | None) -> float:
+    """Exponential backoff with full jitter, capped; Customer.io's Retry-After wins when it asks for longer."""
+    ceiling = min(settings.FORWARD_BACKOFF_MAX, settings.FORWARD_BACKOFF_BASE * (2 ** (attempt - 1)))
+    delay = random.uniform(ceiling / 2, ceiling)
+    return max(delay, retry_after or 0.0)
+
+
+def log_pending(connection: Connection, group: list[Planned]) -> dict[int, int]:
+    """Write the log rows of the group's request(s) as pending; returns profile id -> delivery id.
+
+    Written before the HTTP call, so a crash in the middle still leaves a trace. A v2 batch
+    is one request (one request id for all); v1 sends one request per profile.
+    """
+    shared = uuid.uuid4() if connection.transport == Connection.Transport.V2_BATCH else None
+    rows = Delivery.objects.bulk_create(
+        [
+            Delivery(
+                connection=connection,
+                profile_id=p.profile_id,
+                customer_id=p.customer_id,
+                status=Delivery.Status.PENDING,
+                reason=p.reason,
+                transport=connection.transport,
+                attributes=p.attributes,
+                attempt=p.attempt,
+                request_id=shared or uuid.uuid4(),
+            )
+            for p in group
+        ]
+    )
+    return {row.profile_id: row.pk for row in rows}
+
+
+def record_unsent(connection: Connection, token: str, planned: list[Planned], report: ForwardReport) -> None:
+    """Profiles that are skipped, cancelled or break a Customer.io limit: logged, rows removed."""
+    now = timezone.now()
+    unsent = [p for p in planned if not p.sendable]
+    if not unsent:
+        return
+    entries = []
+    for p in unsent:
+        if p.skip:
+            status, why = Delivery.Status.SKIPPED, p.skip
+            report.skipped += 1
+        elif p.cancel:
+            status, why = Delivery.Status.CANCELLED, p.cancel
+            report.cancelled += 1
+        else:
+            status, why = Delivery.Status.FAILED, p.violation
+            report.failed += 1
+        entries.append(
+            Delivery(
+                connection=connection,
+                profile_id=p.profile_id,
+                customer_id=p.customer_id,
+                status=status,
+                reason=p.reason,
+                transport=connection.transport,
+                attributes=p.attributes,
+                error=why,
+                attempt=p.attempt,
+                finished_at=now,
+            )
+        )
+        log_outcome(connection, p.customer_id, status, None, why, p.attempt)
+    Delivery.objects.bulk_create(entries)
+    claims.delete(token, [i for p in unsent for i in p.row_ids])
+
+
+def record_result(
+    connection: Connection,
+    token: str,
+    logged: dict[int, int],
+    result: SendResult,
+    outcomes: list[tuple[Planned, Outcome, str]],
+    report: ForwardReport,
+) -> None:
+    """Complete the log rows of one request and settle or put back its outbox rows."""
+    now = timezone.now()
+    common = {
+        "http_status": result.http_status,
+        "response": result.response_text[:RESPONSE_MAX_CHARS],
+        "duration_ms": result.duration_ms,
+        "finished_at": now,
+    }
+    settled: list[int] = []
+    with transaction.atomic():
+        for p, outcome, error in outcomes:
+            status = Delivery.Status.RETRYING if outcome is Outcome.RETRY else outcome.value
+            log_outcome(connection, p.customer_id, status, result.http_status, error, p.attempt)
+        for outcome in (Outcome.SUCCEEDED, Outcome.FAILED):
+            group = [(p, error) for p, o, error in outcomes if o is outcome]
+            _complete(logged, group, outcome.value, common)
+            settled += [i for p, _ in group for i in p.row_ids]
+            setattr(report, outcome.value, getattr(report, outcome.value) + len(group))
+        rejected = [(p, error + FAULTED_SUFFIX) for p, o, error in outcomes if o is Outcome.CREDENTIALS_REJECTED]
+        if rejected:
+            # The attempt failed; the update itself waits, untouched, for the connection's resume.
+            _complete(logged, rejected, Delivery.Status.FAILED, common)
+            claims.requeue(token, [i for p, _ in rejected for i in p.row_ids])
+            report.failed += len(rejected)
+        _retry_later(token, logged, [(p, e) for p, o, e in outcomes if o is Outcome.RETRY], result, common, report)
+        claims.delete(token, settled)
+
+
+def _complete(logged: dict[int, int], group: list[tuple[Planned, str]], status: str, common: dict) -> None:
+    by_error: dict[str, list[int]] = {}
+    for p, error in group:
+        by_error.setdefault(error, []).append(p.profile_id)
+    for error, profile_ids in by_error.items():
+        Delivery.objects.filter(pk__in=[logged[p] for p in profile_ids]).update(status=status, error=error, **common)
+
+
+def _retry_later(
+    token: str,
+    logged: dict[int, int],
+    group: list[tuple[Planned, str]],
+    result: SendResult,
+    common: dict,
+    report: ForwardReport,
+) -> None:
+    """A transient failure: the attempt is logged `retrying` and the rows come back after a backoff."""
+    now = timezone.now()
+    # Profiles of one request share its error and, per attempt number, one backoff: a few
+    # queries per request rather than a few per profile.
+    by_attempt: dict[tuple[int, str], list[Planned]] = {}
+    for p, error in group:
+        by_attempt.setdefault((p.attempt, error), []).append(p)
+    for (attempt, error), profiles in by_attempt.items():
+        retry_at = now + timedelta(seconds=backoff_seconds(attempt, result.retry_after))
+        Delivery.objects.filter(pk__in=[logged[p.profile_id] for p in profiles]).update(
+            status=Delivery.Status.RETRYING, error=f"{error} Will retry.", retry_at=retry_at, **common
+        )
+        claims.requeue(token, [i for p in profiles for i in p.row_ids], due_at=retry_at, attempts=attempt)
+        report.retrying += len(profiles)
+
+
+def log_outcome(
+    connection: Connection, customer_id: str, status: str, http_status: int | None, error: str, attempt: int
+) -> None:
+    """One `key=value` line per delivery outcome (logfmt).
+
+    Only ids, the outcome and the error, which the client has scrubbed of credentials;
+    values are quoted and escaped, so a customer_id or a message holding spaces, quotes or
+    newlines can neither break the line nor forge another one.
+    """
+    if not log.isEnabledFor(logging.INFO):
+        return
+    log.info(
+        logfmt(
+            "delivery",
+            connection=connection.pk,
+            customer_id=customer_id,
+            status=status,
+            http_status=http_status,
+            attempt=attempt,
+            error=error or None,
+        )
+    )

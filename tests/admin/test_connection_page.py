@@ -432,7 +432,7 @@ def test_the_list_shows_state_recent_failure_rate_and_backlog(client, marketer, 
     assert rows["Quiet workspace"].recent_outcomes.failure_rate is None
     html = response.content.decode()
     assert '<span class="cio-bad" title="1 of 4 delivery attempts failed in the last 24 hours.">25.0 %</span>' in html
-    assert 'class="cio-badge cio-faulted" title="rejected">Faulted' in html
+    assert 'class="cio-badge cio-faulted" title="Credentials rejected: rejected">Faulted' in html
     assert faulted.pk and quiet.pk
 
 

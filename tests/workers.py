@@ -51,13 +51,31 @@ def purge_broker() -> None:
 
 @contextlib.contextmanager
 def running_workers(
-    standin_url: str, count: int = 1, concurrency: int = 2, log_dir: Path | None = None, **extra: str
+    standin_url: str,
+    count: int = 1,
+    concurrency: int = 2,
+    log_dir: Path | None = None,
+    beat: bool = False,
+    **extra: str,
 ) -> Iterator[list[subprocess.Popen]]:
-    """Start `count` worker processes and stop them (and their children) afterwards."""
+    """Start `count` worker processes (and, with `beat`, Celery beat, which runs the sweep as in
+    production) and stop them (and their children) afterwards. The beat process is not in the list."""
     procs = []
     log_dir = log_dir or Path(settings.VAR_DIR) / "test-worker-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     env = worker_env(standin_url, **extra)
+    helpers = []
+    if beat:
+        schedule = log_dir / f"beat-schedule-{os.getpid()}"
+        schedule.unlink(missing_ok=True)
+        log = open(log_dir / f"beat-{os.getpid()}.log", "w")  # noqa: SIM115 - closed with the process
+        helpers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "cioaudience", "beat", "-s", str(schedule),
+                 "--loglevel", "INFO"],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        )
     for n in range(count):
         log = open(log_dir / f"worker-{os.getpid()}-{n}.log", "w")  # noqa: SIM115 - closed with the process
         procs.append(
@@ -71,10 +89,10 @@ def running_workers(
     try:
         yield procs
     finally:
-        for proc in procs:
+        for proc in procs + helpers:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
+        for proc in procs + helpers:
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:

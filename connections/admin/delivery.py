@@ -22,6 +22,7 @@ TRANSPORTS = dict(Connection.Transport.choices)
 STATUS_ICONS = {
     Delivery.Status.SUCCEEDED: "icon-yes.svg",
     Delivery.Status.FAILED: "icon-no.svg",
+    Delivery.Status.RETRYING: "icon-clock.svg",
     Delivery.Status.PENDING: "icon-clock.svg",
     Delivery.Status.SKIPPED: "icon-alert.svg",
     Delivery.Status.CANCELLED: "icon-unknown.svg",

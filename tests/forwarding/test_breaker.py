@@ -150,7 +150,7 @@ def test_a_probe_with_nothing_due_asks_for_the_region(quick_breaker, standin, wo
 
     forward_pending(connection.pk)
 
-    assert [r.path for r in standin.requests("site-us") if r.status == 200][0] == "/api/v1/accounts/region"
+    assert next(r.path for r in standin.requests("site-us") if r.status == 200) == "/api/v1/accounts/region"
     connection.refresh_from_db()
     assert connection.state == Connection.State.ACTIVE
     assert standin.people("site-us")["c1"] == {"SegmentMembership": "'1'"}
@@ -221,3 +221,28 @@ def test_the_backlog_stays_one_row_per_profile_and_audience_however_many_changes
 
     assert Forward.objects.count() == 100
     assert Forward.objects.values("profile", "audience").distinct().count() == 100
+
+
+def test_the_sweep_wakes_due_work_and_due_probes_but_not_paused_or_faulted_connections(
+    workspace_connection, caplog
+):
+    from connections.tasks import sweep
+    from tests.factories import ConnectionFactory
+    from tests.workers import purge_broker
+
+    caplog.set_level(logging.INFO, logger="cioaudience.tasks")
+    due = connect(workspace_connection)
+    change(["c1"])
+    profile = Forward.objects.get().profile
+    now = timezone.now()
+    paused = ConnectionFactory(paused_until=now + timezone.timedelta(minutes=1))
+    faulted = ConnectionFactory(state=Connection.State.FAULTED)
+    probing = ConnectionFactory(state=Connection.State.BACKING_OFF, next_probe_at=now)
+    waiting = ConnectionFactory(state=Connection.State.BACKING_OFF, next_probe_at=now + timezone.timedelta(minutes=1))
+    for other in (paused, faulted, waiting):
+        Forward.objects.create(connection=other, profile=profile, reason="membership", due_at=now, created_at=now)
+    purge_broker()
+
+    assert sweep() == 2
+    assert f"sweep re-enqueued connections={sorted([due.pk, probing.pk])}" in caplog.messages
+    purge_broker()

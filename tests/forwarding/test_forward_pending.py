@@ -263,3 +263,17 @@ def test_a_claim_whose_lease_was_taken_over_does_not_send_its_older_plan(setup, 
 
     assert report.requests == 0 and standin.requests() == []
     assert Forward.objects.get().claim_token == "other"
+
+
+def test_a_profile_that_gains_a_customer_id_later_gets_its_earlier_memberships(setup, standin):
+    # Issue 16 item 2: known first by mpid only (skipped), then given a customer ID with no
+    # membership change: the identity forward carries the full state, "In X" included.
+    connection = setup(toggle=True, audiences=[(1, "New Users"), (2, "VIP")])
+    apply_changes([ProfileChange(ProfileInput(mpid="m-1"), {1: True, 2: False})])
+    forward_pending(connection.pk)
+    assert Delivery.objects.get().status == Delivery.Status.SKIPPED
+
+    apply_changes([ProfileChange(ProfileInput(customer_id="c1", mpid="m-1"), {})])
+    forward_pending(connection.pk)
+
+    assert standin.people("site-us")["c1"] == {"In New Users": "true", "In VIP": "false"}

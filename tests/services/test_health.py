@@ -64,4 +64,5 @@ def test_a_bounded_count_stops_at_its_cap():
     assert str(health.bounded_count(Forward.objects.all(), cap=3)) == "3+"
     assert health.bounded_count(Forward.objects.all(), cap=4) == health.BoundedCount(4)
     backlog = health.backlogs([connection.pk])[connection.pk]
-    assert backlog.count == health.BoundedCount(4) and backlog.oldest == Forward.objects.earliest("created_at").created_at
+    assert backlog.count == health.BoundedCount(4)
+    assert backlog.oldest == Forward.objects.earliest("created_at").created_at

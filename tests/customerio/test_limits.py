@@ -216,3 +216,21 @@ def test_encode_json_matches_json_dumps_of_the_whole_batch():
 
     assert body == b'{"batch":[' + b",".join(encode_json(action) for action in actions) + b"]}"
     assert json.loads(body) == {"batch": actions}
+
+
+@pytest.mark.parametrize("customer_id", [".", ".."])
+def test_a_customer_id_of_only_dots_is_refused_on_v1_with_the_reason(customer_id):
+    reason = limit_violation(customer_id, {"SegmentMembership": "'1'"}, "v1")
+
+    assert reason is not None
+    assert repr(customer_id) in reason and "dot" in reason and "v1" in reason
+
+
+@pytest.mark.parametrize("customer_id", [".", ".."])
+def test_a_customer_id_of_only_dots_is_fine_on_v2(customer_id):
+    assert limit_violation(customer_id, {"SegmentMembership": "'1'"}, "v2_batch") is None
+
+
+@pytest.mark.parametrize("customer_id", ["...", ".a", "a.", "a/..", "./"])
+def test_other_ids_with_dots_are_not_dot_segments(customer_id):
+    assert limit_violation(customer_id, {}, "v1") is None

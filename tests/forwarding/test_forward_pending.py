@@ -254,3 +254,31 @@ def test_a_claim_whose_lease_was_taken_over_does_not_send_its_older_plan(setup, 
 
     assert report.requests == 0 and standin.requests() == []
     assert Forward.objects.get().claim_token == "other"
+
+
+@pytest.mark.parametrize("customer_id", [".", ".."])
+def test_a_customer_id_of_only_dots_fails_on_v1_naming_the_reason(setup, standin, customer_id):
+    # PUT /api/v1/customers/. would be resolved as a dot segment, addressing /api/v1/customers/.
+    connection = setup(transport="v1")
+    change(customer_id, {123: True})
+
+    report = forward_pending(connection.pk)
+
+    failed = Delivery.objects.get()
+    assert (report.failed, report.requests) == (1, 0)
+    assert failed.status == Delivery.Status.FAILED
+    assert "dot" in failed.error and "v1" in failed.error and "v2" in failed.error
+    assert standin.requests() == []
+    assert not Forward.objects.exists()
+
+
+@pytest.mark.parametrize(("transport", "customer_id"), [("v2_batch", "."), ("v2_batch", ".."), ("v1", "...")])
+def test_other_dotted_customer_ids_reach_that_person(setup, standin, transport, customer_id):
+    # v2 carries the id in the JSON body, never in the path; "..." is an ordinary path segment.
+    connection = setup(transport=transport)
+    change(customer_id, {123: True})
+
+    forward_pending(connection.pk)
+
+    assert Delivery.objects.get().status == Delivery.Status.SUCCEEDED
+    assert standin.people("site-us") == {customer_id: {"SegmentMembership": "'123'"}}

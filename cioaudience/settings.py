@@ -152,6 +152,8 @@ FORWARD_CLAIM_SECONDS = env.int("FORWARD_CLAIM_SECONDS", default=300)  # lease o
 SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", default=30.0)
 # The per-connection rate limiter lives in Redis: this URL, or the broker's when it is Redis.
 RATE_LIMIT_REDIS_URL = env.str("RATE_LIMIT_REDIS_URL", default="")
+# Seconds the limiter waits for Redis (connect or answer) before the send fails and is retried later.
+RATE_LIMIT_REDIS_TIMEOUT = env.float("RATE_LIMIT_REDIS_TIMEOUT", default=2.0)
 DELIVERY_RETENTION_DAYS = env.int("DELIVERY_RETENTION_DAYS", default=30)
 
 # --- Firehose ---
@@ -184,6 +186,17 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Publishing happens inside web requests (after commit): fail fast when the broker is down,
 # since the outbox sweep delivers anyway.
+# Time limits, so that no task holds a worker for ever whatever it waits on. Every task is
+# built to stop by itself well before: forward_connection and resync_connection hand the rest
+# to a fresh task after a 60 s budget (connections/tasks.py), checked between claims/chunks.
+# The soft limit leaves room for the last claim begun inside the budget: a v1 claim of 50
+# profiles at 1 request/s is 50 s, plus request timeouts (CUSTOMERIO_TIMEOUT, 10 s); a v2 claim
+# of 500 profiles is one to a few batches. Reaching it raises SoftTimeLimitExceeded inside the
+# task, whose except-branch gives the claimed rows back at once (the sweep sends them). The
+# hard limit (process killed, rows back when their lease ends) is the last resort, a minute later.
+# Enforced by the prefork pool (the deployed one); the threads pool cannot interrupt a task.
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=CELERY_TASK_SOFT_TIME_LIMIT + 60)
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
 LOGGING = {

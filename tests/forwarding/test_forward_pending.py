@@ -282,3 +282,35 @@ def test_other_dotted_customer_ids_reach_that_person(setup, standin, transport, 
 
     assert Delivery.objects.get().status == Delivery.Status.SUCCEEDED
     assert standin.people("site-us") == {customer_id: {"SegmentMembership": "'123'"}}
+
+
+def sent_attributes(request) -> dict[str, str]:
+    """The attributes one recorded request carried for its (single) person."""
+    body = request.body
+    return body["batch"][0]["attributes"] if "batch" in body else body
+
+
+def test_after_a_toggle_change_the_next_forward_uses_the_new_mode_and_nothing_is_cleaned_up(setup, standin):
+    connection = setup(audiences=[(1, "A"), (2, "B")])
+    change("c1", {1: True})
+    forward_pending(connection.pk)
+    assert standin.people("site-us")["c1"] == {"SegmentMembership": "'1'"}
+
+    change("c1", {2: True})  # queued while the toggle is off...
+    connection.one_attribute_per_audience = True
+    connection.save()  # ...switched on (as the admin saves it) before it is sent
+    forward_pending(connection.pk)
+
+    # The new mode only: no SegmentMembership, neither sent nor cleared.
+    assert sent_attributes(standin.requests("site-us")[-1]) == {"In B": "true"}
+    assert standin.people("site-us")["c1"] == {"SegmentMembership": "'1'", "In B": "true"}
+
+    connection.one_attribute_per_audience = False
+    connection.save()
+    change("c1", {1: False})
+    forward_pending(connection.pk)
+
+    # Back to SegmentMembership of every forwarded audience; "In B" is left as it is.
+    assert sent_attributes(standin.requests("site-us")[-1]) == {"SegmentMembership": "'2'"}
+    assert standin.people("site-us")["c1"] == {"SegmentMembership": "'2'", "In B": "true"}
+    assert len(standin.requests("site-us")) == 3, "a toggle change itself sends nothing"

@@ -38,6 +38,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before CommonMiddleware, which validates the Host header: /healthz answers a probe by IP.
+    "connections.middleware.HealthzBeforeHostCheckMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -116,7 +118,10 @@ LOGIN_URL = "admin:login"
 
 # --- Security (manage.py check --deploy --fail-level WARNING passes with DEBUG=0) ---
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# X-Forwarded-Proto is believed only when the operator says a proxy in front sets it: a
+# client talking to gunicorn directly could otherwise claim HTTPS (and skip the redirect).
+TRUST_X_FORWARDED_PROTO = env.bool("TRUST_X_FORWARDED_PROTO", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if TRUST_X_FORWARDED_PROTO else None
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
@@ -157,6 +162,8 @@ BREAKER_PROBE_MAX = env.float("BREAKER_PROBE_MAX", default=300.0)
 SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", default=30.0)
 # The per-connection rate limiter lives in Redis: this URL, or the broker's when it is Redis.
 RATE_LIMIT_REDIS_URL = env.str("RATE_LIMIT_REDIS_URL", default="")
+# Seconds the limiter waits for Redis (connect or answer) before the send fails and is retried later.
+RATE_LIMIT_REDIS_TIMEOUT = env.float("RATE_LIMIT_REDIS_TIMEOUT", default=2.0)
 DELIVERY_RETENTION_DAYS = env.int("DELIVERY_RETENTION_DAYS", default=30)
 
 # --- Firehose ---
@@ -187,6 +194,17 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Time limits, so that no task holds a worker for ever whatever it waits on. Every task is
+# built to stop by itself well before: forward_connection and resync_connection hand the rest
+# to a fresh task after a 60 s budget (connections/tasks.py), checked between claims/chunks.
+# The soft limit leaves room for the last claim begun inside the budget: a v1 claim of 50
+# profiles at 1 request/s is 50 s, plus request timeouts (CUSTOMERIO_TIMEOUT, 10 s); a v2 claim
+# of 500 profiles is one to a few batches. Reaching it raises SoftTimeLimitExceeded inside the
+# task, whose except-branch gives the claimed rows back at once (the sweep sends them). The
+# hard limit (process killed, rows back when their lease ends) is the last resort, a minute later.
+# Enforced by the prefork pool (the deployed one); the threads pool cannot interrupt a task.
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=CELERY_TASK_SOFT_TIME_LIMIT + 60)
 # Publishing happens inside web requests (after commit): fail fast when the broker is down,
 # since the outbox sweep delivers anyway.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}

@@ -69,11 +69,15 @@ def sweep() -> int:
 
 
 @shared_task(ignore_result=True, acks_late=True)
-def resync_connection(connection_id: int, audience_pk: int | None = None) -> int:
+def resync_connection(
+    connection_id: int, audience_pk: int | None = None, time_budget: float = TIME_BUDGET_SECONDS
+) -> int:
     """Queue a resync (the admin's "Resync" action), resuming an unfinished one; workers then send it.
 
     Progress is saved in the `ResyncRun` chunk by chunk, so a redelivered task continues
-    from the checkpoint. Returns the profiles queued by the run.
+    from the checkpoint. After `time_budget` seconds the task hands the rest to a fresh one,
+    so a resync of millions of profiles never runs into the task time limit. Returns the
+    profiles queued by the run so far.
     """
     connection = Connection.objects.filter(pk=connection_id).first()
     audience = Audience.objects.filter(pk=audience_pk).first() if audience_pk is not None else None
@@ -85,7 +89,11 @@ def resync_connection(connection_id: int, audience_pk: int | None = None) -> int
     except resync.ResyncError as error:
         log.warning("resync_connection refused connection=%s audience=%s: %s", connection_id, audience_pk, error)
         return 0
-    run = resync.queue_all(scope)
+    run, finished = resync.queue_for(scope, time_budget)
+    if not finished:
+        log.info("resync_connection continues run=%s connection=%s queued=%s", run.pk, connection_id, run.queued)
+        resync_connection.apply_async((connection_id, audience_pk, time_budget))
+        return run.queued
     log.info("resync_connection queued run=%s connection=%s profiles=%s", run.pk, connection_id, run.queued)
     return run.queued
 

@@ -29,3 +29,41 @@ def test_the_deployment_checks_pass_with_production_settings():
     )
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
+
+
+# A request that claims HTTPS through X-Forwarded-Proto, then a plain one, seen by production
+# settings; prints the two status codes.
+PROXY_PROBE = """
+from django.test import Client
+c = Client()
+claimed = c.get('/admin/', HTTP_X_FORWARDED_PROTO='https').status_code
+plain = c.get('/admin/').status_code
+print(claimed, plain)
+"""
+
+
+def production(**env: str) -> dict[str, str]:
+    return {"DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(60), "ALLOWED_HOSTS": "testserver", **env}
+
+
+def test_x_forwarded_proto_is_not_trusted_unless_the_operator_says_a_proxy_sets_it():
+    env = production()
+    env.pop("TRUST_X_FORWARDED_PROTO", None)
+    result = manage("shell", "--no-imports", "-c", PROXY_PROBE, **env)
+
+    assert result.returncode == 0, result.stderr
+    # A client reaching gunicorn directly cannot claim HTTPS: both are redirected to https://.
+    assert result.stdout.split() == ["301", "301"]
+
+
+def test_behind_a_proxy_that_sets_x_forwarded_proto_https_requests_are_served():
+    result = manage("shell", "--no-imports", "-c", PROXY_PROBE, **production(TRUST_X_FORWARDED_PROTO="1"))
+
+    assert result.returncode == 0, result.stderr
+    # Trusted: the HTTPS request reaches the admin (login redirect); plain HTTP is still sent to https://.
+    assert result.stdout.split() == ["302", "301"]
+
+
+def test_the_deployment_checks_pass_behind_a_proxy_too():
+    result = manage("check", "--deploy", "--fail-level", "WARNING", **production(TRUST_X_FORWARDED_PROTO="1"))
+    assert result.returncode == 0, result.stderr

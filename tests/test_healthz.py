@@ -39,3 +39,27 @@ def test_it_needs_no_login_and_is_not_redirected_to_https(client, settings):
 
 def test_it_only_answers_reads(client):
     assert client.post("/healthz").status_code == 405
+
+
+def test_a_load_balancer_probing_by_ip_gets_an_answer(client, settings):
+    settings.ALLOWED_HOSTS = ["cioaudience.example.com"]
+
+    response = client.get("/healthz", HTTP_HOST="10.0.3.17:8000")
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+def test_the_rest_of_the_site_still_refuses_hosts_not_allowed(client, settings):
+    settings.ALLOWED_HOSTS = ["cioaudience.example.com"]
+
+    assert client.get("/admin/", HTTP_HOST="10.0.3.17:8000").status_code == 400
+    assert client.get("/admin/login/", HTTP_HOST="10.0.3.17").status_code == 400
+    assert client.get("/healthz/", HTTP_HOST="10.0.3.17").status_code == 400  # only the exact path is exempt
+    assert client.get("/admin/login/", HTTP_HOST="cioaudience.example.com").status_code == 200
+
+
+def test_a_probe_by_ip_is_still_only_a_read(client, settings):
+    settings.ALLOWED_HOSTS = ["cioaudience.example.com"]
+
+    assert client.post("/healthz", HTTP_HOST="10.0.3.17").status_code == 405

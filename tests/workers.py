@@ -27,6 +27,10 @@ def test_database_url() -> str:
     return f"postgres://{user}@{host}:{port}/{s['NAME']}"
 
 
+# The worker pool of the tests; TEST_WORKER_POOL=prefork runs them on the deployed pool (see tests/README.md).
+DEFAULT_POOL = os.environ.get("TEST_WORKER_POOL", "threads")
+
+
 def worker_env(standin_url: str, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -55,6 +59,7 @@ def running_workers(
     count: int = 1,
     concurrency: int = 2,
     log_dir: Path | None = None,
+    pool: str = DEFAULT_POOL,
     beat: bool = False,
     **extra: str,
 ) -> Iterator[list[subprocess.Popen]]:
@@ -64,40 +69,59 @@ def running_workers(
     log_dir = log_dir or Path(settings.VAR_DIR) / "test-worker-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     env = worker_env(standin_url, **extra)
-    helpers = []
-    if beat:
-        schedule = log_dir / f"beat-schedule-{os.getpid()}"
-        schedule.unlink(missing_ok=True)
-        log = open(log_dir / f"beat-{os.getpid()}.log", "w")  # noqa: SIM115 - closed with the process
-        helpers.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "cioaudience", "beat", "-s", str(schedule),
-                 "--loglevel", "INFO"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        )
+    scheduler = running_beat(standin_url, log_dir, **extra) if beat else contextlib.nullcontext()
     for n in range(count):
         log = open(log_dir / f"worker-{os.getpid()}-{n}.log", "w")  # noqa: SIM115 - closed with the process
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "cioaudience", "worker", "--pool", "threads",
+                [sys.executable, "-m", "celery", "-A", "cioaudience", "worker", "--pool", pool,
                  "--concurrency", str(concurrency), "--loglevel", "INFO", "-n", f"test{n}-{os.getpid()}@%h",
                  "--without-gossip", "--without-mingle", "--without-heartbeat"],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         )
     try:
-        yield procs
+        with scheduler:
+            yield procs
     finally:
-        for proc in procs + helpers:
+        for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs + helpers:
+        for proc in procs:
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+@contextlib.contextmanager
+def running_beat(standin_url: str, log_dir: Path | None = None, **extra: str) -> Iterator[subprocess.Popen]:
+    """Celery beat with the product's schedule (the sweep every SWEEP_INTERVAL_SECONDS), as deployed.
+
+    For tests where the sweep is part of what is shown: they must not call it themselves.
+    """
+    log_dir = log_dir or Path(settings.VAR_DIR) / "test-worker-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    schedule = log_dir / f"beat-schedule-{os.getpid()}"
+    log = open(log_dir / f"beat-{os.getpid()}.log", "w")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "cioaudience", "beat", "--loglevel", "INFO",
+         "--schedule", str(schedule)],
+        cwd=ROOT, env=worker_env(standin_url, **extra), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for leftover in log_dir.glob(f"beat-schedule-{os.getpid()}*"):
+            leftover.unlink()
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, message: str = "condition"):  # type: ignore[no-untyped-def]

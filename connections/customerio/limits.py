@@ -47,6 +47,7 @@ def limit_violation(customer_id: str, attributes: Mapping[str, str], transport: 
     return (
         _encoding_violation(customer_id, attributes)
         or _identifier_violation(customer_id)
+        or (_v1_path_violation(customer_id) if transport == "v1" else None)
         or _attribute_count_violation(attributes)
         or _attribute_violation(attributes)
         or (_v2_action_violation(customer_id, attributes) if transport == "v2_batch" else None)
@@ -108,6 +109,22 @@ def _identifier_violation(customer_id: str) -> str | None:
     if size > MAX_IDENTIFIER_BYTES:
         return (
             f"customer_id is {size:,} bytes; Customer.io allows at most {MAX_IDENTIFIER_BYTES:,} bytes per identifier"
+        )
+    return None
+
+
+# RFC 3986 dot segments: a client (urllib3 here) and any proxy on the way resolve them, so
+# PUT /api/v1/customers/. reaches /api/v1/customers/ and ".." reaches /api/v1/, never that person.
+# Percent-encoding cannot help: "%2E" is an unreserved character and means "." again.
+_DOT_SEGMENTS = frozenset({".", ".."})
+
+
+def _v1_path_violation(customer_id: str) -> str | None:
+    # v1 only: v2 carries the identifier in the JSON body, where "." and ".." are ordinary values.
+    if customer_id in _DOT_SEGMENTS:
+        return (
+            f"customer_id {customer_id!r} is made only of dots; Customer.io's v1 API cannot address it "
+            "(it would be read as a dot segment of the URL path); the v2 batch transport can"
         )
     return None
 

@@ -66,10 +66,25 @@ class LocalRateLimiter:
 
 
 class RedisRateLimiter:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout: float | None = None) -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        self._redis = redis.Redis.from_url(url)
+        # The script answers in microseconds: a Redis silent for `timeout` seconds is stalled
+        # (paused, partitioned, a half-open connection) and a worker must not wait on it for
+        # ever. The error fails the forwarding task, whose except-branch gives the claimed rows
+        # back at once; beat's sweep sends them later. Set here rather than left to redis-py,
+        # whose default was "no timeout" before 6.0 (5 s since).
+        timeout = settings.RATE_LIMIT_REDIS_TIMEOUT if timeout is None else timeout
+        self._redis = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            # One retry on a broken connection (a pooled socket to a restarted Redis), none
+            # on a timeout: retrying a stalled server only doubles the wait.
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        )
         self._script = self._redis.register_script(_REDIS_SCRIPT)
 
     def try_acquire(self, key: str, rate: int) -> float:

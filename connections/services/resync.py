@@ -15,6 +15,7 @@ that audience only (see `payloads.plan`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -184,6 +185,22 @@ def refresh_outbox_statistics() -> None:
     if db_connection.vendor == "postgresql":
         with db_connection.cursor() as cursor:
             cursor.execute(f"ANALYZE {Forward._meta.db_table}")
+
+
+def queue_for(scope: Scope, seconds: float, *, chunk_size: int = CHUNK_SIZE) -> tuple[ResyncRun, bool]:
+    """Start (or resume) a resync and queue chunks for about `seconds`; True when all of it is queued.
+
+    At least one chunk is queued per call, and the budget is checked between chunks (each
+    chunk commits with its checkpoint), so a caller that stops here loses nothing.
+    """
+    run, _ = start(scope)
+    deadline = time.monotonic() + seconds
+    chunks = queue(run, scope, chunk_size=chunk_size)
+    for _ in chunks:
+        if time.monotonic() >= deadline:
+            chunks.close()  # the run stays unfinished: the next call resumes it from the checkpoint
+            return run, False
+    return run, True
 
 
 def queue_all(scope: Scope, *, chunk_size: int = CHUNK_SIZE) -> ResyncRun:

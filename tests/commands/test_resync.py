@@ -17,7 +17,7 @@ from connections.services.attributes import MISSING_CUSTOMER_ID_REASON
 from connections.standin import Faults
 from connections.tasks import resync_connection
 from tests.factories import AudienceFactory, MembershipFactory, ProfileFactory, SubscriptionFactory
-from tests.workers import ROOT, purge_broker, running_workers
+from tests.workers import ROOT, purge_broker, running_workers, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -301,3 +301,22 @@ def test_it_waits_for_the_workers_to_deliver(world, standin):
     assert "Sending from this process" not in err
     assert set(standin.people("site-us")) == {"ada", "grace"}
     assert "profiles queued: 3" in out and "succeeded: 2" in out and "skipped: 1" in out
+
+
+@pytest.mark.worker
+@pytest.mark.timeout(120)
+@pytest.mark.django_db(transaction=True)
+def test_a_task_that_spends_its_time_budget_hands_the_rest_to_a_fresh_task(world, standin):
+    # A resync of millions of profiles must never run into the Celery time limit: with no
+    # budget at all the task queues one chunk, then sends itself to resume from the checkpoint.
+    purge_broker()
+    connection = world()
+
+    assert resync_connection(connection.pk, None, 0.0) == 3
+    run = ResyncRun.objects.get()
+    assert run.status == "running", "the budget was spent before the run was marked done"
+
+    with running_workers(standin.url):
+        wait_until(lambda: ResyncRun.objects.get().status == "done", message="the re-sent task to finish the run")
+        wait_until(lambda: {"ada", "grace"} <= set(standin.people("site-us")), message="the resync to be delivered")
+    assert ResyncRun.objects.get().queued == 3

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 
 import pytest
 
@@ -198,15 +197,13 @@ def test_packing_refuses_an_action_that_cannot_fit_in_any_batch():
         pack_v2_batches(actions, max_bytes=100)
 
 
-def test_packing_100k_actions_is_fast():
+def test_packing_100k_actions_keeps_every_action_once_in_order():
+    # No wall-clock assertion (a loaded CI machine makes those flaky); bench/resync.py measures speed.
     actions = [v2_action(f"customer-{index}", {"SegmentMembership": "'1','2','3'"}) for index in range(100_000)]
 
-    started = time.perf_counter()
     groups = pack_v2_batches(actions)
-    elapsed = time.perf_counter() - started
 
-    assert sum(len(group) for group in groups) == 100_000
-    assert elapsed < 3.0, f"packing took {elapsed:.2f}s"
+    assert [index for group in groups for index in group] == list(range(100_000))
 
 
 def test_encode_json_matches_json_dumps_of_the_whole_batch():
@@ -216,3 +213,21 @@ def test_encode_json_matches_json_dumps_of_the_whole_batch():
 
     assert body == b'{"batch":[' + b",".join(encode_json(action) for action in actions) + b"]}"
     assert json.loads(body) == {"batch": actions}
+
+
+@pytest.mark.parametrize("customer_id", [".", ".."])
+def test_a_customer_id_of_only_dots_is_refused_on_v1_with_the_reason(customer_id):
+    reason = limit_violation(customer_id, {"SegmentMembership": "'1'"}, "v1")
+
+    assert reason is not None
+    assert repr(customer_id) in reason and "dot" in reason and "v1" in reason
+
+
+@pytest.mark.parametrize("customer_id", [".", ".."])
+def test_a_customer_id_of_only_dots_is_fine_on_v2(customer_id):
+    assert limit_violation(customer_id, {"SegmentMembership": "'1'"}, "v2_batch") is None
+
+
+@pytest.mark.parametrize("customer_id", ["...", ".a", "a.", "a/..", "./"])
+def test_other_ids_with_dots_are_not_dot_segments(customer_id):
+    assert limit_violation(customer_id, {}, "v1") is None

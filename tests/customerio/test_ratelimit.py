@@ -6,6 +6,7 @@ import time
 import uuid
 
 import pytest
+import redis
 
 from connections.customerio import ratelimit
 from connections.customerio.ratelimit import LocalRateLimiter, RedisRateLimiter
@@ -77,3 +78,26 @@ def test_the_redis_limiter_is_shared_by_independent_limiters():
         t.join()
     assert busiest_window(times) <= 20
     assert times[-1] - times[0] < 4.5
+
+
+def test_a_stalled_redis_fails_the_acquire_within_the_configured_timeout(settings):
+    # A paused server: connections stay open, the kernel accepts the request, no answer comes.
+    from tests.redis_server import PrivateRedis
+
+    server = PrivateRedis()
+    server.start()
+    try:
+        limiter = RedisRateLimiter(server.url)
+        assert ratelimit.acquire(1, 100, limiter) == 0.0
+        server.pause()
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            ratelimit.acquire(1, 100, limiter)
+        waited = time.monotonic() - started
+        server.resume()
+        assert ratelimit.acquire(1, 100, limiter) == 0.0, "the same limiter works again once Redis answers"
+    finally:
+        server.stop()
+
+    timeout = settings.RATE_LIMIT_REDIS_TIMEOUT
+    assert timeout - 0.1 <= waited < timeout + 1.0, f"waited {waited:.1f}s for a Redis that does not answer"

@@ -277,3 +277,63 @@ def test_a_profile_that_gains_a_customer_id_later_gets_its_earlier_memberships(s
     forward_pending(connection.pk)
 
     assert standin.people("site-us")["c1"] == {"In New Users": "true", "In VIP": "false"}
+
+
+@pytest.mark.parametrize("customer_id", [".", ".."])
+def test_a_customer_id_of_only_dots_fails_on_v1_naming_the_reason(setup, standin, customer_id):
+    # PUT /api/v1/customers/. would be resolved as a dot segment, addressing /api/v1/customers/.
+    connection = setup(transport="v1")
+    change(customer_id, {123: True})
+
+    report = forward_pending(connection.pk)
+
+    failed = Delivery.objects.get()
+    assert (report.failed, report.requests) == (1, 0)
+    assert failed.status == Delivery.Status.FAILED
+    assert "dot" in failed.error and "v1" in failed.error and "v2" in failed.error
+    assert standin.requests() == []
+    assert not Forward.objects.exists()
+
+
+@pytest.mark.parametrize(("transport", "customer_id"), [("v2_batch", "."), ("v2_batch", ".."), ("v1", "...")])
+def test_other_dotted_customer_ids_reach_that_person(setup, standin, transport, customer_id):
+    # v2 carries the id in the JSON body, never in the path; "..." is an ordinary path segment.
+    connection = setup(transport=transport)
+    change(customer_id, {123: True})
+
+    forward_pending(connection.pk)
+
+    assert Delivery.objects.get().status == Delivery.Status.SUCCEEDED
+    assert standin.people("site-us") == {customer_id: {"SegmentMembership": "'123'"}}
+
+
+def sent_attributes(request) -> dict[str, str]:
+    """The attributes one recorded request carried for its (single) person."""
+    body = request.body
+    return body["batch"][0]["attributes"] if "batch" in body else body
+
+
+def test_after_a_toggle_change_the_next_forward_uses_the_new_mode_and_nothing_is_cleaned_up(setup, standin):
+    connection = setup(audiences=[(1, "A"), (2, "B")])
+    change("c1", {1: True})
+    forward_pending(connection.pk)
+    assert standin.people("site-us")["c1"] == {"SegmentMembership": "'1'"}
+
+    change("c1", {2: True})  # queued while the toggle is off...
+    connection.one_attribute_per_audience = True
+    connection.save()  # ...switched on (as the admin saves it) before it is sent
+    forward_pending(connection.pk)
+
+    # The new mode only: no SegmentMembership, neither sent nor cleared.
+    assert sent_attributes(standin.requests("site-us")[-1]) == {"In B": "true"}
+    assert standin.people("site-us")["c1"] == {"SegmentMembership": "'1'", "In B": "true"}
+
+    connection.one_attribute_per_audience = False
+    connection.save()
+    change("c1", {1: False})
+    forward_pending(connection.pk)
+
+    # Back to SegmentMembership of every forwarded audience; "In B" is left as it is.
+    assert sent_attributes(standin.requests("site-us")[-1]) == {"SegmentMembership": "'2'"}
+    assert standin.people("site-us")["c1"] == {"SegmentMembership": "'2'", "In B": "true"}
+    assert len(standin.requests("site-us")) == 3, "a toggle change itself sends nothing"

@@ -6,9 +6,6 @@ disturb anything else running on this machine.
 """
 
 import json
-import shutil
-import socket
-import subprocess
 import time
 
 import pytest
@@ -18,52 +15,10 @@ from connections.models import Forward
 from connections.services import subscriptions, tokens
 from tests.factories import AudienceFactory
 from tests.firehose.builders import URL, membership_request, user_profile
+from tests.redis_server import PrivateRedis
 from tests.workers import running_workers, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.reliability, pytest.mark.timeout(300)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class PrivateRedis:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                shutil.which("redis-server") or "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_until(self.answers, timeout=10, message="redis to start")
-
-    def stop(self) -> None:
-        if self.proc:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-    def answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                return True
-        except OSError:
-            return False
 
 
 def use_broker(url: str, monkeypatch) -> None:

@@ -164,6 +164,9 @@ SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", default=30.0)
 RATE_LIMIT_REDIS_URL = env.str("RATE_LIMIT_REDIS_URL", default="")
 # Seconds the limiter waits for Redis (connect or answer) before the send fails and is retried later.
 RATE_LIMIT_REDIS_TIMEOUT = env.float("RATE_LIMIT_REDIS_TIMEOUT", default=2.0)
+# Activation and rename backfills of audiences up to this many members are queued in the request
+# itself; larger ones by a worker, chunk by chunk (connections/services/backfill.py).
+BACKFILL_INLINE_MAX = env.int("BACKFILL_INLINE_MAX", default=1000)
 DELIVERY_RETENTION_DAYS = env.int("DELIVERY_RETENTION_DAYS", default=30)
 
 # --- Firehose ---

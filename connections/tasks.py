@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from connections.models import Audience, Connection, Delivery, Forward
-from connections.services import forwarding, resync, retention
+from connections.services import backfill, forwarding, resync, retention
 
 log = logging.getLogger("cioaudience.tasks")
 
@@ -95,6 +95,24 @@ def resync_connection(
         resync_connection.apply_async((connection_id, audience_pk, time_budget))
         return run.queued
     log.info("resync_connection queued run=%s connection=%s profiles=%s", run.pk, connection_id, run.queued)
+    return run.queued
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def backfill_audience(
+    connection_id: int, audience_pk: int, reason: str, time_budget: float = TIME_BUDGET_SECONDS
+) -> int:
+    """Queue a large audience's members for a connection (activation or rename), chunk by chunk.
+
+    Resumable: each chunk commits with its checkpoint, and after `time_budget` seconds the
+    rest goes to a fresh task. Returns the profiles queued by the run so far.
+    """
+    run, finished = backfill.queue_for(connection_id, audience_pk, reason, time_budget)
+    if run is None:
+        return 0
+    if not finished:
+        backfill_audience.apply_async((connection_id, audience_pk, reason, time_budget))
+    log.info("backfill_audience run=%s connection=%s queued=%s done=%s", run.pk, connection_id, run.queued, finished)
     return run.queued
 
 

@@ -31,6 +31,15 @@ class ResyncRun(models.Model):
     status = models.CharField(
         _("status"), max_length=12, choices=Status.choices, default=Status.RUNNING, help_text=_("Where it stands.")
     )
+    reason = models.CharField(
+        _("reason"),
+        max_length=12,
+        default="resync",
+        help_text=_(
+            "resync: every member and recorded ex-member; activation or rename: the audience's current members, "
+            "queued by a worker because the audience is large."
+        ),
+    )
     total = models.PositiveIntegerField(_("profiles in all"), default=0, help_text=_("Profiles to send."))
     queued = models.PositiveIntegerField(_("profiles queued"), default=0, help_text=_("Profiles queued so far."))
     last_profile_id = models.BigIntegerField(

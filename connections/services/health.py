@@ -168,7 +168,12 @@ class ResyncProgress:
 
 
 def latest_resync(connection_id: int) -> ResyncProgress | None:
-    run = ResyncRun.objects.filter(connection_id=connection_id).select_related("audience").order_by("-pk").first()
+    run = (
+        ResyncRun.objects.filter(connection_id=connection_id, reason=Forward.Reason.RESYNC)
+        .select_related("audience")
+        .order_by("-pk")
+        .first()
+    )
     if run is None:
         return None
     to_send = bounded_count(

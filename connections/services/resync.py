@@ -45,6 +45,13 @@ class Scope:
     connection: Connection
     audience: Audience | None
     audience_pks: tuple[int, ...]
+    # RESYNC: every profile with a membership record; ACTIVATION / RENAME (a large audience's
+    # backfill, queued by a worker rather than in the request): its current members only.
+    reason: str = Forward.Reason.RESYNC
+
+    @property
+    def members_only(self) -> bool:
+        return self.reason != Forward.Reason.RESYNC
 
     def describe(self) -> str:
         if self.audience is None:
@@ -75,33 +82,44 @@ def scope_for(connection: Connection, audience: Audience | None = None) -> Scope
     return Scope(connection, audience, (audience.pk,))
 
 
+def _memberships(scope: Scope) -> QuerySet[Membership]:
+    rows = Membership.objects.filter(audience_id__in=scope.audience_pks)
+    return rows.filter(is_member=True) if scope.members_only else rows
+
+
 def count_profiles(scope: Scope) -> int:
     if not scope.audience_pks:
         return 0
     return (
-        Membership.objects.filter(audience_id__in=scope.audience_pks)
+        _memberships(scope)
         .aggregate(n=Count("profile_id", distinct=True))["n"]
     )
 
 
-def start(scope: Scope) -> tuple[ResyncRun, bool]:
+def start(scope: Scope, *, count: bool = True) -> tuple[ResyncRun, bool]:
     """The unfinished run of this scope, to be resumed from its checkpoint, or a new run.
 
-    Returns the run and whether it is resumed.
+    Returns the run and whether it is resumed. `count=False` leaves the total to be counted
+    when the run is resumed (a web request must not count a million memberships).
     """
     with transaction.atomic():
         run = (
             ResyncRun.objects.select_for_update()
-            .filter(connection=scope.connection, audience=scope.audience, status__in=UNFINISHED)
+            .filter(connection=scope.connection, audience=scope.audience, reason=scope.reason, status__in=UNFINISHED)
             .order_by("-pk")
             .first()
         )
         if run is not None:
             run.status = ResyncRun.Status.RUNNING
-            run.save(update_fields=["status", "updated_at"])
+            if not run.total and count:
+                run.total = count_profiles(scope)
+            run.save(update_fields=["status", "total", "updated_at"])
             return run, True
         run = ResyncRun.objects.create(
-            connection=scope.connection, audience=scope.audience, total=count_profiles(scope)
+            connection=scope.connection,
+            audience=scope.audience,
+            reason=scope.reason,
+            total=count_profiles(scope) if count else 0,
         )
         return run, False
 
@@ -111,7 +129,8 @@ def next_profile_ids(scope: Scope, after: int, limit: int) -> list[int]:
     if not scope.audience_pks:
         return []
     return list(
-        Membership.objects.filter(audience_id__in=scope.audience_pks, profile_id__gt=after)
+        _memberships(scope)
+        .filter(profile_id__gt=after)
         .order_by("profile_id")
         .values_list("profile_id", flat=True)
         .distinct()[:limit]
@@ -148,13 +167,17 @@ def _insert_forwards(scope: Scope, *, after: int, up_to: int) -> int:
     membership = Membership._meta.db_table
     placeholders = ", ".join(["%s"] * len(scope.audience_pks))
     audience_pk = scope.audience.pk if scope.audience is not None else None
+    members = " AND m.is_member = %s" if scope.members_only else ""
     with db_connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {forward} (connection_id, profile_id, audience_id, reason, created_at, due_at,"  # noqa: S608
             f" attempts, claim_token) SELECT %s, m.profile_id, %s, %s, %s, %s, 0, '' FROM {membership} m"
-            f" WHERE m.audience_id IN ({placeholders}) AND m.profile_id > %s AND m.profile_id <= %s"
+            f" WHERE m.audience_id IN ({placeholders}) AND m.profile_id > %s AND m.profile_id <= %s{members}"
             " GROUP BY m.profile_id ON CONFLICT DO NOTHING",
-            [scope.connection.pk, audience_pk, Forward.Reason.RESYNC, now, now, *scope.audience_pks, after, up_to],
+            [
+                scope.connection.pk, audience_pk, scope.reason, now, now, *scope.audience_pks, after, up_to,
+                *([True] if scope.members_only else []),
+            ],
         )
         return cursor.rowcount
 
@@ -235,9 +258,7 @@ def has_pending(run: ResyncRun) -> bool:
 
 
 def _pending(run: ResyncRun) -> QuerySet[Forward]:
-    return Forward.objects.filter(
-        connection_id=run.connection_id, reason=Forward.Reason.RESYNC, audience_id=run.audience_id
-    )
+    return Forward.objects.filter(connection_id=run.connection_id, reason=run.reason, audience_id=run.audience_id)
 
 
 def outcomes(run: ResyncRun) -> Outcomes:

@@ -1,29 +1,40 @@
 """Subscriptions (audience x connection): activation, deactivation, deletion, renames.
 
-Activation backfills the audience's current members. Deactivation and deletion send
-nothing: Customer.io keeps whatever attributes it has; forwards still queued for that
-subscription are cancelled and recorded as such.
+Activation backfills the audience's current members (backfill.py: at once for a small
+audience, through a worker for a large one). Deactivation and deletion send nothing:
+Customer.io keeps whatever attributes it has; forwards still queued for that subscription
+are cancelled and recorded as such: at once when they are few, else by a worker when it
+claims them (payloads.plan), so that a request never does work proportional to the audience.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from connections.models import Audience, Connection, Delivery, Forward, Subscription
-from connections.services import outbox
+from connections.services import backfill
 
 CANCELLED_BECAUSE = "Subscription deactivated or deleted: not sent; Customer.io keeps its attributes."
 
 
 def cancel_queued(connection_id: int, audience_pks: Iterable[int], why: str = CANCELLED_BECAUSE) -> int:
-    """Cancel forwards not yet claimed by a worker for these audiences on a connection, logging each."""
+    """Cancel forwards not yet claimed by a worker for these audiences on a connection, logging each.
+
+    Up to BACKFILL_INLINE_MAX rows are cancelled here, in the caller's transaction. More are left
+    where they are: a worker cancels (and logs) each when it claims it, since `payloads.plan` sends
+    nothing for an audience without an active subscription, so a request never does work
+    proportional to a large audience.
+    """
     queued = Forward.objects.filter(
         connection_id=connection_id, audience_id__in=list(audience_pks), claim_token=""
     ).select_related("profile")
+    if queued.order_by()[: settings.BACKFILL_INLINE_MAX + 1].count() > settings.BACKFILL_INLINE_MAX:
+        return 0
     now = timezone.now()
     cancelled = 0
     for chunk in _chunks(queued.iterator(chunk_size=2000), 2000):
@@ -72,7 +83,7 @@ def set_status(subscriptions: QuerySet[Subscription] | Iterable[Subscription], s
         sub.save(update_fields=["status", "updated_at"])
         changed += 1
         if status == Subscription.Status.ACTIVE:
-            outbox.enqueue_audience_members(sub.connection_id, sub.audience_id, Forward.Reason.ACTIVATION)
+            backfill.backfill(sub.connection_id, sub.audience_id, Forward.Reason.ACTIVATION)
         else:
             cancel_queued(sub.connection_id, [sub.audience_id])
     return changed
@@ -97,7 +108,7 @@ def subscribe(audience: Audience, connection: Connection) -> tuple[Subscription,
         audience=audience, connection=connection, defaults={"status": Subscription.Status.ACTIVE}
     )
     if created:
-        outbox.enqueue_audience_members(connection.pk, audience.pk, Forward.Reason.ACTIVATION)
+        backfill.backfill(connection.pk, audience.pk, Forward.Reason.ACTIVATION)
     else:
         activate(sub)
     return sub, created
@@ -128,5 +139,5 @@ def rename_audience(audience: Audience, new_name: str) -> bool:
         audience=audience, status=Subscription.Status.ACTIVE, connection__one_attribute_per_audience=True
     ).values_list("connection_id", flat=True)
     for connection_id in toggled:
-        outbox.enqueue_audience_members(connection_id, audience.pk, Forward.Reason.RENAME)
+        backfill.backfill(connection_id, audience.pk, Forward.Reason.RENAME)
     return True

@@ -47,12 +47,16 @@ def standin(standin_server, settings):
     yield standin_server
     invalid = standin_server.invalid_requests()
     assert not invalid, f"the product sent bodies that break Customer.io's OpenAPI contract: {invalid}"
-    # SPEC §2: values are strings, never booleans or numbers (v2's schema does not type them).
+    # SPEC §2: values are strings, never booleans or numbers (v2's schema does not type them);
+    # the one exception is Customer.io's own `_update` flag (update-only mode, SPEC §11).
     for request in standin_server.requests():
         body = request.body if isinstance(request.body, dict) else {}
+        if "ids" in body:
+            continue  # a manual segment request: ids, no attributes
         attribute_sets = [a.get("attributes", {}) for a in body.get("batch", [])] if "batch" in body else [body]
         for attributes in attribute_sets:
-            assert all(isinstance(v, str) for v in attributes.values()), f"non-string attribute sent: {attributes}"
+            values = {name: value for name, value in attributes.items() if not (name == "_update" and value is True)}
+            assert all(isinstance(v, str) for v in values.values()), f"non-string attribute sent: {attributes}"
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""What the stand-in remembers: workspaces, people, recorded requests, counters, faults.
+"""What the stand-in remembers: workspaces, people and segments, recorded requests, counters, faults.
 
 Every request handler thread goes through one ``State``; all mutation happens under one lock
 and each critical section is a few dict and deque operations, so that thousands of requests
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .model import Faults, RecordedRequest, Workspace
+from .people import Directory
 
 # Invalid requests are kept even when recording is off (they are what a test wants to see);
 # this bounds the memory a broken benchmark client can take.
@@ -95,12 +96,13 @@ class State:
         self._workspaces: dict[str, Workspace] = {}
         # "Basic <base64>" header -> workspace, so a known client costs one dict look-up.
         self._by_header: dict[str, Workspace] = {}
+        self._by_app_key: dict[str, Workspace] = {}  # "Bearer <App API key>" -> workspace
         for workspace in workspaces:
             self.add_workspace(workspace)
         self._clear()
 
     def _clear(self) -> None:
-        self._people: dict[str, dict[str, dict[str, Any]]] = {}
+        self.directory = Directory(self.lock)
         self._records: list[RecordedRequest] = []
         self._invalid: list[RecordedRequest] = []
         self._next_index = 0
@@ -122,8 +124,11 @@ class State:
             old = self._workspaces.get(workspace.site_id)
             if old is not None:
                 self._by_header = {h: w for h, w in self._by_header.items() if w is not old}
+                self._by_app_key = {h: w for h, w in self._by_app_key.items() if w is not old}
             self._workspaces[workspace.site_id] = workspace
             self._by_header[header] = workspace
+            if workspace.app_api_key:
+                self._by_app_key[f"Bearer {workspace.app_api_key}"] = workspace
 
     def workspaces(self) -> list[Workspace]:
         with self.lock:
@@ -149,6 +154,15 @@ class State:
         if workspace is None or workspace.api_key != api_key:
             return None
         return workspace
+
+    def authenticate_app(self, authorization: str | None) -> Workspace | None:
+        """The workspace whose App API key this ``Bearer`` header carries, or None."""
+        if not authorization:
+            return None
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return self._by_app_key.get(f"Bearer {token.strip()}")
 
     # --- admission: rate limit and faults -------------------------------------------------
 
@@ -236,30 +250,29 @@ class State:
         with self.lock:
             self._fault_counts[kind] += amount
 
-    # --- people ---------------------------------------------------------------------------
+    # --- people and segments: people.py, under this lock --------------------------------
 
-    def merge_person(self, site_id: str, identifier: str, attributes: dict[str, Any]) -> None:
+    def count_applied(self, site_id: str, amount: int = 1) -> None:
         with self.lock:
-            people = self._people.setdefault(site_id, {})
-            people.setdefault(identifier, {}).update(attributes)
-            self._counters(site_id).actions_applied += 1
-            self._totals.actions_applied += 1
+            self._counters(site_id).actions_applied += amount
+            self._totals.actions_applied += amount
 
-    def apply_actions(self, site_id: str, actions: list[tuple[str, str, dict[str, Any]]]) -> None:
-        """Apply ``(action, person_id, attributes)`` triples from a batch, in order."""
-        with self.lock:
-            people = self._people.setdefault(site_id, {})
-            for action, person_id, attributes in actions:
-                if action == "identify":
-                    people.setdefault(person_id, {}).update(attributes)
-                elif action == "delete":
-                    people.pop(person_id, None)
-            self._counters(site_id).actions_applied += len(actions)
-            self._totals.actions_applied += len(actions)
+    def merge_person(self, site_id: str, identifier: str, attributes: dict[str, Any]) -> bool:
+        """A v1 identify (the path names the person by id or email); False when ``_update``
+        found no such person, so nothing was created."""
+        applied = self.directory.merge_person(site_id, identifier, attributes)
+        self.count_applied(site_id)
+        return applied
+
+    def apply_actions(self, site_id: str, actions: list[tuple[str, str, str, dict[str, Any]]]) -> list[str]:
+        """Apply ``(action, identifier kind, value, attributes)`` from a batch, in order; returns
+        the values of ``_update`` identifies that matched nobody."""
+        not_created = self.directory.apply_actions(site_id, actions)
+        self.count_applied(site_id, len(actions))
+        return not_created
 
     def people(self, site_id: str) -> dict[str, dict[str, Any]]:
-        with self.lock:
-            return {pid: dict(attrs) for pid, attrs in self._people.get(site_id, {}).items()}
+        return self.directory.people(site_id)
 
     # --- recording ------------------------------------------------------------------------
 
@@ -326,9 +339,11 @@ class State:
                 counters = self._per_site.get(site_id) or _Counters()
                 window = self._windows.get(site_id) or _Window()
                 workspace = self._workspaces.get(site_id)
+                people, segments = self.directory.sizes_unlocked(site_id)
                 workspaces[site_id] = {
                     **counters.to_json(),
-                    "people": len(self._people.get(site_id, {})),
+                    "people": people,
+                    "segments": segments,
                     "rate_limit": workspace.rate_limit if workspace else None,
                     "max_requests_in_1s": window.max_received,
                     "max_accepted_in_1s": window.max_accepted,
@@ -342,7 +357,7 @@ class State:
             }
 
     def reset(self) -> None:
-        """Forget people, requests, counters and faults; keep the workspaces."""
+        """Forget people, segments, requests, counters and faults; keep the workspaces."""
         with self.lock:
             self._clear()
             self._faults = Faults()

@@ -118,7 +118,7 @@ class AudienceAdmin(admin.ModelAdmin):
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
     form = PlainHelpTextForm
-    list_display = ("audience", "connection", "status", "customerio_segment_id", "updated_at")
+    list_display = ("audience", "connection", "status", "manual_segment", "updated_at")
     list_filter = ("status", "connection")
     list_select_related = ("audience", "connection")
     search_fields = ("audience__name", "audience__audience_id__exact")
@@ -168,6 +168,11 @@ class SubscriptionAdmin(admin.ModelAdmin):
         changed = self._set_status(request, queryset, INACTIVE)
         self._report(request, changed, INACTIVE)
         return None
+
+    @admin.display(description=_("segment ID"), ordering="customerio_segment_id", empty_value="—")
+    def manual_segment(self, obj: Subscription) -> int | None:
+        # A short header: the model field's name is too long for a list column.
+        return obj.customerio_segment_id
 
     @admin.action(description=_("Create a manual segment in Customer.io"), permissions=["change"])
     def create_manual_segments(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:

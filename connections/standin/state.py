@@ -13,11 +13,12 @@ import math
 import random
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from .counters import Counters, Window, drop_before
 from .model import Faults, RecordedRequest, Workspace
 from .people import Directory
 
@@ -36,39 +37,6 @@ class Admission:
     fault: str | None = None  # "drop", "timeout" or "status"
     fault_status: int | None = None
     delay: float = 0.0  # seconds to wait before answering
-
-
-@dataclass
-class _Window:
-    """Request times of one workspace within the last second, and the peak counts seen."""
-
-    received: deque[float] = field(default_factory=deque)
-    accepted: deque[float] = field(default_factory=deque)  # those not rate limited
-    max_received: int = 0
-    max_accepted: int = 0
-
-
-@dataclass
-class _Counters:
-    requests: int = 0
-    by_status: Counter[str] = field(default_factory=Counter)
-    invalid_bodies: int = 0
-    validated_bodies: int = 0
-    actions_applied: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "by_status": dict(self.by_status),
-            "invalid_bodies": self.invalid_bodies,
-            "validated_bodies": self.validated_bodies,
-            "actions_applied": self.actions_applied,
-        }
-
-
-def _drop_before(times: deque[float], cutoff: float) -> None:
-    while times and times[0] <= cutoff:
-        times.popleft()
 
 
 class State:
@@ -106,11 +74,11 @@ class State:
         self._records: list[RecordedRequest] = []
         self._invalid: list[RecordedRequest] = []
         self._next_index = 0
-        self._totals = _Counters()
-        self._per_site: dict[str, _Counters] = {}
+        self._totals = Counters()
+        self._per_site: dict[str, Counters] = {}
         self._unauthenticated = 0
         self._fault_counts: Counter[str] = Counter()
-        self._windows: dict[str, _Window] = {}
+        self._windows: dict[str, Window] = {}
         self._validate_credit = 0.0
 
     # --- workspaces and auth ------------------------------------------------------------
@@ -174,12 +142,12 @@ class State:
             wall = time.time()
             window = self._windows.get(workspace.site_id)
             if window is None:
-                window = self._windows[workspace.site_id] = _Window()
+                window = self._windows[workspace.site_id] = Window()
             cutoff = now - 1.0
-            _drop_before(window.received, cutoff)
+            drop_before(window.received, cutoff)
             window.received.append(now)
             window.max_received = max(window.max_received, len(window.received))
-            _drop_before(window.accepted, cutoff)
+            drop_before(window.accepted, cutoff)
             limit = workspace.rate_limit
             if limit is not None and len(window.accepted) >= limit:
                 # The oldest accepted request leaves the window at accepted[0] + 1 s.
@@ -276,10 +244,10 @@ class State:
 
     # --- recording ------------------------------------------------------------------------
 
-    def _counters(self, site_id: str) -> _Counters:
+    def _counters(self, site_id: str) -> Counters:
         counters = self._per_site.get(site_id)
         if counters is None:
-            counters = self._per_site[site_id] = _Counters()
+            counters = self._per_site[site_id] = Counters()
         return counters
 
     def record(self, record: RecordedRequest) -> None:
@@ -336,8 +304,8 @@ class State:
         with self.lock:
             workspaces = {}
             for site_id in sorted(set(self._workspaces) | set(self._per_site)):
-                counters = self._per_site.get(site_id) or _Counters()
-                window = self._windows.get(site_id) or _Window()
+                counters = self._per_site.get(site_id) or Counters()
+                window = self._windows.get(site_id) or Window()
                 workspace = self._workspaces.get(site_id)
                 people, segments = self.directory.sizes_unlocked(site_id)
                 workspaces[site_id] = {

@@ -140,6 +140,9 @@ ENCRYPTION_KEYS = env.list("ENCRYPTION_KEYS", default=[])
 CUSTOMERIO_US_URL = env.str("CUSTOMERIO_US_URL", default="https://track.customer.io")
 CUSTOMERIO_EU_URL = env.str("CUSTOMERIO_EU_URL", default="https://track-eu.customer.io")
 CUSTOMERIO_TIMEOUT = env.float("CUSTOMERIO_TIMEOUT", default=10.0)
+# App API hosts (Bearer auth with a connection's App API key: creating manual segments).
+CUSTOMERIO_APP_US_URL = env.str("CUSTOMERIO_APP_US_URL", default="https://api.customer.io")
+CUSTOMERIO_APP_EU_URL = env.str("CUSTOMERIO_APP_EU_URL", default="https://api-eu.customer.io")
 
 # --- Forwarding ---
 # A transient failure is retried after a backoff, for ever (never given up): doubling from the

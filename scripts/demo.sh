@@ -14,6 +14,7 @@ mkdir -p "$DEMO"
 # Secrets made once for this demo folder, kept out of the repository (var/ is ignored).
 [ -f "$DEMO/encryption.key" ] || $PY -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())' > "$DEMO/encryption.key"
 [ -f "$DEMO/standin.key" ] || $PY -c 'import secrets; print("demo-" + secrets.token_urlsafe(16))' > "$DEMO/standin.key"
+[ -f "$DEMO/standin-app.key" ] || $PY -c 'import secrets; print("demo-app-" + secrets.token_urlsafe(16))' > "$DEMO/standin-app.key"
 chmod 600 "$DEMO"/*.key
 
 export DEBUG=1
@@ -23,8 +24,10 @@ export BROKER_DIR="$PWD/$DEMO/broker"
 export ENCRYPTION_KEYS="$(cat "$DEMO/encryption.key")"
 export CUSTOMERIO_US_URL="http://127.0.0.1:8025"
 export CUSTOMERIO_EU_URL="http://127.0.0.1:8025"
+export CUSTOMERIO_APP_US_URL="http://127.0.0.1:8025"
+export CUSTOMERIO_APP_EU_URL="http://127.0.0.1:8025"
 export SWEEP_INTERVAL_SECONDS=10
-export CIO_STANDIN_WORKSPACES="demo-site:$(cat "$DEMO/standin.key"):us"
+export CIO_STANDIN_WORKSPACES="demo-site:$(cat "$DEMO/standin.key"):us::$(cat "$DEMO/standin-app.key")"
 
 pids=()
 cleanup() {
@@ -36,7 +39,7 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 $PY manage.py migrate -v0
-$PY manage.py load_demo --api-key-file "$DEMO/standin.key"
+$PY manage.py load_demo --api-key-file "$DEMO/standin.key" --app-api-key-file "$DEMO/standin-app.key"
 
 $PY manage.py cio_standin --port 8025 & pids+=($!)
 .venv/bin/celery -A cioaudience worker --pool threads --concurrency 2 --loglevel INFO -n demo@%h & pids+=($!)
@@ -48,6 +51,7 @@ cat <<MSG
   cioaudience demo
   Admin:      http://127.0.0.1:8000/admin/   (credentials printed above)
   Stand-in:   http://127.0.0.1:8025/_standin/people?site_id=demo-site
+              http://127.0.0.1:8025/_standin/segments?site_id=demo-site (manual segments)
   Worker:     CELERY_BROKER_URL=filesystem:// BROKER_DIR=$PWD/$DEMO/broker .venv/bin/celery -A cioaudience inspect ping
   Ctrl-C stops everything.
 

@@ -23,6 +23,11 @@ STANDIN_WORKSPACES = {
     "site-us": ("sk-us-4d2f9a8b1c", "us"),
     "site-eu": ("sk-eu-7e3c1b5a9d", "eu"),
 }
+# The App API keys the stand-in accepts (Bearer), per workspace: creating manual segments.
+STANDIN_APP_KEYS = {
+    "site-us": "app-us-6b1d0e9f3a27",
+    "site-eu": "app-eu-2c8a4f7e1d90",
+}
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +35,10 @@ def standin_server():
     from connections.standin import StandinServer, Workspace
 
     server = StandinServer(
-        workspaces=[Workspace(site, key, region=region) for site, (key, region) in STANDIN_WORKSPACES.items()],
+        workspaces=[
+            Workspace(site, key, region=region, app_api_key=STANDIN_APP_KEYS[site])
+            for site, (key, region) in STANDIN_WORKSPACES.items()
+        ],
         port=0,
     ).start()
     yield server
@@ -43,16 +51,25 @@ def standin(standin_server, settings):
     standin_server.reset()
     settings.CUSTOMERIO_US_URL = standin_server.url
     settings.CUSTOMERIO_EU_URL = standin_server.url
+    settings.CUSTOMERIO_APP_US_URL = standin_server.url
+    settings.CUSTOMERIO_APP_EU_URL = standin_server.url
     settings.CUSTOMERIO_TIMEOUT = 2.0
     yield standin_server
     invalid = standin_server.invalid_requests()
     assert not invalid, f"the product sent bodies that break Customer.io's OpenAPI contract: {invalid}"
-    # SPEC §2: values are strings, never booleans or numbers (v2's schema does not type them).
+    # SPEC §2: values are strings, never booleans or numbers (v2's schema does not type them);
+    # the one exception is Customer.io's own `_update` flag (update-only mode, SPEC §11).
     for request in standin_server.requests():
         body = request.body if isinstance(request.body, dict) else {}
-        attribute_sets = [a.get("attributes", {}) for a in body.get("batch", [])] if "batch" in body else [body]
+        if request.path == "/api/v2/batch":
+            attribute_sets = [a.get("attributes", {}) for a in body.get("batch", [])]
+        elif request.path.startswith("/api/v1/customers/") and request.method == "PUT":
+            attribute_sets = [body]
+        else:
+            continue  # segment requests, the App API, reads: no attributes
         for attributes in attribute_sets:
-            assert all(isinstance(v, str) for v in attributes.values()), f"non-string attribute sent: {attributes}"
+            values = {name: value for name, value in attributes.items() if not (name == "_update" and value is True)}
+            assert all(isinstance(v, str) for v in values.values()), f"non-string attribute sent: {attributes}"
 
 
 @pytest.fixture
@@ -60,8 +77,10 @@ def workspace_connection(db):
     """A Connection whose credentials the stand-in accepts."""
     from tests.factories import ConnectionFactory
 
-    def make(site_id: str = "site-us", **fields):
+    def make(site_id: str = "site-us", *, with_app_api_key: bool = False, **fields):
         key, region = STANDIN_WORKSPACES[site_id]
+        if with_app_api_key:
+            fields["app_api_key"] = STANDIN_APP_KEYS[site_id]
         return ConnectionFactory(site_id=site_id, api_key=key, region=region, **fields)
 
     return make

@@ -14,6 +14,8 @@ os.environ.setdefault("ENCRYPTION_KEYS", Fernet.generate_key().decode())
 # anything that forgets to gets "connection refused" from the discard port.
 os.environ.setdefault("CUSTOMERIO_US_URL", "http://127.0.0.1:9")
 os.environ.setdefault("CUSTOMERIO_EU_URL", "http://127.0.0.1:9")
+os.environ.setdefault("CUSTOMERIO_APP_US_URL", "http://127.0.0.1:9")
+os.environ.setdefault("CUSTOMERIO_APP_EU_URL", "http://127.0.0.1:9")
 os.environ.setdefault("BROKER_DIR", f"/tmp/cioaudience-test-broker-{os.getpid()}")
 
 from cioaudience.settings import *  # noqa: F403

@@ -18,7 +18,7 @@ from django.utils.translation import ngettext
 
 from connections.admin.common import FixedOnceSavedForm, PlainHelpTextForm, summarized_deleted_objects
 from connections.models import Audience, Subscription
-from connections.services import subscriptions
+from connections.services import segments, subscriptions
 
 ACTIVE = Subscription.Status.ACTIVE
 INACTIVE = Subscription.Status.INACTIVE
@@ -118,19 +118,19 @@ class AudienceAdmin(admin.ModelAdmin):
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
     form = PlainHelpTextForm
-    list_display = ("audience", "connection", "status", "updated_at")
+    list_display = ("audience", "connection", "status", "manual_segment", "updated_at")
     list_filter = ("status", "connection")
     list_select_related = ("audience", "connection")
     search_fields = ("audience__name", "audience__audience_id__exact")
     search_help_text = _("Part of the audience name, or the exact audience ID.")
     autocomplete_fields = ("audience",)
-    actions = ("activate_subscriptions", "deactivate_subscriptions")
+    actions = ("activate_subscriptions", "deactivate_subscriptions", "create_manual_segments")
     deactivate_confirmation_template = "admin/connections/subscription/deactivate_confirmation.html"
 
     def get_fields(self, request: HttpRequest, obj: Subscription | None = None) -> tuple[str, ...]:
         if obj is None:
-            return ("audience", "connection", "status")
-        return ("audience", "connection", "status", "created_at", "updated_at")
+            return ("audience", "connection", "status", "customerio_segment_id")
+        return ("audience", "connection", "status", "customerio_segment_id", "created_at", "updated_at")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Subscription | None = None) -> tuple[str, ...]:
         # Status changes only through the actions and buttons, which backfill or cancel.
@@ -138,18 +138,13 @@ class SubscriptionAdmin(admin.ModelAdmin):
             return ("status",)
         return ("audience", "connection", "status", "created_at", "updated_at")
 
-    def change_view(  # type: ignore[no-untyped-def]
-        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None
-    ) -> HttpResponse:
-        # Nothing on the page is editable (status changes through its buttons): no Save buttons that do nothing.
-        hide_save = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
-        return super().change_view(request, object_id, form_url, {**hide_save, **(extra_context or {})})
-
     def save_model(self, request: HttpRequest, obj: Subscription, form, change: bool) -> None:  # type: ignore[no-untyped-def]
-        if change:
-            return  # nothing on the change form is editable
-        saved, _created = subscriptions.subscribe(obj.audience, obj.connection)
-        _become(obj, saved)
+        # Only the segment id is editable on a saved subscription; status changes through the buttons.
+        segment_id = form.cleaned_data.get("customerio_segment_id")
+        if not change:
+            saved, _created = subscriptions.subscribe(obj.audience, obj.connection)
+            _become(obj, saved)
+        segments.set_segment_id(obj, segment_id)
 
     def delete_model(self, request: HttpRequest, obj: Subscription) -> None:
         subscriptions.delete_subscriptions([obj])
@@ -173,6 +168,32 @@ class SubscriptionAdmin(admin.ModelAdmin):
         changed = self._set_status(request, queryset, INACTIVE)
         self._report(request, changed, INACTIVE)
         return None
+
+    @admin.display(description=_("segment ID"), ordering="customerio_segment_id", empty_value="—")
+    def manual_segment(self, obj: Subscription) -> int | None:
+        # A short header: the model field's name is too long for a list column.
+        return obj.customerio_segment_id
+
+    @admin.action(description=_("Create a manual segment in Customer.io"), permissions=["change"])
+    def create_manual_segments(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        for subscription in queryset.select_related("audience", "connection"):
+            try:
+                segment_id = segments.create_manual_segment(subscription)
+            except segments.SegmentError as error:
+                self.message_user(request, str(error), messages.ERROR)
+                continue
+            self.log_change(request, subscription, str(_("Created manual segment %(id)s.") % {"id": segment_id}))
+            message = _(
+                "Created the manual segment “%(segment)s” (ID %(id)s) in %(connection)s's Customer.io workspace "
+                "and stored its ID on the subscription."
+            ) % {
+                "segment": segments.segment_name(subscription),
+                "id": segment_id,
+                "connection": subscription.connection,
+            }
+            if subscription.status == ACTIVE:
+                message += " " + str(_("The audience's current members are queued to be added to it."))
+            self.message_user(request, message, messages.SUCCESS)
 
     # --- Activation and deactivation: buttons on the subscription's page ---
 

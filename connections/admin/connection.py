@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
@@ -31,76 +30,17 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from connections.admin.charts import delivery_chart
-from connections.admin.common import PlainHelpTextForm, summarized_deleted_objects
+from connections.admin.common import summarized_deleted_objects
+from connections.admin.connection_form import (
+    FORWARDING,
+    HISTORY,
+    IDENTIFIERS,
+    MPARTICLE,
+    WORKSPACE,
+    ConnectionForm,
+)
 from connections.models import Connection, ResyncRun
-from connections.services import background_resync, breaker, connection_state, credentials, health, resync
-
-
-class ConnectionForm(PlainHelpTextForm):
-    # Not the model field: the stored key (plaintext or ciphertext) never enters the form,
-    # its initial data or its HTML. Blank on edit keeps the stored key.
-    api_key = forms.CharField(
-        label=_("API key"),
-        required=False,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-    )
-
-    class Meta:
-        model = Connection
-        # `exclude`, not `fields`: the admin passes its fieldsets as `fields`, and only an
-        # exclusion keeps the model field out of the form's initial data and out of
-        # construct_instance (which would otherwise write a blank key over the stored one).
-        exclude = ("api_key",)
-
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
-        field = self.fields["api_key"]
-        if self.instance.pk is None:
-            field.required = True
-            field.help_text = _(
-                "The Track API key, from Customer.io's API credentials page. Write-only: "
-                "it is stored encrypted and never shown again."
-            )
-        else:
-            field.help_text = _(
-                "Write-only: the stored key (ending %(hint)s) is never shown. "
-                "Leave blank to keep it; enter a new key to replace it."
-            ) % {"hint": self.instance.masked_api_key or "—"}
-
-    def _post_clean(self) -> None:
-        super()._post_clean()
-        if key := self.cleaned_data.get("api_key"):
-            self.instance.api_key = key
-
-
-WORKSPACE = (
-    _("Customer.io workspace"),
-    {
-        "fields": ("name", "site_id", "api_key", "region"),
-        "description": _(
-            "The workspace's Track API credentials (Customer.io: Settings, API credentials) and its data center."
-        ),
-    },
-)
-FORWARDING = (
-    _("Forwarding"),
-    {
-        "fields": ("one_attribute_per_audience", "transport", "rate_limit"),
-        "description": _(
-            "How membership is written to Customer.io. Changing the attribute mode applies to later "
-            "updates only: attributes already written are not cleaned up."
-        ),
-    },
-)
-MPARTICLE = (
-    _("mParticle"),
-    {
-        "fields": ("connection_key",),
-        "description": _("Copy the connection key into the mParticle output's Connection Key setting."),
-    },
-)
-HISTORY = (_("History"), {"fields": ("created_at", "updated_at"), "classes": ("collapse",)})
+from connections.services import background_resync, breaker, connection_state, credentials, health, resync, segments
 
 # Failure rates from here up are shown as a problem (and as a warning above zero).
 FAILURE_RATE_ALARM = 0.10
@@ -167,6 +107,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         "last_success",
         "region",
         "api_key_hint",
+        "app_api_key_hint",
     )
     list_filter = ("state", "region", "transport")
     search_fields = ("name", "site_id")
@@ -175,24 +116,24 @@ class ConnectionAdmin(admin.ModelAdmin):
     change_form_template = "admin/connections/connection/change_form.html"
     change_list_template = "admin/connections/connection/change_list.html"
 
-    @method_decorator(sensitive_post_parameters("api_key"))
+    @method_decorator(sensitive_post_parameters("api_key", "app_api_key"))
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):  # type: ignore[no-untyped-def]
-        # An error report of a failed save must not show the typed key (SPEC §8).
+        # An error report of a failed save must not show the typed keys (SPEC §8).
         return super().changeform_view(request, object_id, form_url, extra_context)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Connection]:
-        # The ciphertext is not even loaded: no page needs the key (a new one is written
+        # The ciphertexts are not even loaded: no page needs the keys (a new one is written
         # through the form, and a deferred column is left alone by save()).
-        return super().get_queryset(request).defer("api_key")
+        return super().get_queryset(request).defer("api_key", "app_api_key")
 
     def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:  # type: ignore[no-untyped-def]
         return ConnectionChangeList
 
     def get_fieldsets(self, request: HttpRequest, obj: Connection | None = None):  # type: ignore[no-untyped-def]
         if obj is None:
-            return (WORKSPACE, FORWARDING)
+            return (WORKSPACE, FORWARDING, IDENTIFIERS)
         # State, last error and last success are shown above the form, with the buttons that act on them.
-        return (WORKSPACE, FORWARDING, MPARTICLE, HISTORY)
+        return (WORKSPACE, FORWARDING, IDENTIFIERS, MPARTICLE, HISTORY)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Connection | None = None) -> tuple[str, ...]:
         if obj is None:
@@ -248,6 +189,26 @@ class ConnectionAdmin(admin.ModelAdmin):
     @admin.display(description=_("API key"))
     def api_key_hint(self, obj: Connection) -> str:
         return obj.masked_api_key
+
+    @admin.display(description=_("App API key"))
+    def app_api_key_hint(self, obj: Connection) -> str:
+        return obj.masked_app_api_key
+
+    def save_model(self, request: HttpRequest, obj: Connection, form, change: bool) -> None:  # type: ignore[no-untyped-def]
+        super().save_model(request, obj, form, change)
+        # Saved all the same: the marketer may be about to fix the other connection.
+        for other in segments.segment_membership_conflicts(obj):
+            self.message_user(
+                request,
+                _(
+                    "%(name)s and %(other)s both write SegmentMembership to the Customer.io workspace with Site ID "
+                    "%(site_id)s: each sends only its own audiences, so their values overwrite each other. Turn on "
+                    "one attribute per audience (without SegmentMembership always) on one of them, or forward both "
+                    "sets of audiences through one connection."
+                )
+                % {"name": obj.name, "other": other.name, "site_id": obj.site_id},
+                messages.WARNING,
+            )
 
     # --- list actions ---
 
@@ -382,6 +343,10 @@ class ConnectionAdmin(admin.ModelAdmin):
             advice = _("Check the Site ID and the region, enter the Track API key again and save, then test again.")
             message = f"{message.rstrip('.')}. {advice}"
         self.message_user(request, f"{connection.name}: {message}", level)
+        app_check = credentials.verify_app_api_key(connection)
+        if app_check is not None:
+            level = messages.SUCCESS if app_check.valid else messages.ERROR
+            self.message_user(request, f"{connection.name}: {app_check.message}", level)
 
     def _start_resync(self, request: HttpRequest, connection: Connection) -> None:
         try:

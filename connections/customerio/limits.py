@@ -11,6 +11,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from connections.services.attributes import Identifier
+
 MAX_IDENTIFIER_BYTES = 150
 MAX_ATTRIBUTE_NAME_BYTES = 150
 MAX_ATTRIBUTE_VALUE_BYTES = 1000
@@ -31,27 +33,49 @@ def encode_json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def v2_action(customer_id: str, attributes: Mapping[str, str]) -> dict[str, Any]:
+# Attribute values are strings, except Customer.io's `_update` flag (a JSON boolean).
+AttributeValue = str | bool
+
+
+def as_identifier(identifier: Identifier | str) -> Identifier:
+    """A plain string is a customer ID, as everywhere before people could be identified by email."""
+    return identifier if isinstance(identifier, Identifier) else Identifier("id", identifier)
+
+
+def v2_action(identifier: Identifier | str, attributes: Mapping[str, AttributeValue]) -> dict[str, Any]:
+    """One v2 `person` / `identify` action: `identifiers` is {"id": ...} or {"email": ...}."""
+    chosen = as_identifier(identifier)
     return {
         "type": "person",
         "action": "identify",
-        "identifiers": {"id": customer_id},
+        "identifiers": {chosen.kind: chosen.value},
         "attributes": dict(attributes),
     }
 
 
-def limit_violation(customer_id: str, attributes: Mapping[str, str], transport: str) -> str | None:
+def limit_violation(
+    identifier: Identifier | str, attributes: Mapping[str, AttributeValue], transport: str
+) -> str | None:
     """None when the identify can be sent, else the first limit it breaks, in words."""
     if transport not in TRANSPORTS:
         raise ValueError(f"unknown transport {transport!r}; expected one of {TRANSPORTS}")
+    chosen = as_identifier(identifier)
     return (
-        _encoding_violation(customer_id, attributes)
-        or _identifier_violation(customer_id)
-        or (_v1_path_violation(customer_id) if transport == "v1" else None)
+        _encoding_violation(chosen, attributes)
+        or _identifier_violation(chosen)
+        or (_v1_path_violation(chosen) if transport == "v1" else None)
         or _attribute_count_violation(attributes)
         or _attribute_violation(attributes)
-        or (_v2_action_violation(customer_id, attributes) if transport == "v2_batch" else None)
+        or (_v2_action_violation(chosen, attributes) if transport == "v2_batch" else None)
     )
+
+
+def identifier_violation(identifier: Identifier | str) -> str | None:
+    """None when Customer.io accepts the identifier (a segment request's ids), else why not."""
+    chosen = as_identifier(identifier)
+    if not _is_utf8_encodable(chosen.value):
+        return f"{_label(chosen)} contains characters that cannot be encoded as UTF-8"
+    return _identifier_violation(chosen)
 
 
 def pack_v2_batches(
@@ -89,11 +113,16 @@ def pack_v2_batches(
     return groups
 
 
-def _encoding_violation(customer_id: str, attributes: Mapping[str, str]) -> str | None:
+def _label(identifier: Identifier) -> str:
+    # Named as the profile field it came from, which is what an operator can look up.
+    return "customer_id" if identifier.kind == "id" else "email"
+
+
+def _encoding_violation(identifier: Identifier, attributes: Mapping[str, AttributeValue]) -> str | None:
     # JSON input can carry lone surrogates ("\ud800"), which have no UTF-8 form; say so
     # here instead of letting the size checks or the client crash on them.
-    if not _is_utf8_encodable(customer_id):
-        return "customer_id contains characters that cannot be encoded as UTF-8"
+    if not _is_utf8_encodable(identifier.value):
+        return f"{_label(identifier)} contains characters that cannot be encoded as UTF-8"
     for name, value in attributes.items():
         if not _is_utf8_encodable(name):
             return f"attribute name {_preview(name)} contains characters that cannot be encoded as UTF-8"
@@ -102,14 +131,13 @@ def _encoding_violation(customer_id: str, attributes: Mapping[str, str]) -> str 
     return None
 
 
-def _identifier_violation(customer_id: str) -> str | None:
-    if not customer_id:
-        return "customer_id is empty; Customer.io needs an identifier"
-    size = _utf8_size(customer_id)
+def _identifier_violation(identifier: Identifier) -> str | None:
+    label = _label(identifier)
+    if not identifier.value:
+        return f"{label} is empty; Customer.io needs an identifier"
+    size = _utf8_size(identifier.value)
     if size > MAX_IDENTIFIER_BYTES:
-        return (
-            f"customer_id is {size:,} bytes; Customer.io allows at most {MAX_IDENTIFIER_BYTES:,} bytes per identifier"
-        )
+        return f"{label} is {size:,} bytes; Customer.io allows at most {MAX_IDENTIFIER_BYTES:,} bytes per identifier"
     return None
 
 
@@ -119,17 +147,19 @@ def _identifier_violation(customer_id: str) -> str | None:
 _DOT_SEGMENTS = frozenset({".", ".."})
 
 
-def _v1_path_violation(customer_id: str) -> str | None:
+def _v1_path_violation(identifier: Identifier) -> str | None:
     # v1 only: v2 carries the identifier in the JSON body, where "." and ".." are ordinary values.
-    if customer_id in _DOT_SEGMENTS:
+    if identifier.value in _DOT_SEGMENTS:
         return (
-            f"customer_id {customer_id!r} is made only of dots; Customer.io's v1 API cannot address it "
+            f"{_label(identifier)} {identifier.value!r} is made only of dots; Customer.io's v1 API cannot address it "
             "(it would be read as a dot segment of the URL path); the v2 batch transport can"
         )
     return None
 
 
-def _attribute_count_violation(attributes: Mapping[str, str]) -> str | None:
+def _attribute_count_violation(attributes: Mapping[str, AttributeValue]) -> str | None:
+    # The `_update` flag is counted too: Customer.io does not say whether it counts, and
+    # refusing one profile at exactly 300 attributes is better than a rejected request.
     if len(attributes) > MAX_ATTRIBUTES_PER_CALL:
         return (
             f"{len(attributes):,} attributes; Customer.io allows at most "
@@ -138,7 +168,7 @@ def _attribute_count_violation(attributes: Mapping[str, str]) -> str | None:
     return None
 
 
-def _attribute_violation(attributes: Mapping[str, str]) -> str | None:
+def _attribute_violation(attributes: Mapping[str, AttributeValue]) -> str | None:
     for name, value in attributes.items():
         name_size = _utf8_size(name)
         if name_size > MAX_ATTRIBUTE_NAME_BYTES:
@@ -155,8 +185,8 @@ def _attribute_violation(attributes: Mapping[str, str]) -> str | None:
     return None
 
 
-def _v2_action_violation(customer_id: str, attributes: Mapping[str, str]) -> str | None:
-    size = len(encode_json(v2_action(customer_id, attributes)))
+def _v2_action_violation(identifier: Identifier, attributes: Mapping[str, AttributeValue]) -> str | None:
+    size = len(encode_json(v2_action(identifier, attributes)))
     if size >= MAX_V2_ACTION_BYTES:
         return (
             f"v2 identify action is {size:,} bytes; Customer.io requires each batch "

@@ -1,13 +1,16 @@
-"""Which Customer.io attributes a profile gets on a connection (SPEC section 2).
+"""Which Customer.io attributes a profile gets on a connection (SPEC sections 2 and 11).
 
 Pure functions of plain data: no database, no HTTP. The forwarding service loads the
-rows, turns them into these dataclasses and asks what to send.
+rows, turns them into these dataclasses and asks what to send: who the person is to
+Customer.io (`choose_identifier`), which attributes they get (`build_identify_attributes`)
+and which manual segments they join or leave (`segment_operations`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal, NamedTuple, overload
 
 SEGMENT_MEMBERSHIP_ATTRIBUTE = "SegmentMembership"
 AUDIENCE_ATTRIBUTE_PREFIX = "In "
@@ -17,9 +20,28 @@ AUDIENCE_ATTRIBUTE_PREFIX = "In "
 MEMBER_VALUE = "true"
 NON_MEMBER_VALUE = "false"
 
+# Customer.io's reserved flag "update existing people only" (v2 identify attributes,
+# `_update`): the one value sent as a JSON boolean, because Customer.io reads it as a flag
+# and a string "true" is an ordinary attribute that would create the person after all.
+UPDATE_ONLY_FLAG = "_update"
+
 MISSING_CUSTOMER_ID_REASON = (
     "profile has no customer_id; Customer.io needs one as the identifier (hashed identities are never used)"
 )
+MISSING_EMAIL_REASON = "profile has no email; this connection identifies people by email"
+MISSING_BOTH_REASON = (
+    "profile has neither a customer_id nor an email; this connection identifies people by customer ID, "
+    "or by email for people without one"
+)
+NOT_AN_EMAIL_REASON = (
+    "profile's email is not an email address (no @); Customer.io would take it for a customer ID, "
+    "and this connection identifies people by email"
+)
+
+IDENTIFY_BY_CHOICES = ("customer_id", "customer_id_or_email", "email")
+
+IdentifierKind = Literal["id", "email"]
+SegmentAction = Literal["add", "remove"]
 
 
 @dataclass(frozen=True)
@@ -37,11 +59,59 @@ class AudienceState:
     is_member: bool
 
 
+@dataclass(frozen=True)
+class Identifier:
+    """Who a person is to Customer.io: `kind` is the v2 `identifiers` key and the segment
+    endpoints' `id_type` ("id" or "email"); `value` is sent as it is stored."""
+
+    kind: IdentifierKind
+    value: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("id", "email"):
+            raise ValueError(f"unknown identifier kind {self.kind!r}; expected 'id' or 'email'")
+
+
+@dataclass(frozen=True)
+class SegmentLink:
+    """An active subscription on the connection that names a Customer.io manual segment.
+
+    `audience` is whatever key the caller uses for audiences in `memberships` below
+    (the database primary key or mParticle's audience id: the rules do not care).
+    """
+
+    audience: int
+    segment_id: int
+
+
+class SegmentOperation(NamedTuple):
+    segment_id: int
+    action: SegmentAction
+
+
 def skip_reason(profile: ProfileData) -> str | None:
-    """Why this profile cannot be forwarded at all, or None when it can."""
-    if not profile.customer_id.strip():
-        return MISSING_CUSTOMER_ID_REASON
-    return None
+    """Why this profile cannot be forwarded when people are identified by customer ID, or None."""
+    identifier = choose_identifier(profile, "customer_id")
+    return identifier if isinstance(identifier, str) else None
+
+
+def choose_identifier(profile: ProfileData, identify_by: str) -> Identifier | str:
+    """The identifier to send for `profile` on a connection that identifies people by
+    `identify_by` (Connection.identify_by), or the reason the profile is skipped."""
+    if identify_by not in IDENTIFY_BY_CHOICES:
+        raise ValueError(f"unknown identify_by {identify_by!r}; expected one of {IDENTIFY_BY_CHOICES}")
+    # A blank value is no identifier: Customer.io would file everyone under "".
+    has_customer_id = bool(profile.customer_id.strip())
+    has_email = bool(profile.email.strip())
+    if identify_by == "customer_id" or (identify_by == "customer_id_or_email" and has_customer_id):
+        return Identifier("id", profile.customer_id) if has_customer_id else MISSING_CUSTOMER_ID_REASON
+    if not has_email:
+        return MISSING_EMAIL_REASON if identify_by == "email" else MISSING_BOTH_REASON
+    if "@" not in profile.email:
+        # Customer.io tells an email from an id by its shape (v1 path): without an @ the
+        # value would name a person by id, a different person from the one meant.
+        return NOT_AN_EMAIL_REASON
+    return Identifier("email", profile.email)
 
 
 def segment_membership_value(member_audience_ids: Iterable[int]) -> str:
@@ -53,27 +123,110 @@ def audience_attribute_name(audience_name: str) -> str:
     return f"{AUDIENCE_ATTRIBUTE_PREFIX}{audience_name}"
 
 
+@overload
 def build_identify_attributes(
     profile: ProfileData,
     *,
     one_attribute_per_audience: bool,
     forwarded_audiences: Sequence[AudienceState],
-) -> dict[str, str]:
+    segment_membership_always: bool = False,
+    segment_membership_audiences: Sequence[AudienceState] | None = None,
+    update_existing_only: Literal[False] = False,
+) -> dict[str, str]: ...
+
+
+@overload
+def build_identify_attributes(
+    profile: ProfileData,
+    *,
+    one_attribute_per_audience: bool,
+    forwarded_audiences: Sequence[AudienceState],
+    segment_membership_always: bool = False,
+    segment_membership_audiences: Sequence[AudienceState] | None = None,
+    update_existing_only: bool,
+) -> dict[str, str | bool]: ...
+
+
+def build_identify_attributes(
+    profile: ProfileData,
+    *,
+    one_attribute_per_audience: bool,
+    forwarded_audiences: Sequence[AudienceState],
+    segment_membership_always: bool = False,
+    segment_membership_audiences: Sequence[AudienceState] | None = None,
+    update_existing_only: bool = False,
+) -> dict[str, str] | dict[str, str | bool]:
     """The attributes of the identify call for `profile` on one connection.
 
     `forwarded_audiences` means, with the toggle on, the audiences whose membership is
     being forwarded; with it off, every audience with an active subscription on the
     connection for which the profile has a membership record.
-    Keys come out in a fixed order: identity fields, then audience attributes.
+
+    `segment_membership_always` (toggle on only) adds SegmentMembership as well, computed
+    from `segment_membership_audiences`: every audience with an active subscription and a
+    membership record, which `forwarded_audiences` is not when the toggle is on (it then
+    holds only the audiences being forwarded). `update_existing_only` adds Customer.io's
+    `"_update": true` flag, the only value that is not a string.
+
+    Keys come out in a fixed order: identity fields, audience attributes, SegmentMembership,
+    then the flag.
     """
     attributes = _identity_attributes(profile)
     if one_attribute_per_audience:
         attributes.update(_one_attribute_per_audience(forwarded_audiences))
+        if segment_membership_always:
+            if segment_membership_audiences is None:
+                # Falling back to forwarded_audiences would silently list only the audiences
+                # that changed, overwriting the person's full membership in Customer.io.
+                raise ValueError(
+                    "segment_membership_always with one attribute per audience needs segment_membership_audiences "
+                    "(every audience with an active subscription and a membership record)"
+                )
+            attributes[SEGMENT_MEMBERSHIP_ATTRIBUTE] = _segment_membership(segment_membership_audiences)
     else:
-        attributes[SEGMENT_MEMBERSHIP_ATTRIBUTE] = segment_membership_value(
-            audience.audience_id for audience in forwarded_audiences if audience.is_member
-        )
-    return attributes
+        audiences = forwarded_audiences if segment_membership_audiences is None else segment_membership_audiences
+        attributes[SEGMENT_MEMBERSHIP_ATTRIBUTE] = _segment_membership(audiences)
+    if not update_existing_only:
+        return attributes
+    flagged: dict[str, str | bool] = dict(attributes)
+    flagged[UPDATE_ONLY_FLAG] = True
+    return flagged
+
+
+def segment_operations(
+    links: Sequence[SegmentLink],
+    memberships: Mapping[int, bool],
+    forwarded: Iterable[int] | None = None,
+) -> list[SegmentOperation]:
+    """The manual-segment changes for one profile on one connection (SPEC section 11).
+
+    `links`: the connection's active subscriptions that name a segment. `memberships`: the
+    profile's membership records by audience (member or not). `forwarded`: the audiences
+    whose membership is being forwarded; None for the full state (resync, identity change,
+    retry), which covers every link.
+
+    A member is added, an ex-member (a record saying "not a member") removed; an audience
+    the profile never had a record for sends nothing, since there is nothing to undo and the
+    person may not exist in Customer.io. Two audiences naming one segment: the person
+    belongs in it while a member of either, forwarded or not (as with two audiences sharing
+    an attribute name), so leaving one of them never removes a member of the other.
+    Sorted by segment id.
+    """
+    wanted = None if forwarded is None else set(forwarded)
+    touched = {
+        link.segment_id
+        for link in links
+        if link.audience in memberships and (wanted is None or link.audience in wanted)
+    }
+    operations = []
+    for segment_id in sorted(touched):
+        is_member = any(memberships.get(link.audience, False) for link in links if link.segment_id == segment_id)
+        operations.append(SegmentOperation(segment_id, "add" if is_member else "remove"))
+    return operations
+
+
+def _segment_membership(audiences: Sequence[AudienceState]) -> str:
+    return segment_membership_value(audience.audience_id for audience in audiences if audience.is_member)
 
 
 def _identity_attributes(profile: ProfileData) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """Checking a connection's credentials with Customer.io (the admin's "Test credentials", `verify_credentials`).
 
 `GET /api/v1/accounts/region` answers 200 with the workspace's region for a valid Site ID /
-API key pair and 401 otherwise; it changes nothing in Customer.io.
+API key pair and 401 otherwise; it changes nothing in Customer.io. The optional App API key
+is checked with the App API's `GET /v1/segments`, which changes nothing either.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from django.conf import settings
 from connections.crypto import EncryptionError
 from connections.customerio.client import CustomerIOClient
 from connections.models import Connection
+from connections.services.segments import SegmentError, app_client
 
 
 @dataclass(frozen=True)
@@ -49,3 +51,26 @@ def verify_credentials(connection: Connection) -> CredentialCheck:
             " so that data goes to the workspace's own data center."
         )
     return CredentialCheck(True, False, region, configured, mismatch, message)
+
+
+@dataclass(frozen=True)
+class AppKeyCheck:
+    valid: bool
+    rejected: bool  # Customer.io refused the key (401/403)
+    message: str  # for a person; never holds the key
+
+
+def verify_app_api_key(connection: Connection) -> AppKeyCheck | None:
+    """Check the connection's App API key; None when it has none."""
+    if not connection.app_api_key_last4:
+        return None
+    try:
+        client = app_client(connection)
+    except SegmentError as error:
+        return AppKeyCheck(False, False, str(error))
+    check = client.check_credentials()
+    if check.valid:
+        return AppKeyCheck(True, False, "Customer.io accepted the App API key.")
+    if check.rejected:
+        return AppKeyCheck(False, True, f"{check.result.error}. Enter the App API key again and save.")
+    return AppKeyCheck(False, False, f"Could not check the App API key: {check.result.error}")

@@ -35,7 +35,16 @@ POST     /_standin/outage                             ``{"mode": "503"|"hang"|"r
 DELETE   /_standin/outage                             end the outage now (not "refuse")
 GET      /_standin/workspaces                         ``{"workspaces": [...]}`` (no API keys)
 POST     /_standin/workspaces                         add or replace one: ``{"site_id",
-                                                      "api_key", "region", "rate_limit"}``
+                                                      "api_key", "region", "rate_limit",
+                                                      "app_api_key"}`` (app_api_key optional:
+                                                      the App API's Bearer key)
+GET      /_standin/segments?site_id=S                 ``{"site_id", "segments": [{"id", "name",
+                                                      "description", "type", ..., "members":
+                                                      [id, or email for people without an
+                                                      id]}]}``
+POST     /_standin/segments                           create a manual segment without the App
+                                                      API: ``{"site_id", "name",
+                                                      "description"}``; answers the segment
 POST     /_standin/reset                              forget people, requests, counters, faults
 =======  ===========================================  =========================================
 
@@ -98,6 +107,23 @@ def _outage_json(state: Any) -> dict[str, Any]:
     return {"outage": outage.to_json() if outage else None, "failed_requests": state.outage.failed_requests}
 
 
+def _create_segment(handler: StandinHandler, body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ControlError("a segment is a JSON object")
+    unknown = set(body) - {"site_id", "name", "description"}
+    if unknown:
+        raise ControlError(f"unknown segment fields: {', '.join(sorted(unknown))}")
+    site_id = body.get("site_id")
+    if site_id is None:
+        site_id = _site_id(handler, {}, required=True)
+    if site_id not in {w.site_id for w in handler.server.state.workspaces()}:
+        raise ControlError(f"no workspace {site_id!r}")
+    name, description = body.get("name"), body.get("description", "")
+    if not isinstance(name, str) or not name.strip() or not isinstance(description, str):
+        raise ControlError("name (a non-empty string) is required; description must be a string")
+    return handler.server.state.directory.create_segment(site_id, name, description).to_json()
+
+
 def handle_control(handler: StandinHandler, path: str, query: str) -> None:
     try:
         status, payload = _route(handler, handler.command, path.rstrip("/"), parse_qs(query))
@@ -140,6 +166,10 @@ def _route(
             return 200, {"workspaces": [w.to_json() for w in state.workspaces()]}
         if path == "/_standin/outage":
             return 200, _outage_json(state)
+        if path == "/_standin/segments":
+            site_id = _site_id(handler, params, required=True)
+            assert site_id is not None
+            return 200, {"site_id": site_id, "segments": state.directory.segments(site_id, with_members=True)}
     elif method == "POST":
         if path == "/_standin/outage":
             if not isinstance(body, dict):
@@ -158,6 +188,8 @@ def _route(
             workspace = Workspace.from_json(body)
             state.add_workspace(workspace)
             return 200, workspace.to_json()
+        if path == "/_standin/segments":
+            return 200, _create_segment(handler, body)
         if path == "/_standin/reset":
             state.reset()
             return 200, {"ok": True}

@@ -1,10 +1,11 @@
-"""HTTP plumbing and the Track API endpoints of the stand-in.
+"""HTTP plumbing of the stand-in: find the route (``routes.py``), authenticate, admit, answer.
 
 Customer.io's behaviour reproduced here (reference/README.md, the OpenAPI document):
-HTTP Basic (Site ID, API key) -> 401 ``{"meta": {"error": ...}}`` when wrong; a body that does
-not validate -> 400 ``{"meta": {"error": ..., "errors": [...]}}``; a v2 batch of 500 KB or more
--> 413; an invalid or oversized v2 action (32 KB or more) -> 207 with
-``{"errors": [{"batch_index", "reason", "field", "message"}]}`` while the other actions apply.
+HTTP Basic (Site ID, API key) -> 401 ``{"meta": {"error": ...}}`` when wrong (App API: Bearer
+with the App API key); a body that does not validate -> 400 ``{"meta": {"error": ...,
+"errors": [...]}}``; a v2 batch of 500 KB or more -> 413; an invalid or oversized v2 action
+(32 KB or more) -> 207 with ``{"errors": [{"batch_index", "reason", "field", "message"}]}``
+while the other actions apply.
 """
 
 from __future__ import annotations
@@ -16,19 +17,19 @@ from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from .control import handle_control
 from .model import BodyError, RecordedRequest, Workspace
+from .routes import Call, Route, match
 from .state import Admission
-from .track import Outcome, v1_identify, v2_batch
+from .track import Outcome
 
 if TYPE_CHECKING:
     from .server import StandinHTTPServer
 
 logger = logging.getLogger("connections.standin")
 
-V1_CUSTOMERS_PREFIX = "/api/v1/customers/"
 # A stand-in has no reason to accept more than this; larger bodies are refused unread.
 MAX_READ_BYTES = 16 * 1024 * 1024
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
@@ -138,19 +139,12 @@ class StandinHandler(BaseHTTPRequestHandler):
             return
         if self._in_outage(path):
             return
-        method = self.command
-        if method == "PUT" and path.startswith(V1_CUSTOMERS_PREFIX):
-            segment = path[len(V1_CUSTOMERS_PREFIX):]
-            if segment and "/" not in segment:
-                self._track_write(path, unquote(segment))
-                return
-        elif method == "POST" and path == "/api/v2/batch":
-            self._track_write(path, None)
+        found = match(self.command, path)
+        if found is None:
+            self._not_found(path)
             return
-        elif method == "GET" and path == "/api/v1/accounts/region":
-            self._region(path)
-            return
-        self._not_found(path)
+        route, params = found
+        self._answer(route, path, params, parse_qs(url.query))
 
     def _in_outage(self, path: str) -> bool:
         """During a simulated outage every Track request fails alike (see outage.py)."""
@@ -171,7 +165,7 @@ class StandinHandler(BaseHTTPRequestHandler):
             self._finish(record, 503, {"meta": {"error": "stand-in outage: service unavailable"}})
         return True
 
-    # --- Track API ------------------------------------------------------------------------
+    # --- answering a route ----------------------------------------------------------------
 
     def _new_record(
         self, path: str, workspace: Workspace | None, admission: Admission | None
@@ -202,15 +196,20 @@ class StandinHandler(BaseHTTPRequestHandler):
         record.errors = [f"no such endpoint: {self.command} {path}"]
         self._finish(record, 404, {"meta": {"error": record.errors[0]}})
 
-    def _admit(self, path: str) -> tuple[Workspace, Admission] | None:
+    def _admit(self, path: str, route: Route) -> tuple[Workspace, Admission] | None:
         """Check credentials and the rate limit; None when that already answered (401, 429)."""
         state = self.server.state
-        workspace = state.authenticate(self.headers.get("Authorization"))
+        authorization = self.headers.get("Authorization")
+        authenticate = state.authenticate_app if route.auth == "app" else state.authenticate
+        workspace = authenticate(authorization)
         if workspace is None:
             record = self._new_record(path, None, None)
             record.errors = ["Unauthorized request"]
             self._finish(record, 401, {"meta": {"error": "Unauthorized request"}})
             return None
+        if route.auth == "app":
+            # The App API has limits of its own (10 requests/s) that nothing here comes near.
+            return workspace, Admission(time.monotonic(), time.time())
         admission = state.admit(workspace, is_write=self.command != "GET")
         if admission.retry_after is not None:
             record = self._new_record(path, workspace, admission)
@@ -222,23 +221,7 @@ class StandinHandler(BaseHTTPRequestHandler):
             return None
         return workspace, admission
 
-    def _region(self, path: str) -> None:
-        try:
-            self.read_body()
-        except BodyError:
-            self.close_connection = True
-        admitted = self._admit(path)
-        if admitted is None:
-            return
-        workspace, admission = admitted
-        record = self._new_record(path, workspace, admission)
-        self._finish(record, 200, {
-            "url": workspace.track_url,
-            "region": workspace.region,
-            "environment_id": workspace.environment_id,
-        })
-
-    def _track_write(self, path: str, identifier: str | None) -> None:
+    def _answer(self, route: Route, path: str, params: dict[str, str], query: dict[str, list[str]]) -> None:
         try:
             raw = self.read_body()
         except BodyError as error:
@@ -247,15 +230,12 @@ class StandinHandler(BaseHTTPRequestHandler):
             record.errors = [str(error)]
             self._finish(record, error.status, {"meta": {"error": str(error)}})
             return
-        admitted = self._admit(path)
+        admitted = self._admit(path, route)
         if admitted is None:
             return
         workspace, admission = admitted
         record = self._new_record(path, workspace, admission)
-        if identifier is not None:
-            outcome = v1_identify(self.server.state, workspace, identifier, raw, record)
-        else:
-            outcome = v2_batch(self.server.state, workspace, raw, record)
+        outcome = route.endpoint(self.server.state, workspace, Call(params, query, raw, record))
         self._answer_write(record, admission, outcome)
 
     def _answer_write(

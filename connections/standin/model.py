@@ -18,6 +18,7 @@ class Workspace:
     ``rate_limit`` is in requests per second (``None``: unlimited); every authenticated Track
     request of the workspace counts, reads included, as at Customer.io. ``environment_id`` is what
     ``GET /api/v1/accounts/region`` answers; by default a stable number derived from the site ID.
+    ``app_api_key`` (optional) is the App API key accepted as ``Authorization: Bearer``.
     """
 
     site_id: str
@@ -25,6 +26,7 @@ class Workspace:
     region: str = "us"
     rate_limit: int | None = None
     environment_id: int | None = None
+    app_api_key: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if not self.site_id or ":" in self.site_id:
@@ -39,6 +41,8 @@ class Workspace:
             or self.rate_limit < 1
         ):
             raise ValueError(f"workspace {self.site_id!r}: rate_limit must be a positive integer")
+        if not isinstance(self.app_api_key, str) or any(c.isspace() for c in self.app_api_key):
+            raise ValueError(f"workspace {self.site_id!r}: app_api_key must be a string without spaces")
         if self.environment_id is None:
             object.__setattr__(self, "environment_id", zlib.crc32(self.site_id.encode()) % 100_000 + 1)
 
@@ -48,12 +52,14 @@ class Workspace:
 
     @classmethod
     def parse(cls, spec: str) -> Workspace:
-        """``SITE_ID:API_KEY[:REGION][:RATE]``, e.g. ``site1:key1:eu:100`` or ``site1:key1::50``."""
+        """``SITE_ID:API_KEY[:REGION][:RATE][:APP_API_KEY]``, e.g. ``site1:key1:eu:100``,
+        ``site1:key1::50`` or ``site1:key1:::appkey1`` (an App API key, no rate limit)."""
         parts = spec.strip().split(":")
-        if len(parts) < 2 or len(parts) > 4 or not parts[0] or not parts[1]:
+        if len(parts) < 2 or len(parts) > 5 or not parts[0] or not parts[1]:
             raise ValueError(
-                f"workspace {parts[0]!r}: expected SITE_ID:API_KEY[:REGION][:RATE]"
+                f"workspace {parts[0]!r}: expected SITE_ID:API_KEY[:REGION][:RATE][:APP_API_KEY]"
             )
+        app_api_key = parts.pop() if len(parts) == 5 else ""
         site_id, api_key, *rest = parts
         region, rate = "us", None
         if rest and rest[0].isdigit() and len(rest) == 1:
@@ -64,7 +70,7 @@ class Workspace:
             if not rest[1].isdigit():
                 raise ValueError(f"workspace {site_id!r}: RATE must be a positive integer")
             rate = int(rest[1])
-        return cls(site_id, api_key, region=region, rate_limit=rate)
+        return cls(site_id, api_key, region=region, rate_limit=rate, app_api_key=app_api_key)
 
     @classmethod
     def from_json(cls, data: Any) -> Workspace:
@@ -79,12 +85,13 @@ class Workspace:
             raise ValueError(str(error)) from None
 
     def to_json(self) -> dict[str, Any]:
-        """Everything but the API key."""
+        """Everything but the API keys."""
         return {
             "site_id": self.site_id,
             "region": self.region,
             "rate_limit": self.rate_limit,
             "environment_id": self.environment_id,
+            "has_app_api_key": bool(self.app_api_key),
         }
 
 
@@ -179,7 +186,7 @@ class Faults:
 
 @dataclass(slots=True)
 class RecordedRequest:
-    """One Track API request as the stand-in saw it. Never holds the API key."""
+    """One Track or App API request as the stand-in saw it. Never holds an API key."""
 
     index: int
     monotonic: float  # time.monotonic() when it was admitted: compare with rate limits
@@ -193,6 +200,7 @@ class RecordedRequest:
     valid: bool | None = None  # None: the body was not validated (sampled out, or no body)
     errors: list[str] = field(default_factory=list)
     fault: str | None = None  # "status", "drop", "timeout", "delay", "partial_207"
+    notes: list[str] = field(default_factory=list)  # what a valid request did not do (ids matching nobody)
 
     @property
     def applied(self) -> bool:
@@ -213,4 +221,5 @@ class RecordedRequest:
             "valid": self.valid,
             "errors": self.errors,
             "fault": self.fault,
+            "notes": self.notes,
         }

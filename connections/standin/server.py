@@ -1,7 +1,8 @@
 """A local stand-in for Customer.io's Track API (SPEC §10), over real HTTP on 127.0.0.1.
 
-It answers ``PUT /api/v1/customers/{identifier}``, ``POST /api/v2/batch`` and
-``GET /api/v1/accounts/region`` as Customer.io documents them: HTTP Basic against the
+It answers ``PUT /api/v1/customers/{identifier}``, ``POST /api/v2/batch``,
+``GET /api/v1/accounts/region``, the manual segment endpoints and the App API's segment creation
+(every route is in ``routes.py``) as Customer.io documents them: HTTP Basic against the
 workspaces it was given, every body (or a sampled share, ``validate_share``) validated against
 Customer.io's OpenAPI document (``contract.py``), people's attributes merged and kept per
 workspace, an optional per-workspace rate limit (429 + Retry-After above it in any sliding
@@ -225,6 +226,17 @@ class StandinServer:
         """Recorded Track API requests, oldest first (all workspaces when site_id is None;
         requests with wrong credentials have site_id None)."""
         return self.state.requests(site_id)
+
+    def segments(self, site_id: str) -> list[dict[str, Any]]:
+        """A workspace's manual segments, each with its ``members`` (ids, or emails for people without one)."""
+        return self.state.directory.segments(site_id, with_members=True)
+
+    def segment_members(self, site_id: str, segment_id: int) -> set[str]:
+        return self.state.directory.segment_members(site_id, segment_id)
+
+    def create_segment(self, site_id: str, name: str, description: str = "") -> int:
+        """Create a manual segment as if through the App API; returns its id."""
+        return self.state.directory.create_segment(site_id, name, description).id
 
     def invalid_requests(self) -> list[RecordedRequest]:
         """Requests whose body did not validate (kept even with record_requests=False)."""

@@ -1,4 +1,4 @@
-"""What the stand-in remembers: workspaces, people, recorded requests, counters, faults.
+"""What the stand-in remembers: workspaces, people and segments, recorded requests, counters, faults.
 
 Every request handler thread goes through one ``State``; all mutation happens under one lock
 and each critical section is a few dict and deque operations, so that thousands of requests
@@ -13,13 +13,15 @@ import math
 import random
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from .counters import Counters, Window, drop_before
 from .model import Faults, RecordedRequest, Workspace
 from .outage import OutageSwitch
+from .people import Directory
 
 # Invalid requests are kept even when recording is off (they are what a test wants to see);
 # this bounds the memory a broken benchmark client can take.
@@ -36,39 +38,6 @@ class Admission:
     fault: str | None = None  # "drop", "timeout" or "status"
     fault_status: int | None = None
     delay: float = 0.0  # seconds to wait before answering
-
-
-@dataclass
-class _Window:
-    """Request times of one workspace within the last second, and the peak counts seen."""
-
-    received: deque[float] = field(default_factory=deque)
-    accepted: deque[float] = field(default_factory=deque)  # those not rate limited
-    max_received: int = 0
-    max_accepted: int = 0
-
-
-@dataclass
-class _Counters:
-    requests: int = 0
-    by_status: Counter[str] = field(default_factory=Counter)
-    invalid_bodies: int = 0
-    validated_bodies: int = 0
-    actions_applied: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "by_status": dict(self.by_status),
-            "invalid_bodies": self.invalid_bodies,
-            "validated_bodies": self.validated_bodies,
-            "actions_applied": self.actions_applied,
-        }
-
-
-def _drop_before(times: deque[float], cutoff: float) -> None:
-    while times and times[0] <= cutoff:
-        times.popleft()
 
 
 class State:
@@ -97,20 +66,21 @@ class State:
         self._workspaces: dict[str, Workspace] = {}
         # "Basic <base64>" header -> workspace, so a known client costs one dict look-up.
         self._by_header: dict[str, Workspace] = {}
+        self._by_app_key: dict[str, Workspace] = {}  # "Bearer <App API key>" -> workspace
         for workspace in workspaces:
             self.add_workspace(workspace)
         self._clear()
 
     def _clear(self) -> None:
-        self._people: dict[str, dict[str, dict[str, Any]]] = {}
+        self.directory = Directory(self.lock)
         self._records: list[RecordedRequest] = []
         self._invalid: list[RecordedRequest] = []
         self._next_index = 0
-        self._totals = _Counters()
-        self._per_site: dict[str, _Counters] = {}
+        self._totals = Counters()
+        self._per_site: dict[str, Counters] = {}
         self._unauthenticated = 0
         self._fault_counts: Counter[str] = Counter()
-        self._windows: dict[str, _Window] = {}
+        self._windows: dict[str, Window] = {}
         self._validate_credit = 0.0
 
     # --- workspaces and auth ------------------------------------------------------------
@@ -124,8 +94,11 @@ class State:
             old = self._workspaces.get(workspace.site_id)
             if old is not None:
                 self._by_header = {h: w for h, w in self._by_header.items() if w is not old}
+                self._by_app_key = {h: w for h, w in self._by_app_key.items() if w is not old}
             self._workspaces[workspace.site_id] = workspace
             self._by_header[header] = workspace
+            if workspace.app_api_key:
+                self._by_app_key[f"Bearer {workspace.app_api_key}"] = workspace
 
     def workspaces(self) -> list[Workspace]:
         with self.lock:
@@ -152,6 +125,15 @@ class State:
             return None
         return workspace
 
+    def authenticate_app(self, authorization: str | None) -> Workspace | None:
+        """The workspace whose App API key this ``Bearer`` header carries, or None."""
+        if not authorization:
+            return None
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return self._by_app_key.get(f"Bearer {token.strip()}")
+
     # --- admission: rate limit and faults -------------------------------------------------
 
     def admit(self, workspace: Workspace, *, is_write: bool) -> Admission:
@@ -162,12 +144,12 @@ class State:
             wall = time.time()
             window = self._windows.get(workspace.site_id)
             if window is None:
-                window = self._windows[workspace.site_id] = _Window()
+                window = self._windows[workspace.site_id] = Window()
             cutoff = now - 1.0
-            _drop_before(window.received, cutoff)
+            drop_before(window.received, cutoff)
             window.received.append(now)
             window.max_received = max(window.max_received, len(window.received))
-            _drop_before(window.accepted, cutoff)
+            drop_before(window.accepted, cutoff)
             limit = workspace.rate_limit
             if limit is not None and len(window.accepted) >= limit:
                 # The oldest accepted request leaves the window at accepted[0] + 1 s.
@@ -238,37 +220,36 @@ class State:
         with self.lock:
             self._fault_counts[kind] += amount
 
-    # --- people ---------------------------------------------------------------------------
+    # --- people and segments: people.py, under this lock --------------------------------
 
-    def merge_person(self, site_id: str, identifier: str, attributes: dict[str, Any]) -> None:
+    def count_applied(self, site_id: str, amount: int = 1) -> None:
         with self.lock:
-            people = self._people.setdefault(site_id, {})
-            people.setdefault(identifier, {}).update(attributes)
-            self._counters(site_id).actions_applied += 1
-            self._totals.actions_applied += 1
+            self._counters(site_id).actions_applied += amount
+            self._totals.actions_applied += amount
 
-    def apply_actions(self, site_id: str, actions: list[tuple[str, str, dict[str, Any]]]) -> None:
-        """Apply ``(action, person_id, attributes)`` triples from a batch, in order."""
-        with self.lock:
-            people = self._people.setdefault(site_id, {})
-            for action, person_id, attributes in actions:
-                if action == "identify":
-                    people.setdefault(person_id, {}).update(attributes)
-                elif action == "delete":
-                    people.pop(person_id, None)
-            self._counters(site_id).actions_applied += len(actions)
-            self._totals.actions_applied += len(actions)
+    def merge_person(self, site_id: str, identifier: str, attributes: dict[str, Any]) -> bool:
+        """A v1 identify (the path names the person by id or email); False when ``_update``
+        found no such person, so nothing was created."""
+        applied = self.directory.merge_person(site_id, identifier, attributes)
+        self.count_applied(site_id)
+        return applied
+
+    def apply_actions(self, site_id: str, actions: list[tuple[str, str, str, dict[str, Any]]]) -> list[str]:
+        """Apply ``(action, identifier kind, value, attributes)`` from a batch, in order; returns
+        the values of ``_update`` identifies that matched nobody."""
+        not_created = self.directory.apply_actions(site_id, actions)
+        self.count_applied(site_id, len(actions))
+        return not_created
 
     def people(self, site_id: str) -> dict[str, dict[str, Any]]:
-        with self.lock:
-            return {pid: dict(attrs) for pid, attrs in self._people.get(site_id, {}).items()}
+        return self.directory.people(site_id)
 
     # --- recording ------------------------------------------------------------------------
 
-    def _counters(self, site_id: str) -> _Counters:
+    def _counters(self, site_id: str) -> Counters:
         counters = self._per_site.get(site_id)
         if counters is None:
-            counters = self._per_site[site_id] = _Counters()
+            counters = self._per_site[site_id] = Counters()
         return counters
 
     def record(self, record: RecordedRequest) -> None:
@@ -325,12 +306,14 @@ class State:
         with self.lock:
             workspaces = {}
             for site_id in sorted(set(self._workspaces) | set(self._per_site)):
-                counters = self._per_site.get(site_id) or _Counters()
-                window = self._windows.get(site_id) or _Window()
+                counters = self._per_site.get(site_id) or Counters()
+                window = self._windows.get(site_id) or Window()
                 workspace = self._workspaces.get(site_id)
+                people, segments = self.directory.sizes_unlocked(site_id)
                 workspaces[site_id] = {
                     **counters.to_json(),
-                    "people": len(self._people.get(site_id, {})),
+                    "people": people,
+                    "segments": segments,
                     "rate_limit": workspace.rate_limit if workspace else None,
                     "max_requests_in_1s": window.max_received,
                     "max_accepted_in_1s": window.max_accepted,
@@ -344,7 +327,7 @@ class State:
             }
 
     def reset(self) -> None:
-        """Forget people, requests, counters and faults; keep the workspaces."""
+        """Forget people, segments, requests, counters and faults; keep the workspaces."""
         with self.lock:
             self._clear()
             self._faults = Faults()

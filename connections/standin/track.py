@@ -28,7 +28,7 @@ class Outcome:
     apply: Callable[[], None] = field(default=_nothing)
 
 
-def _parse(raw: bytes) -> tuple[Any, str | None]:
+def parse_body(raw: bytes) -> tuple[Any, str | None]:
     try:
         return json.loads(raw), None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -41,7 +41,7 @@ def _meta_error(errors: list[str]) -> dict[str, Any]:
     return {"meta": {"error": "; ".join(errors), "errors": errors}}
 
 
-def _reject(record: RecordedRequest, status: int, errors: list[str], *, v2: bool) -> Outcome:
+def reject(record: RecordedRequest, status: int, errors: list[str], *, v2: bool) -> Outcome:
     record.valid = False
     record.errors = errors
     payload = _meta_error(errors)
@@ -58,10 +58,10 @@ def v1_identify(
 ) -> Outcome:
     """``PUT /api/v1/customers/{identifier}``: merge a flat attribute object into the person."""
     record.identifiers = [identifier]
-    body, parse_error = _parse(raw)
+    body, parse_error = parse_body(raw)
     record.body = body
     if parse_error:
-        return _reject(record, 400, [parse_error], v2=False)
+        return reject(record, 400, [parse_error], v2=False)
     if state.should_validate():
         errors = contract.validate_v1_identify_body(body)
         record.valid = not errors
@@ -72,20 +72,22 @@ def v1_identify(
     if isinstance(body, dict):
         errors += contract.v1_limit_errors(identifier, body)
     if errors:
-        return _reject(record, 400, errors, v2=False)
+        return reject(record, 400, errors, v2=False)
 
     def apply() -> None:
-        state.merge_person(workspace.site_id, identifier, body)
+        if not state.merge_person(workspace.site_id, identifier, body):
+            record.notes.append(f"{identifier}: no such person; _update is true, so nobody was created")
 
     return Outcome(200, {}, apply)
 
 
-def _person_id(identifiers: dict[str, Any]) -> str | None:
-    """The key the stand-in files a person under: ``id``, else ``email``, else ``cio_id``."""
-    for key in ("id", "email", "cio_id", "phone"):
-        value = identifiers.get(key)
+def _person(identifiers: dict[str, Any]) -> tuple[str, str] | None:
+    """``(kind, value)`` of the identifier an action names: ``id``, ``email``, ``cio_id`` or
+    ``phone`` (the schema allows exactly one)."""
+    for kind in ("id", "email", "cio_id", "phone"):
+        value = identifiers.get(kind)
         if isinstance(value, str) and value:
-            return value
+            return kind, value
     return None
 
 
@@ -109,18 +111,18 @@ def v2_batch(state: State, workspace: Workspace, raw: bytes, record: RecordedReq
             f"batch is {len(raw)} bytes; the limit is under {contract.MAX_BATCH_BYTES} bytes "
             "(500 KB)"
         )
-        return _reject(record, 413, [message], v2=True)
-    body, parse_error = _parse(raw)
+        return reject(record, 413, [message], v2=True)
+    body, parse_error = parse_body(raw)
     record.body = body
     if parse_error:
-        return _reject(record, 400, [parse_error], v2=True)
+        return reject(record, 400, [parse_error], v2=True)
     if not isinstance(body, dict) or not isinstance(body.get("batch"), list):
-        return _reject(record, 400, ["body: must be a JSON object with a 'batch' array"], v2=True)
+        return reject(record, 400, ["body: must be a JSON object with a 'batch' array"], v2=True)
     validate = state.should_validate()
     if validate:
         envelope = contract.v2_envelope_problems(body)
         if envelope:
-            return _reject(record, 400, contract.format_problems(envelope), v2=True)
+            return reject(record, 400, contract.format_problems(envelope), v2=True)
 
     actions: list[Any] = body["batch"]
     # An action cannot be bigger than the body it came in, so small bodies skip measuring.
@@ -141,10 +143,10 @@ def v2_batch(state: State, workspace: Workspace, raw: bytes, record: RecordedReq
         if not invalid and not too_large:
             ok.append((index, action))
     record.identifiers = [
-        pid
+        person[1]
         for action in actions
         if isinstance(action, dict) and isinstance(action.get("identifiers"), dict)
-        and (pid := _person_id(action["identifiers"])) is not None
+        and (person := _person(action["identifiers"])) is not None
     ]
     record.errors = messages
     record.valid = (not item_errors) if validate else (False if item_errors else None)
@@ -162,14 +164,15 @@ def v2_batch(state: State, workspace: Workspace, raw: bytes, record: RecordedReq
             })
         item_errors.sort(key=lambda error: error["batch_index"])
     changes = [
-        (action.get("action"), pid, action.get("attributes") or {})
+        (action.get("action"), *person, action.get("attributes") or {})
         for (_, action), failed in zip(ok, failures, strict=True)
         if not failed and action.get("type") == "person"
-        and (pid := _person_id(action["identifiers"])) is not None
+        and (person := _person(action["identifiers"])) is not None
     ]
 
     def apply() -> None:
-        state.apply_actions(workspace.site_id, changes)
+        for value in state.apply_actions(workspace.site_id, changes):
+            record.notes.append(f"{value}: no such person; _update is true, so nobody was created")
 
     if item_errors:
         return Outcome(207, {"errors": item_errors}, apply)

@@ -137,6 +137,8 @@ def test_a_marketer_creates_a_connection_with_its_key(client, marketer):
         "region": "eu",
         "transport": "v2_batch",
         "rate_limit": "50",
+        "identify_by": "customer_id",
+        "erasure": "suppress",
     }
 
     response = client.post(admin_url(Connection, "add"), data)

@@ -12,11 +12,12 @@ from connections.customerio.limits import (
     MAX_V2_ACTION_BYTES,
     MAX_V2_BATCH_BYTES,
     encode_json,
+    identifier_violation,
     limit_violation,
     pack_v2_batches,
     v2_action,
 )
-from connections.services.attributes import segment_membership_value
+from connections.services.attributes import Identifier, segment_membership_value
 
 TRANSPORTS = ["v1", "v2_batch"]
 
@@ -152,6 +153,65 @@ def test_v2_action_is_a_person_identify():
         "identifiers": {"id": "cust-1"},
         "attributes": {"SegmentMembership": "'1'"},
     }
+
+
+def test_v2_action_identifies_by_email_when_given_an_email_identifier():
+    action = v2_action(Identifier("email", "jane@example.com"), {"email": "jane@example.com", "_update": True})
+
+    assert action == {
+        "type": "person",
+        "action": "identify",
+        "identifiers": {"email": "jane@example.com"},
+        "attributes": {"email": "jane@example.com", "_update": True},
+    }
+
+
+def test_a_plain_string_is_still_a_customer_id():
+    assert v2_action("cust-1", {}) == v2_action(Identifier("id", "cust-1"), {})
+    assert limit_violation("c" * 151, {}, "v1") == limit_violation(Identifier("id", "c" * 151), {}, "v1")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize(
+    ("identifier", "expected_reason"),
+    [
+        pytest.param(
+            Identifier("email", "j" * 140 + "@example.com"),
+            "email is 152 bytes; Customer.io allows at most 150 bytes per identifier",
+            id="email-over-150-bytes",
+        ),
+        pytest.param(Identifier("email", ""), "email is empty; Customer.io needs an identifier", id="empty-email"),
+        pytest.param(
+            Identifier("email", "\ud800@example.com"),
+            "email contains characters that cannot be encoded as UTF-8",
+            id="lone-surrogate-email",
+        ),
+        pytest.param(
+            Identifier("id", "c" * 151),
+            "customer_id is 151 bytes; Customer.io allows at most 150 bytes per identifier",
+            id="customer-id-over-150-bytes",
+        ),
+    ],
+)
+def test_the_limit_on_the_identifier_names_the_field_it_came_from(identifier, expected_reason, transport):
+    assert limit_violation(identifier, {"SegmentMembership": ""}, transport) == expected_reason
+    assert identifier_violation(identifier) == expected_reason
+
+
+def test_an_email_of_exactly_150_bytes_with_the_update_flag_is_sendable():
+    email = "j" * 138 + "@example.com"
+    assert len(email.encode()) == 150
+
+    assert limit_violation(Identifier("email", email), {"email": email, "_update": True}, "v2_batch") is None
+    assert identifier_violation(Identifier("email", email)) is None
+
+
+def test_the_update_flag_counts_as_one_of_the_300_attributes():
+    attributes: dict[str, str | bool] = {**many_attributes(300), "_update": True}
+
+    assert limit_violation("c", attributes, "v2_batch") == (
+        "301 attributes; Customer.io allows at most 300 attributes per call"
+    )
 
 
 def batch_body_size(actions, indexes) -> int:

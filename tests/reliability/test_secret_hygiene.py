@@ -174,11 +174,15 @@ def exercise_commands(evidence: Evidence, settings) -> str:  # type: ignore[no-u
     return token
 
 
+# The add form's choices of SPEC section 11, at their defaults (a browser always submits them).
+NEW_OPTIONS = {"identify_by": "customer_id", "erasure": "suppress"}
+
+
 def exercise_admin(evidence: Evidence, superuser) -> tuple[RecordingClient, str]:  # type: ignore[no-untyped-def]
     """A superuser's forms, buttons and actions; returns the client and the token the admin showed (once)."""
     admin = RecordingClient(evidence, superuser)
     add_url = reverse("admin:connections_connection_add")
-    form = {"site_id": "site-hyg-new", "region": "us", "transport": "v2_batch", "rate_limit": "50"}
+    form = {"site_id": "site-hyg-new", "region": "us", "transport": "v2_batch", "rate_limit": "50", **NEW_OPTIONS}
     assert admin.post(add_url, {**form, "api_key": TYPO_KEY}).status_code == 200  # no name: the form again
     assert admin.post(add_url, {**form, "name": "New", "api_key": NEW_KEY}, follow=True).status_code == 200
     new = Connection.objects.get(name="New")
@@ -305,6 +309,7 @@ def test_the_report_of_an_error_while_saving_a_key_does_not_hold_the_key(evidenc
     settings.ENCRYPTION_KEYS = []
     admin = RecordingClient(evidence, superuser, raise_request_exception=False)
     form = {"name": "Main", "site_id": "site-hyg-us", "region": "us", "transport": "v2_batch", "rate_limit": "50"}
+    form |= NEW_OPTIONS
 
     response = admin.post(reverse("admin:connections_connection_add"), {**form, "api_key": NEW_KEY})
 

@@ -696,13 +696,15 @@ def test_a_workspace_never_shows_its_api_key() -> None:
         ("s:k:eu:50", Workspace("s", "k", region="eu", rate_limit=50)),
         ("s:k::50", Workspace("s", "k", rate_limit=50)),
         ("s:k:50", Workspace("s", "k", rate_limit=50)),
+        ("s:k:eu:50:app-1", Workspace("s", "k", region="eu", rate_limit=50, app_api_key="app-1")),
+        ("s:k:::app-1", Workspace("s", "k", app_api_key="app-1")),
     ],
 )
 def test_a_workspace_reads_from_a_spec(spec: str, expected: Workspace) -> None:
     assert Workspace.parse(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["s", "s:", ":k", "s:k:mars", "s:k:eu:fast", "s:k:eu:0", "s:k:eu:1:2"])
+@pytest.mark.parametrize("spec", ["s", "s:", ":k", "s:k:mars", "s:k:eu:fast", "s:k:eu:0", "s:k:eu:1:2:x"])
 def test_a_bad_workspace_spec_is_refused_without_echoing_the_key(spec: str) -> None:
     with pytest.raises(ValueError) as raised:
         Workspace.parse(spec)

@@ -17,7 +17,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from connections.standin import StandinServer, Workspace
 
 WORKSPACES_ENV = "CIO_STANDIN_WORKSPACES"
-SPEC_HELP = "SITE_ID:API_KEY[:REGION][:RATE], REGION us (default) or eu, RATE in requests per second"
+SPEC_HELP = (
+    "SITE_ID:API_KEY[:REGION][:RATE][:APP_API_KEY], REGION us (default) or eu, RATE in requests per second, "
+    "APP_API_KEY the App API's Bearer key (optional: creating manual segments)"
+)
 
 
 def _parse_workspaces(specs: list[str], source: str) -> list[Workspace]:
@@ -37,9 +40,9 @@ def _split(text: str) -> list[str]:
 
 class Command(BaseCommand):
     help = (
-        "Run the local Customer.io stand-in: a Track API server on 127.0.0.1 that checks "
-        "credentials, validates bodies against Customer.io's OpenAPI document, keeps people's "
-        "attributes and can inject faults (control API under /_standin/)."
+        "Run the local Customer.io stand-in: a Track API (and App API segment) server on 127.0.0.1 "
+        "that checks credentials, validates bodies against Customer.io's OpenAPI document, keeps "
+        "people's attributes and manual segments and can inject faults (control API under /_standin/)."
     )
     # It needs neither the database nor the app's checks: start fast, even on an empty checkout.
     requires_system_checks: list[str] = []
@@ -140,9 +143,12 @@ class Command(BaseCommand):
         out.write(self.style.SUCCESS(f"Customer.io stand-in listening on {server.url}"))
         for workspace in workspaces:
             rate = f"{workspace.rate_limit} requests/s" if workspace.rate_limit else "no rate limit"
-            out.write(f"  workspace {workspace.site_id} ({workspace.region}, {rate})")
-        out.write(f"Control API: {server.control_url} (stats, people, requests, faults, reset)")
+            app = ", App API key set" if workspace.app_api_key else ""
+            out.write(f"  workspace {workspace.site_id} ({workspace.region}, {rate}{app})")
+        out.write(f"Control API: {server.control_url} (stats, people, segments, requests, faults, reset)")
         out.write(f"Point the product at it: CUSTOMERIO_US_URL={server.url} CUSTOMERIO_EU_URL={server.url}")
+        if any(workspace.app_api_key for workspace in workspaces):
+            out.write(f"App API: CUSTOMERIO_APP_US_URL={server.url} CUSTOMERIO_APP_EU_URL={server.url}")
         if not _is_loopback(host):
             out.write(self.style.WARNING(f"Listening on {host}: the control API has no authentication."))
         out.write("Quit with Ctrl-C.")

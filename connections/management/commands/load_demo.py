@@ -28,15 +28,22 @@ class Command(BaseCommand):
     def add_arguments(self, parser):  # type: ignore[no-untyped-def]
         parser.add_argument("--site-id", default="demo-site", help="Site ID the stand-in accepts.")
         parser.add_argument("--api-key-file", required=True, help="File holding the stand-in's API key.")
+        parser.add_argument(
+            "--app-api-key-file", help="File holding the stand-in's App API key (optional: creating manual segments)."
+        )
         parser.add_argument("--username", default="admin", help="Superuser to create.")
 
     @transaction.atomic
     def handle(self, *args, **options):  # type: ignore[no-untyped-def]
         with open(options["api_key_file"]) as f:
             api_key = f.read().strip()
+        app_api_key = ""
+        if options["app_api_key_file"]:
+            with open(options["app_api_key_file"]) as f:
+                app_api_key = f.read().strip()
         connection, created = Connection.objects.get_or_create(
             name="Demo workspace (stand-in)",
-            defaults={"site_id": options["site_id"], "api_key": api_key, "rate_limit": 50},
+            defaults={"site_id": options["site_id"], "api_key": api_key, "app_api_key": app_api_key, "rate_limit": 50},
         )
         if not created:
             self.stdout.write("Demo data already loaded.")

@@ -61,8 +61,13 @@ def forward_pending(connection_id: int, *, time_budget: float | None = None) -> 
         token, rows = claims.claim(connection_id, size)
         if not rows:
             break
-        report.add(_send_or_release(connection, token, rows))
+        round_report = _send_or_release(connection, token, rows)
+        report.add(round_report)
         if report.stopped or (time_budget is not None and time.monotonic() - started > time_budget):
+            break
+        if round_report.retrying and not round_report.succeeded:
+            # Customer.io is failing: leave the rest to the task's next turn (after the backoff)
+            # rather than claiming again at once, whatever the configured backoff.
             break
     report.next_due_in = seconds_until_next_due(connection_id)
     return report

@@ -89,6 +89,8 @@ EXPECTED: dict[tuple[str, str], tuple[object, object, object, object]] = {
     **model_rows("connections_connection", (MANAGED,) * 3, (MANAGED,) * 2),
     ("connections_connection_test_credentials", "GET"): BUTTON_BY_GET,
     ("connections_connection_test_credentials", "POST"): BUTTON,
+    ("connections_connection_probe", "GET"): BUTTON_BY_GET,
+    ("connections_connection_probe", "POST"): BUTTON,
     ("connections_connection_resume", "GET"): BUTTON_BY_GET,
     ("connections_connection_resume", "POST"): BUTTON,
     ("connections_connection_resync", "GET"): BUTTON_BY_GET,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from io import StringIO
 from typing import Any
 
@@ -24,6 +25,7 @@ from django.db import connection as db
 from django.db import transaction
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from connections import tasks
 from connections.models import Connection, Delivery, Forward, InboundToken, Profile, Subscription
@@ -80,7 +82,6 @@ def workspaces(standin_server, standin, settings):
     for site, (key, region) in SITES.items():
         standin_server.add_workspace(Workspace(site, key, region=region))
     settings.FORWARD_BACKOFF_BASE = 0.0  # retries are due at once: every failure in a few seconds
-    settings.FORWARD_MAX_ATTEMPTS = 2
     return standin
 
 
@@ -123,6 +124,10 @@ def exercise_firehose(evidence: Evidence, token: str) -> None:
 
 
 def deliver(standin, connection: Connection, faults: Faults | None = None) -> None:  # type: ignore[no-untyped-def]
+    # A 429 paused the whole connection for a second (SPEC section 4): wait it out.
+    paused_until = Connection.objects.values_list("paused_until", flat=True).get(pk=connection.pk)
+    if paused_until is not None:
+        time.sleep(max(0.0, (paused_until - timezone.now()).total_seconds()))
     standin.set_faults(faults or Faults())
     tasks.forward_connection.apply(args=(connection.pk,), throw=True)
     standin.clear_faults()

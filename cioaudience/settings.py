@@ -149,6 +149,10 @@ SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", default=30.0)
 RATE_LIMIT_REDIS_URL = env.str("RATE_LIMIT_REDIS_URL", default="")
 DELIVERY_RETENTION_DAYS = env.int("DELIVERY_RETENTION_DAYS", default=30)
 
+# --- Visibility (SPEC section 13) ---
+# GET /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, the page does not exist (404).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
 # --- Firehose ---
 FIREHOSE_MAX_BODY_BYTES = env.int("FIREHOSE_MAX_BODY_BYTES", default=5 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(FIREHOSE_MAX_BODY_BYTES, 2_621_440)
@@ -193,5 +197,7 @@ LOGGING = {
 CELERY_BEAT_SCHEDULE = {
     "sweep-outbox": {"task": "connections.tasks.sweep", "schedule": SWEEP_INTERVAL_SECONDS},
     # Daily, at a quiet hour: forwarding-log rows older than DELIVERY_RETENTION_DAYS (0: kept forever).
+    # /metrics: count the settled forwarding-log rows into the running totals (connections.services.tallies).
+    "advance-delivery-tallies": {"task": "connections.tasks.advance_delivery_tallies", "schedule": 60.0},
     "prune-deliveries": {"task": "connections.tasks.prune_deliveries_task", "schedule": crontab(hour=3, minute=30)},
 }

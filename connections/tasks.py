@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from connections.models import Audience, Connection, Delivery, Forward
-from connections.services import forwarding, resync, retention
+from connections.services import forwarding, resync, retention, tallies
 
 log = logging.getLogger("cioaudience.tasks")
 
@@ -88,3 +88,9 @@ def prune_deliveries_task() -> int:
     result = retention.prune_deliveries(timedelta(days=days))
     log.info("prune_deliveries deleted=%s batches=%s cutoff=%s", result.deleted, result.batches, result.cutoff)
     return result.deleted
+
+
+@shared_task(ignore_result=True)
+def advance_delivery_tallies() -> None:
+    """Count settled forwarding-log rows into the totals /metrics reports (beat, every minute)."""
+    tallies.advance()

@@ -26,7 +26,7 @@ else:
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "connections.admin_config.CioAdminConfig",  # django.contrib.admin, with the overview on its home page
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -115,6 +115,7 @@ def needs_attention(row: ConnectionRow) -> list[Attention]:
     if AlertEpisode.Kind.BACKLOG in row.open_alerts:
         found.append(Attention(connection, "backlog", "warn", "connection"))
     rate = row.failure_rate
-    if rate is not None and rate >= FAILURE_RATE_ATTENTION:
+    # A faulted connection's failures are the fault itself: said once, above.
+    if connection.state != Connection.State.FAULTED and rate is not None and rate >= FAILURE_RATE_ATTENTION:
         found.append(Attention(connection, "failures", "bad" if rate >= 0.5 else "warn", "failures"))
     return found

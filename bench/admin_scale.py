@@ -53,12 +53,12 @@ def populate(profiles: int, deliveries: int) -> None:
             [],
         )
         cursor.execute(
-            """INSERT INTO connections_delivery (connection_id, profile_id, customer_id, status, reason, transport,
-                 attributes, http_status, response, error, attempt, retry_at, duration_ms, request_id, created_at,
-                 finished_at)
+            """INSERT INTO connections_delivery (connection_id, profile_id, customer_id, status, reason, action,
+                 transport, attributes, http_status, response, error, attempt, retry_at, duration_ms, request_id,
+                 created_at, finished_at)
                SELECT 1 + (g %% 3), 1 + (g %% %s), 'c' || (1 + (g %% %s)),
                  CASE WHEN g %% 50 = 0 THEN 'failed' WHEN g %% 97 = 0 THEN 'skipped' ELSE 'succeeded' END,
-                 'membership', 'v2_batch', '{"SegmentMembership": "''1001'',''1003''"}'::jsonb,
+                 'membership', 'identify', 'v2_batch', '{"SegmentMembership": "''1001'',''1003''"}'::jsonb,
                  CASE WHEN g %% 50 = 0 THEN 429 WHEN g %% 97 = 0 THEN NULL ELSE 200 END, '{}', '', 1, NULL, 12, NULL,
                  now() - make_interval(secs => (g::float8 / %s) * 30 * 86400),
                  now() - make_interval(secs => (g::float8 / %s) * 30 * 86400)

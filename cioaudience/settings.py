@@ -26,7 +26,7 @@ else:
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "connections.admin_config.CioAdminConfig",  # django.contrib.admin, with the overview on its home page
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -172,6 +172,21 @@ RATE_LIMIT_REDIS_TIMEOUT = env.float("RATE_LIMIT_REDIS_TIMEOUT", default=2.0)
 BACKFILL_INLINE_MAX = env.int("BACKFILL_INLINE_MAX", default=1000)
 DELIVERY_RETENTION_DAYS = env.int("DELIVERY_RETENTION_DAYS", default=30)
 
+# --- Visibility (SPEC section 13) ---
+# GET /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, the page does not exist (404).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# Alert emails (connections.services.alerts): sent through EMAIL_URL to ALERT_EMAILS, once when a
+# connection's problem starts and once when it ends. Thresholds in minutes.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="cioaudience@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+ALERT_EMAILS = env.list("ALERT_EMAILS", default=[])
+ALERT_BACKING_OFF_MINUTES = env.int("ALERT_BACKING_OFF_MINUTES", default=15)
+ALERT_BACKLOG_MINUTES = env.int("ALERT_BACKLOG_MINUTES", default=30)
+ALERT_CHECK_INTERVAL_SECONDS = env.float("ALERT_CHECK_INTERVAL_SECONDS", default=60.0)
+# Where people open the admin: the alert emails link to connection pages under it.
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+
 # --- Firehose ---
 FIREHOSE_MAX_BODY_BYTES = env.int("FIREHOSE_MAX_BODY_BYTES", default=5 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(FIREHOSE_MAX_BODY_BYTES, 2_621_440)
@@ -227,5 +242,8 @@ LOGGING = {
 CELERY_BEAT_SCHEDULE = {
     "sweep-outbox": {"task": "connections.tasks.sweep", "schedule": SWEEP_INTERVAL_SECONDS},
     # Daily, at a quiet hour: forwarding-log rows older than DELIVERY_RETENTION_DAYS (0: kept forever).
+    # /metrics: count the settled forwarding-log rows into the running totals (connections.services.tallies).
+    "check-alerts": {"task": "connections.tasks.check_alerts", "schedule": ALERT_CHECK_INTERVAL_SECONDS},
+    "advance-delivery-tallies": {"task": "connections.tasks.advance_delivery_tallies", "schedule": 60.0},
     "prune-deliveries": {"task": "connections.tasks.prune_deliveries_task", "schedule": crontab(hour=3, minute=30)},
 }

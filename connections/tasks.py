@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from connections.models import Audience, Connection, Delivery, Forward
-from connections.services import backfill, forwarding, resync, retention
+from connections.services import alerts, backfill, forwarding, resync, retention, tallies
 
 log = logging.getLogger("cioaudience.tasks")
 
@@ -125,3 +125,20 @@ def prune_deliveries_task() -> int:
     result = retention.prune_deliveries(timedelta(days=days))
     log.info("prune_deliveries deleted=%s batches=%s cutoff=%s", result.deleted, result.batches, result.cutoff)
     return result.deleted
+
+
+@shared_task(ignore_result=True)
+def advance_delivery_tallies() -> None:
+    """Count settled forwarding-log rows into the totals /metrics reports (beat, every minute)."""
+    tallies.advance()
+
+
+@shared_task(ignore_result=True)
+def check_alerts() -> None:
+    """Open and close alert episodes, and send the emails they owe (beat, every ALERT_CHECK_INTERVAL_SECONDS)."""
+    report = alerts.check()
+    if report.opened or report.closed or report.emails_failed:
+        log.info(
+            "check_alerts opened=%s closed=%s emails_sent=%s emails_failed=%s",
+            report.opened, report.closed, report.emails_sent, report.emails_failed,
+        )

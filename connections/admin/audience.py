@@ -7,18 +7,20 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.formats import number_format
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from connections.admin.common import FixedOnceSavedForm, PlainHelpTextForm, summarized_deleted_objects
 from connections.models import Audience, Subscription
-from connections.services import segments, subscriptions
+from connections.services import audience_view, segments, subscriptions
 
 ACTIVE = Subscription.Status.ACTIVE
 INACTIVE = Subscription.Status.INACTIVE
@@ -50,11 +52,47 @@ class SubscriptionInline(admin.TabularInline):
         return super().get_queryset(request).select_related("connection", "audience")
 
 
+class AudienceChangeList(ChangeList):
+    """Adds members and ex-members to the page's rows: one grouped query over those audiences only."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        rows = list(self.result_list)
+        counts = audience_view.member_counts(row.pk for row in rows)
+        for row in rows:
+            row.member_counts = counts.get(row.pk, audience_view.MemberCounts())
+        self.result_list = rows
+
+
 @admin.register(Audience)
 class AudienceAdmin(admin.ModelAdmin):
     form = PlainHelpTextForm
     ordering = ("name",)  # get_queryset's annotation drops the model's default ordering
-    list_display = ("name", "audience_id", "active_subscriptions", "updated_at")
+    list_display = ("name", "audience_id", "members", "ex_members", "active_subscriptions", "updated_at")
+    change_form_template = "admin/connections/audience/change_form.html"
+
+    def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:  # type: ignore[no-untyped-def]
+        return AudienceChangeList
+
+    @admin.display(description=_("members"))
+    def members(self, obj: Audience) -> str:
+        return number_format(obj.member_counts.members, force_grouping=True)  # type: ignore[attr-defined]
+
+    @admin.display(description=_("ex-members"))
+    def ex_members(self, obj: Audience) -> str:
+        return number_format(obj.member_counts.ex_members, force_grouping=True)  # type: ignore[attr-defined]
+
+    def render_change_form(  # type: ignore[no-untyped-def]
+        self, request: HttpRequest, context, add=False, change=False, form_url="", obj=None
+    ) -> TemplateResponse:
+        if obj is not None and obj.pk is not None:
+            # Members, ex-members and where the audience goes, above the form.
+            context.update(
+                audience_counts=audience_view.member_counts([obj.pk]).get(obj.pk, audience_view.MemberCounts()),
+                audience_subscriptions=audience_view.subscriptions(obj),
+                window=audience_view.LAST_FORWARD_WINDOW,
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
     search_fields = ("name", "audience_id__exact")
     search_help_text = _("Part of the name, or the exact audience ID.")
     inlines = (SubscriptionInline,)

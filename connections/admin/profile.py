@@ -6,11 +6,12 @@ from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.utils.translation import gettext_lazy as _
 
 from connections.admin.common import CheapCountPaginator, FixedOnceSavedForm, PlainHelpTextForm
 from connections.models import Membership, Profile
-from connections.services import memberships
+from connections.services import memberships, person_view
 
 
 def _addressable(profile: Profile | None) -> bool:
@@ -87,6 +88,19 @@ class ProfileAdmin(admin.ModelAdmin):
         ),
         (_("History"), {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
     )
+
+    change_form_template = "admin/connections/profile/change_form.html"
+
+    def render_change_form(  # type: ignore[no-untyped-def]
+        self, request: HttpRequest, context, add=False, change=False, form_url="", obj=None
+    ) -> TemplateResponse:
+        if obj is not None and obj.pk is not None:
+            # "What Customer.io has for this person", above the form.
+            context.update(
+                person=person_view.build(obj),
+                can_view_connections=request.user.has_perm("connections.view_connection"),
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_fieldsets(self, request: HttpRequest, obj: Profile | None = None):  # type: ignore[no-untyped-def]
         return self.fieldsets if obj is not None else self.fieldsets[:2]

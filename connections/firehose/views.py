@@ -11,6 +11,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_variables
 
 from connections.firehose import ingest
+from connections.firehose.counting import counted
 from connections.firehose.messages import (
     MODULE_REGISTRATION,
     Message,
@@ -40,6 +41,7 @@ def error_response(status: int, error: str, headers: dict[str, str] | None = Non
     return JsonResponse({"error": error}, status=status, headers=headers)
 
 
+@counted  # /metrics: requests by message type and outcome
 @csrf_exempt
 def firehose(request: HttpRequest) -> JsonResponse:
     if request.method != "POST":
@@ -62,6 +64,7 @@ def read_message(request: HttpRequest) -> Message:
     if charset not in ("utf-8", "utf8"):
         raise Refused(415, f"the body must be UTF-8, not {charset[:32]!r}")
     data = decode_body(read_body(request, settings.FIREHOSE_MAX_BODY_BYTES))
+    request.firehose_type = data.get("type")  # type: ignore[attr-defined]  # for connections.firehose.counting
     if message_type(data) != MODULE_REGISTRATION:
         authenticate(request)
     return parse_message(data)

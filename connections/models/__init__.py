@@ -1,20 +1,28 @@
 from .audience import Audience, Subscription
 from .connection import Connection
 from .delivery import Delivery
+from .imports import ImportRun
 from .inbound import FirehoseMessage, InboundToken
+from .observability import AlertEpisode, ConnectionStateChange, DeliveryTally, FirehoseCount, TallyMark
 from .outbox import Forward
 from .profile import Membership, Profile
 from .resync import ResyncRun
 
 __all__ = [
+    "AlertEpisode",
     "Audience",
     "Connection",
+    "ConnectionStateChange",
     "Delivery",
+    "DeliveryTally",
+    "FirehoseCount",
     "FirehoseMessage",
     "Forward",
+    "ImportRun",
     "InboundToken",
     "Membership",
     "Profile",
     "ResyncRun",
     "Subscription",
+    "TallyMark",
 ]

@@ -35,7 +35,7 @@ from django.utils import timezone
 from connections.customerio.client import Outcome, SendResult
 from connections.logfmt import logfmt
 from connections.models import Connection, Forward
-from connections.services import wakeup
+from connections.services import state_log, wakeup
 
 log = logging.getLogger("cioaudience.breaker")
 
@@ -167,4 +167,4 @@ def probe_now(connection: Connection) -> bool:
 
 
 def _log_transition(connection: Connection, old: str, new: str, reason: str) -> None:
-    log.warning(logfmt("connection_state", connection=connection.pk, old=old, new=new, reason=reason))
+    state_log.note_transition(connection.pk, old, new, reason)

@@ -5,18 +5,14 @@ Transient trouble (backing off, paused) is the circuit breaker's, in breaker.py.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 from django.db import transaction
 from django.utils import timezone
 
 from connections.customerio.client import Outcome, SendResult
-from connections.logfmt import logfmt
 from connections.models import Connection, Forward
-from connections.services import breaker, outbox
-
-log = logging.getLogger("cioaudience.breaker")
+from connections.services import breaker, outbox, state_log
 
 
 def note_results(connection: Connection, results: Sequence[SendResult], *, probe: bool = False) -> None:
@@ -38,7 +34,7 @@ def fault(connection: Connection, error: str) -> None:
         state=Connection.State.FAULTED, state_changed_at=now, next_probe_at=None, last_error=error[:2000],
         last_error_at=now,
     ):
-        log.warning(logfmt("connection_state", connection=connection.pk, old=old, new="faulted", reason=error))
+        state_log.note_transition(connection.pk, old, Connection.State.FAULTED, error)
     connection.state = Connection.State.FAULTED
 
 
@@ -60,6 +56,6 @@ def resume(connection: Connection) -> bool:
     connection.refresh_from_db(fields=["state", "state_changed_at"])
     if changed:
         Forward.objects.filter(connection_id=connection.pk, claim_token="", due_at__gt=now).update(due_at=now)
-        log.warning(logfmt("connection_state", connection=connection.pk, old=old, new="active", reason="resumed"))
+        state_log.note_transition(connection.pk, old, Connection.State.ACTIVE, "resumed from the admin")
         outbox.wake_workers([connection.pk])
     return bool(changed)

@@ -246,3 +246,17 @@ def test_the_sweep_wakes_due_work_and_due_probes_but_not_paused_or_faulted_conne
     assert sweep() == 2
     assert f"sweep re-enqueued connections={sorted([due.pk, probing.pk])}" in caplog.messages
     purge_broker()
+
+
+def test_each_transition_is_one_row_of_the_connections_history(quick_breaker, standin, workspace_connection):
+    from connections.models import ConnectionStateChange
+
+    connection = connect(workspace_connection)
+    change(["c1"])
+    open_breaker(connection, standin)
+    standin.end_outage()
+    Connection.objects.filter(pk=connection.pk).update(next_probe_at=timezone.now())
+    forward_pending(connection.pk)
+
+    history = list(ConnectionStateChange.objects.order_by("pk").values_list("from_state", "to_state"))
+    assert history == [("active", "backing_off"), ("backing_off", "active")]

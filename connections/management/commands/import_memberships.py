@@ -32,6 +32,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from connections.models import Audience
+from connections.services import import_progress
 from connections.services.imports import BadHeader, BadLine, LineSource, Row, apply_rows, csv_rows, jsonl_rows
 from connections.services.memberships import ApplyResult
 
@@ -73,10 +74,26 @@ class Command(BaseCommand):
                 "(subscribe it from mParticle or create it in the admin)."
             )
         read_rows = FORMATS[self._format(path, options["format"])]
+        self.run = import_progress.ImportTracker(audience, path)  # progress for /metrics and the admin's overview
+        completed = False
+        try:
+            totals = self._import(path, read_rows, audience, batch_size, options["skip_invalid"])
+            completed = True
+        finally:
+            self.run.finish(completed=completed)
+        self._summary(totals, audience)
 
+    def _import(
+        self,
+        path: str,
+        read_rows: Callable[[LineSource], Iterator[Row | BadLine]],
+        audience: Audience,
+        batch_size: int,
+        skip_invalid: bool,
+    ) -> Totals:
         with ExitStack() as stack:
             stream = self._open(path, stack)
-            if options["skip_invalid"]:
+            if skip_invalid:
                 totals = self._apply(read_rows, stream, audience, batch_size, skip_invalid=True)
             else:
                 if not stream.seekable():
@@ -85,11 +102,12 @@ class Command(BaseCommand):
                     stream = spool
                 else:
                     lines = self._validate(read_rows, stream, path)
+                self.run.set_total(lines)
                 stream.seek(0)
                 totals = self._apply(read_rows, stream, audience, batch_size, skip_invalid=False)
                 if totals.lines != lines:
                     raise CommandError(f"{path} changed while it was imported; run the import again.")
-        self._summary(totals, audience)
+        return totals
 
     # --- the passes -----------------------------------------------------------------
 
@@ -140,11 +158,13 @@ class Command(BaseCommand):
                     batch.append(row)
                     if len(batch) >= batch_size:
                         totals.add(apply_rows(batch, audience))
+                        self.run.advance(done=totals.lines - totals.skipped, skipped=totals.skipped)
                         batch = []
             except BadHeader as exc:
                 raise CommandError(f"{exc}. Nothing was imported.") from None
             if batch:
                 totals.add(apply_rows(batch, audience))
+            self.run.advance(done=totals.lines - totals.skipped, skipped=totals.skipped)
         return totals
 
     # --- helpers ----------------------------------------------------------------------

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('connections', '0006_breaker_identifiers_segments'),
+        ('connections', '0007_visibility'),
     ]
 
     operations = [

@@ -1,0 +1,216 @@
+"""The admin's new panels, for each role: the home overview, a profile's Customer.io panel, an audience's numbers."""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from connections.models import Audience, Connection, Delivery, ImportRun, Profile
+from connections.services import forwarding, resync, subscriptions
+from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
+from tests.admin.helpers import admin_url, make_delivery, make_forward
+from tests.factories import AudienceFactory, ConnectionFactory, ProfileFactory
+
+pytestmark = pytest.mark.django_db
+
+INDEX = "/admin/"
+
+
+def text(response) -> str:  # type: ignore[no-untyped-def]
+    """The page's visible text, tags removed and spaces collapsed."""
+    body = re.sub(r"<(script|style)\b.*?</\1>", " ", response.content.decode(), flags=re.S)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", body)))
+
+
+@pytest.fixture
+def scene(db):
+    """A healthy connection, a faulted one with a backlog, failures and a resync; an import."""
+    healthy = ConnectionFactory(name="Healthy US", last_success_at=timezone.now() - timedelta(minutes=3))
+    broken = ConnectionFactory(
+        name="Broken EU", state=Connection.State.FAULTED, last_error="Customer.io answered 401: Unauthorized"
+    )
+    audience = AudienceFactory(audience_id=555, name="Loyal buyers")
+    subscriptions.subscribe(audience, healthy)
+    for profile in ProfileFactory.create_batch(4):
+        make_forward(broken, profile)
+    for status in ["succeeded"] * 8 + ["failed"] * 2:
+        make_delivery(healthy, status=status)
+    resync.queue_all(resync.scope_for(healthy))
+    ImportRun.objects.create(audience=audience, source="buyers.csv", lines_total=10, lines_done=10, status="done")
+    return {"healthy": healthy, "broken": broken, "audience": audience}
+
+
+# --- the home overview -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["marketer", "superuser"])
+def test_the_home_page_shows_every_connection_and_what_needs_attention(as_role, scene, role):
+    response = as_role(role).get(INDEX)
+    page = text(response)
+
+    assert response.status_code == 200
+    assert "Broken EU is faulted: Customer.io rejected its API key" in page
+    assert "Healthy US has many failed deliveries in the last 24 hours" in page  # 2 of 10
+    assert "Broken EU has many failed" not in page  # its fault says it already
+    broken_row = re.search(r"Broken EU Faulted (\S+) ", page)
+    assert broken_row and broken_row.group(1) == "4", "4 changes waiting"
+    assert re.search(r"Healthy US Active 0 nothing waits 3 minutes ago 2 of 10", page), page
+    assert "Resync of Healthy US (every active subscription): 0 of 0 people queued, done" in page
+    assert "Import of buyers.csv into Loyal buyers : 10 of 10 lines applied, done" in page
+    content = response.content.decode()
+    assert f'href="{reverse("admin:connections_connection_change", args=[scene["broken"].pk])}"' in content
+    # Django's app list is still there, below.
+    assert "Everything in the admin" in page
+    assert 'href="/admin/connections/profile/"' in content
+
+
+def test_a_log_viewer_sees_the_overview_with_links_to_the_log_only(as_role, scene):
+    response = as_role("log_viewer").get(INDEX)
+    content = response.content.decode()
+
+    assert response.status_code == 200
+    assert "Broken EU is faulted" in text(response)
+    assert "/admin/connections/connection/" not in content, "no links to pages a log viewer cannot open"
+    failures = f'/admin/connections/delivery/?connection__id__exact={scene["healthy"].pk}&amp;status__exact=failed'
+    assert failures in content
+    assert as_role("log_viewer").get(html.unescape(failures)).status_code == 200
+
+
+def test_the_home_page_says_when_all_is_well(as_role):
+    ConnectionFactory(name="Fine", last_success_at=timezone.now())
+
+    page = text(as_role("marketer").get(INDEX))
+
+    assert "Every connection is working: nothing needs attention." in page
+    assert "No resync or import yet." in page
+
+
+def test_the_home_page_of_an_empty_install_says_where_to_start(as_role):
+    page = text(as_role("marketer").get(INDEX))
+
+    assert "No connection yet. Add the Customer.io workspace to forward audiences to" in page
+
+
+def test_anonymous_visitors_are_sent_to_log_in(client, scene):
+    response = client.get(INDEX)
+
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+
+
+# --- a profile's "what Customer.io has" --------------------------------------------------------
+
+
+@pytest.fixture
+def forwarded_person(standin, workspace_connection):
+    connection = workspace_connection("site-us", name="US workspace", one_attribute_per_audience=True)
+    subscriptions.subscribe(AudienceFactory(audience_id=123, name="New Users"), connection)
+    subscriptions.subscribe(AudienceFactory(audience_id=456, name="Churned"), connection)
+    apply_changes(
+        [ProfileChange(ProfileInput(customer_id="ada", email="ada@example.com", first_name="Ada"), {123: True})]
+    )
+    apply_changes([ProfileChange(ProfileInput(customer_id="ada"), {456: False})])
+    return connection, Profile.objects.get(customer_id="ada")
+
+
+@pytest.mark.parametrize("role", ["marketer", "superuser"])
+def test_the_profile_page_shows_exactly_what_customerio_received(as_role, standin, forwarded_person, role):
+    connection, profile = forwarded_person
+    forwarding.forward_pending(connection.pk)  # the worker's own path, to the stand-in
+    received = standin.people("site-us")["ada"]
+
+    response = as_role(role).get(admin_url(Profile, "change", profile.pk))
+    page = text(response)
+
+    assert response.status_code == 200
+    assert "What Customer.io has for this person" in page
+    assert "Sent as the person with ID ada" in page
+    shown = dict(re.findall(r"<tr><th scope=\"row\">([^<]+)</th><td>([^<]*)</td></tr>", response.content.decode()))
+    assert {html.unescape(k): html.unescape(v) for k, v in shown.items()} == received
+    assert received == {"email": "ada@example.com", "first_name": "Ada", "In New Users": "true", "In Churned": "false"}
+    last = Delivery.objects.filter(profile=profile).latest("created_at")
+    assert "Last delivery: Succeeded" in page
+    assert f'href="{admin_url(Delivery, "change", last.pk)}"' in response.content.decode()
+    assert "All of this person's deliveries in the forwarding log" in page
+
+
+def test_the_profile_page_says_when_an_update_is_queued_and_why_a_person_is_not_sent(as_role, forwarded_person):
+    _connection, profile = forwarded_person  # changes applied, not sent yet
+    nobody = ProfileFactory(customer_id="", mpid="m-1")
+    audience = Audience.objects.get(audience_id=123)
+    from connections.models import Membership
+
+    Membership.objects.create(profile=nobody, audience=audience, changed_at=timezone.now())
+
+    queued = text(as_role("marketer").get(admin_url(Profile, "change", profile.pk)))
+    skipped = text(as_role("marketer").get(admin_url(Profile, "change", nobody.pk)))
+
+    assert "An update for this person is queued and will be sent shortly." in queued
+    assert "Never delivered to this workspace yet." in queued
+    assert "Not sent:" in skipped
+    assert "Nothing was sent for this person yet." in skipped
+
+
+def test_a_profile_in_no_forwarded_audience_says_so(as_role):
+    profile = ProfileFactory()
+
+    page = text(as_role("marketer").get(admin_url(Profile, "change", profile.pk)))
+
+    assert "Not forwarded to any Customer.io workspace" in page
+
+
+def test_log_viewers_do_not_open_profiles(as_role, forwarded_person):
+    _connection, profile = forwarded_person
+
+    assert as_role("log_viewer").get(admin_url(Profile, "change", profile.pk)).status_code == 403
+
+
+# --- an audience's numbers -------------------------------------------------------------------
+
+
+@pytest.fixture
+def audience_scene(db):
+    audience = AudienceFactory(audience_id=900, name="VIP")
+    other = AudienceFactory(audience_id=901, name="Empty")
+    live = ConnectionFactory(name="Live workspace")
+    paused = ConnectionFactory(name="Paused workspace", state=Connection.State.BACKING_OFF)
+    subscriptions.subscribe(audience, live)
+    subscription = subscriptions.subscribe(audience, paused)[0]
+    subscriptions.set_status([subscription], "inactive")
+    apply_changes([ProfileChange(ProfileInput(customer_id=f"v{i}"), {900: i < 3}) for i in range(5)])
+    sent = Profile.objects.get(customer_id="v1")
+    delivery = make_delivery(live, sent)
+    return audience, other, delivery
+
+
+@pytest.mark.parametrize("role", ["marketer", "superuser"])
+def test_the_audience_list_counts_members_and_ex_members(as_role, audience_scene, role):
+    page = text(as_role(role).get(admin_url(Audience, "changelist")))
+
+    assert re.search(r"VIP 900 3 2 1 ", page), page
+    assert re.search(r"Empty 901 0 0 0 ", page), page
+
+
+@pytest.mark.parametrize("role", ["marketer", "superuser"])
+def test_the_audience_page_shows_its_members_and_where_they_go(as_role, audience_scene, role):
+    audience, _other, delivery = audience_scene
+
+    response = as_role(role).get(admin_url(Audience, "change", audience.pk))
+    page = text(response)
+
+    assert response.status_code == 200
+    assert "Members 3 Ex-members 2" in page
+    assert re.search(r"Live workspace Active: forwarded Active 5 Succeeded just now", page), page
+    assert "Paused workspace Inactive: not forwarded Backing off 0 none recently" in page
+    assert f'href="{admin_url(Delivery, "change", delivery.pk)}"' in response.content.decode()
+
+
+def test_log_viewers_do_not_open_audiences(as_role, audience_scene):
+    audience, _other, _delivery = audience_scene
+
+    assert as_role("log_viewer").get(admin_url(Audience, "change", audience.pk)).status_code == 403
+    assert as_role("log_viewer").get(admin_url(Audience, "changelist")).status_code == 403

@@ -116,6 +116,12 @@ def main() -> None:
         drained = time.monotonic()
         failed = Delivery.objects.filter(status="failed").count()
         people = standin(port, f"people?site_id={SITE}")["people"]
+        print(f"breaker opened {(opened - began).total_seconds():.0f} s into the outage; requests during it: {during:,}"
+              f" ({before_open:,} before it opened, {during - (before_open or 0):,} probes after)")
+        print(f"  (the seed sent each pending profile up to 8 times: {8 * args.profiles:,} requests, then gave up)")
+        print(f"outbox rows at the peak: {peak:,} (bound: {args.profiles:,} profiles x ({AUDIENCES} audiences + 1))")
+        print(f"end of outage -> breaker closed: {closed - ended:.0f} s; drained {drained - closed:.0f} s later")
+        print(f"deliveries failed: {failed}; people in the stand-in: {len(people):,} of {args.profiles:,}")
 
         # Workers killed with SIGKILL while they hold claims: those profiles wait for the lease to
         # run out and the next sweep, then a fresh worker sends them.
@@ -131,12 +137,6 @@ def main() -> None:
         )
         recovered = time.monotonic() - killed
 
-    print(f"breaker opened {(opened - began).total_seconds():.0f} s into the outage; requests during it: {during:,}"
-          f" ({before_open:,} before it opened, {during - (before_open or 0):,} probes after)")
-    print(f"  (the seed sent each pending profile up to 8 times: {8 * args.profiles:,} requests, then gave up)")
-    print(f"outbox rows at the peak: {peak:,} (bound: {args.profiles:,} profiles x ({AUDIENCES} audiences + 1))")
-    print(f"end of outage -> breaker closed: {closed - ended:.0f} s; then backlog drained in {drained - closed:.0f} s")
-    print(f"deliveries failed: {failed}; people in the stand-in: {len(people):,} of {args.profiles:,}")
     print(f"SIGKILL of the workers holding {len(held):,} profiles -> the last of them delivered: {recovered:.0f} s")
 
 

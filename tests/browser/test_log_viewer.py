@@ -124,7 +124,7 @@ def test_a_faulted_connection_shows_its_error_and_resumes(
     row.get_by_role("link", name="US workspace").click()
     expect(page.locator(".cio-health .errornote")).to_contain_text("Faulted since")
     expect(page.locator(".cio-health .errornote")).to_contain_text("(HTTP 401): Unauthorized request")
-    expect(page.locator(".cio-health")).to_contain_text("Pending forwards")
+    expect(page.locator(".cio-health")).to_contain_text("Backlog")
     screenshot("faulted")
 
     with running_workers(standin.url):

@@ -10,8 +10,8 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from connections.models import Audience, Connection, Delivery, Forward
-from connections.services import forwarding, resync, retention
+from connections.models import Audience, Connection, Delivery, ErasureCall, Forward
+from connections.services import erasure_calls, forwarding, resync, retention
 
 log = logging.getLogger("cioaudience.tasks")
 
@@ -22,6 +22,7 @@ TIME_BUDGET_SECONDS = 60.0
 
 @shared_task(ignore_result=True, acks_late=True)
 def forward_connection(connection_id: int) -> None:
+    erasure_calls.send_due(connection_id)  # erasures first: a person erased must not wait behind a backlog
     report = forwarding.forward_pending(connection_id, time_budget=TIME_BUDGET_SECONDS)
     if report.faulted or report.next_due_in is None or report.sent == 0:
         # Nothing (more) for this task: new changes wake a worker, and the sweep finds the rest.
@@ -49,7 +50,12 @@ def sweep() -> int:
         .values_list("connection_id", flat=True)
         .distinct()
     )
-    connection_ids = list(due)
+    erasures = (
+        ErasureCall.objects.filter(erasure_calls.due_calls(now), connection__state=Connection.State.ACTIVE)
+        .values_list("connection_id", flat=True)
+        .distinct()
+    )
+    connection_ids = sorted(set(due) | set(erasures))
     for connection_id in connection_ids:
         forward_connection.delay(connection_id)
     if connection_ids:
@@ -87,4 +93,15 @@ def prune_deliveries_task() -> int:
         return 0
     result = retention.prune_deliveries(timedelta(days=days))
     log.info("prune_deliveries deleted=%s batches=%s cutoff=%s", result.deleted, result.batches, result.cutoff)
+    return result.deleted
+
+
+@shared_task(ignore_result=True)
+def prune_firehose_messages_task() -> int:
+    """Delete stored Firehose messages older than FIREHOSE_RETENTION_DAYS (0 keeps them forever)."""
+    days = settings.FIREHOSE_RETENTION_DAYS
+    if days <= 0:
+        return 0
+    result = retention.prune_firehose_messages(timedelta(days=days))
+    log.info("prune_firehose_messages deleted=%s batches=%s cutoff=%s", result.deleted, result.batches, result.cutoff)
     return result.deleted

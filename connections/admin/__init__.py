@@ -2,9 +2,9 @@
 
 from django.contrib import admin
 
-from connections.admin import audience, connection, delivery, inbound, profile
+from connections.admin import audience, connection, delivery, erasure, inbound, profile
 
-__all__ = ["audience", "connection", "delivery", "inbound", "profile"]
+__all__ = ["audience", "connection", "delivery", "erasure", "inbound", "profile"]
 
 admin.site.site_header = "cioaudience"
 admin.site.site_title = "cioaudience"

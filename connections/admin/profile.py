@@ -9,6 +9,7 @@ from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
 from connections.admin.common import CheapCountPaginator, FixedOnceSavedForm, PlainHelpTextForm
+from connections.admin.erasure import erase_people
 from connections.models import Membership, Profile
 from connections.services import memberships
 
@@ -67,6 +68,7 @@ class ProfileAdmin(admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER
     paginator = CheapCountPaginator
     inlines = (MembershipInline,)
+    actions = ("erase_people",)
     fieldsets = (
         (
             _("Identity"),
@@ -87,6 +89,8 @@ class ProfileAdmin(admin.ModelAdmin):
         ),
         (_("History"), {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
     )
+
+    erase_people = erase_people  # connections/admin/erasure.py: confirmation page, then the erasure service
 
     def get_fieldsets(self, request: HttpRequest, obj: Profile | None = None):  # type: ignore[no-untyped-def]
         return self.fieldsets if obj is not None else self.fieldsets[:2]

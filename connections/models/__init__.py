@@ -1,6 +1,7 @@
 from .audience import Audience, Subscription
 from .connection import Connection
 from .delivery import Delivery
+from .erasure import ErasureCall, ErasureRecord, SuppressedIdentifier
 from .inbound import FirehoseMessage, InboundToken
 from .outbox import Forward
 from .profile import Membership, Profile
@@ -10,6 +11,8 @@ __all__ = [
     "Audience",
     "Connection",
     "Delivery",
+    "ErasureCall",
+    "ErasureRecord",
     "FirehoseMessage",
     "Forward",
     "InboundToken",
@@ -17,4 +20,5 @@ __all__ = [
     "Profile",
     "ResyncRun",
     "Subscription",
+    "SuppressedIdentifier",
 ]

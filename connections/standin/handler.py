@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from . import erasure
 from .control import handle_control
 from .model import BodyError, RecordedRequest, Workspace
 from .state import Admission
@@ -147,6 +148,9 @@ class StandinHandler(BaseHTTPRequestHandler):
             return
         elif method == "GET" and path == "/api/v1/accounts/region":
             self._region(path)
+            return
+        elif (person_call := erasure.route(method, path)) is not None:  # delete, suppress, unsuppress
+            erasure.handle(self, path, *person_call)
             return
         self._not_found(path)
 

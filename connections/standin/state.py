@@ -101,6 +101,7 @@ class State:
 
     def _clear(self) -> None:
         self._people: dict[str, dict[str, dict[str, Any]]] = {}
+        self._suppressed: dict[str, set[str]] = {}  # site -> identifiers refused from now on (erasure.py)
         self._records: list[RecordedRequest] = []
         self._invalid: list[RecordedRequest] = []
         self._next_index = 0
@@ -241,7 +242,8 @@ class State:
     def merge_person(self, site_id: str, identifier: str, attributes: dict[str, Any]) -> None:
         with self.lock:
             people = self._people.setdefault(site_id, {})
-            people.setdefault(identifier, {}).update(attributes)
+            if identifier not in self._suppressed.get(site_id, ()):  # Customer.io ignores a suppressed id
+                people.setdefault(identifier, {}).update(attributes)
             self._counters(site_id).actions_applied += 1
             self._totals.actions_applied += 1
 
@@ -249,7 +251,10 @@ class State:
         """Apply ``(action, person_id, attributes)`` triples from a batch, in order."""
         with self.lock:
             people = self._people.setdefault(site_id, {})
+            suppressed = self._suppressed.get(site_id, ())
             for action, person_id, attributes in actions:
+                if person_id in suppressed:  # Customer.io ignores a suppressed id
+                    continue
                 if action == "identify":
                     people.setdefault(person_id, {}).update(attributes)
                 elif action == "delete":

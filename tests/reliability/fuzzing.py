@@ -201,7 +201,7 @@ subscription_messages = obj(
 )
 membership_messages = obj(
     **envelope(MEMBERSHIP),
-    account=account(needs_key=False),
+    account=account(needs_key=True),  # every message naming an account names a connection
     user_profiles=weighted(
         (12, st.lists(user_profile, min_size=1, max_size=6)),
         (1, st.just([])),
@@ -384,7 +384,7 @@ def mutated_samples(draw: st.DrawFn) -> bytes:
     message = official(SAMPLES[kind])
     if draw(st.integers(0, 9)) < 8:
         message["id"] = str(uuid.UUID(int=draw(st.integers(0, 2**128 - 1))))
-    if kind == SUBSCRIPTION and draw(st.integers(0, 9)) < 8:
+    if kind in (SUBSCRIPTION, MEMBERSHIP) and draw(st.integers(0, 9)) < 8:
         message["account"]["account_settings"]["connectionKey"] = draw(st.sampled_from(CONNECTION_KEYS))
     if kind == MEMBERSHIP and draw(st.booleans()):
         for identity in message["user_profiles"][0]["user_identities"]:

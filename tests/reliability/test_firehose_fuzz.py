@@ -229,12 +229,13 @@ def check_subscription_applied(world: World, message: dict[str, Any]) -> None:
         assert sub.status == status_before, "an update leaves the subscription's status alone"
     members = [p for (p, a), is_member in world.members.items() if a == audience.pk and is_member]
     if sub.status == "active" and status_before != "active":
-        queued = Forward.objects.filter(connection=connection, audience=audience, reason="activation")
+        # The outbox is bounded: a member already queued keeps its row (whatever its reason).
+        queued = Forward.objects.filter(connection=connection, audience=audience)
         assert set(queued.values_list("profile_id", flat=True)) == set(members), "activation backfills the members"
     if before is not None and before[1] != name:
         for connection_pk in world.active.get(audience.pk, ()):
             if Connection.objects.get(pk=connection_pk).one_attribute_per_audience:
-                queued = Forward.objects.filter(connection_id=connection_pk, audience=audience, reason="rename")
+                queued = Forward.objects.filter(connection_id=connection_pk, audience=audience)
                 assert set(queued.values_list("profile_id", flat=True)) == set(members), "a rename re-sends members"
 
 

@@ -24,7 +24,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from connections.models import Connection, InboundToken, Subscription
 from connections.services import tokens
 from tests.admin.helpers import make_delivery, make_forward
-from tests.factories import MembershipFactory, SubscriptionFactory, UserFactory
+from tests.factories import ConnectionFactory, MembershipFactory, SubscriptionFactory, UserFactory
 from tests.firehose.builders import URL as FIREHOSE_URL
 from tests.firehose.builders import official
 from tests.reliability.admin_urls import Route, model_admin_url_names, routes, url_of
@@ -272,6 +272,7 @@ def test_the_firehose_endpoint_is_the_only_view_exempt_from_csrf(db):
     }
     _inbound, token = tokens.create_token("mParticle")
     message = official("AudienceMembershipChangeRequest") | {"id": str(uuid.uuid4())}
+    message["account"]["account_settings"]["connectionKey"] = ConnectionFactory().connection_key
     del message["user_profiles"]  # a verification request: authenticated, changes nothing
 
     response = csrf_client().post(

@@ -111,11 +111,11 @@ def run_command(evidence: Evidence, *args: str, shown: bool = True, fails: bool 
 # --- the scenario, part by part ---------------------------------------------------------------
 
 
-def exercise_firehose(evidence: Evidence, token: str) -> None:
+def exercise_firehose(evidence: Evidence, token: str, connection_key: str) -> None:
     """Refused credentials, then six people joining audience 11, which every connection forwards."""
     web = RecordingClient(evidence)
     people = [user_profile(f"p{i}", email=f"p{i}@example.com", audiences=[audience(11, "add")]) for i in range(6)]
-    message = membership_request(*people)
+    message = membership_request(*people, connection_key=connection_key)
     for authorization in (f"Token {WRONG_TOKEN}", f"Bearer {token}", f"token{token}", None):
         assert post_firehose(web, message, authorization).status_code == 401
     assert post_firehose(web, message, f"Token {token}").status_code == 200
@@ -273,7 +273,7 @@ def test_no_api_key_or_inbound_token_shows_anywhere(
     ]
 
     with django_capture_on_commit_callbacks(execute=True):  # tasks are published, as after a commit
-        exercise_firehose(evidence, token)
+        exercise_firehose(evidence, token, main.connection_key)
         exercise_deliveries(workspaces, settings, main, europe, wrong)
         exercise_credential_checks(evidence, settings, workspaces, [main, europe, wrong])
         secrets.append(Secret("the command's token", exercise_commands(evidence, settings), "inbound token"))
@@ -318,7 +318,9 @@ def test_the_report_of_a_database_error_while_checking_a_token_does_not_hold_the
     _inbound, token = tokens.create_token("mParticle")
     client = RecordingClient(evidence, raise_request_exception=False)
     table = db.ops.quote_name(InboundToken._meta.db_table)
-    message = membership_request(user_profile("c1", audiences=[audience(1, "add")]))
+    message = membership_request(
+        user_profile("c1", audiences=[audience(1, "add")]), connection_key=ConnectionFactory().connection_key
+    )
 
     with transaction.atomic():  # rolled back: the table is back afterwards
         with db.cursor() as cursor:

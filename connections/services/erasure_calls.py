@@ -30,7 +30,7 @@ from connections.models import Connection, Delivery, ErasureCall
 from connections.models.delivery import RESPONSE_MAX_CHARS
 from connections.services import connection_state
 from connections.services.erasure import scrub_deliveries
-from connections.services.erasure_rules import SUPPRESS, scrub_text
+from connections.services.erasure_rules import SUPPRESS, scrub_text, unsendable_identifier
 
 log = logging.getLogger("cioaudience.erasure")
 
@@ -92,8 +92,11 @@ def send_due(connection_id: int) -> int:
     sent = 0
     try:
         for call in calls:
-            ratelimit.acquire(connection.pk, connection.rate_limit)
             delivery = _log_pending(connection, call)
+            if problem := unsendable_identifier(call.identifier):
+                _record(connection, call, delivery, _refused_here(problem))
+                continue
+            ratelimit.acquire(connection.pk, connection.rate_limit)
             if call.action == SUPPRESS:
                 result = client.suppress_person(call.identifier)
             else:
@@ -106,6 +109,11 @@ def send_due(connection_id: int) -> int:
     finally:
         release(token)  # what was not sent (or done) goes back to the queue at once
     return sent
+
+
+def _refused_here(problem: str) -> SendResult:
+    """The result of a call checked against Customer.io's limits before sending: failed, nothing sent."""
+    return SendResult(Outcome.FAILED, None, "", None, 0, problem, 0)
 
 
 def _fresh(connection: Connection) -> Connection:

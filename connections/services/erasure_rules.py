@@ -64,6 +64,22 @@ def decide_call(erasure_mode: str, identify_by: str, person: PersonIdentifiers) 
     return CallDecision(action=erasure_mode, kind=kind, identifier=identifier)
 
 
+MAX_IDENTIFIER_BYTES = 150  # Customer.io's identifier limit (reference/README.md)
+
+
+def unsendable_identifier(identifier: str) -> str | None:
+    """Why Customer.io's v1 path cannot carry this identifier, or None.
+
+    Over 150 bytes Customer.io refuses it; made only of dots it would be read as a path segment
+    ("." or "..") and address another URL altogether, a delete of the wrong thing.
+    """
+    if len(identifier.encode()) > MAX_IDENTIFIER_BYTES:
+        return f"the identifier is longer than Customer.io's limit of {MAX_IDENTIFIER_BYTES} bytes; not sent"
+    if set(identifier) == {"."}:
+        return "an identifier made only of dots cannot be addressed in Customer.io's v1 API; not sent"
+    return None
+
+
 def identifier_hash(kind: str, value: str) -> str:
     """The pseudonym a suppressed identifier is remembered by (emails compared in lower case).
 

@@ -76,7 +76,7 @@ def tables_holding(*values: str) -> dict[str, list[str]]:
     with db.cursor() as cursor:
         for table in db.introspection.table_names():
             columns = [c.name for c in db.introspection.get_table_description(cursor, table)]
-            cursor.execute(f"SELECT * FROM {db.ops.quote_name(table)}")
+            cursor.execute(f"SELECT * FROM {db.ops.quote_name(table)}")  # noqa: S608 - names from introspection
             for row in cursor.fetchall():
                 for column, value in zip(columns, row, strict=True):
                     text = (value.decode(errors="replace") if isinstance(value, bytes) else str(value)).lower()

@@ -27,7 +27,7 @@ def erase_people(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Q
         plans = [(profile, erasure.plan_erasure(erasure.PersonQuery.for_profile(profile))) for profile in profiles]
         context = {
             **modeladmin.admin_site.each_context(request),
-            "title": _("Erase these people?"),
+            "title": ngettext("Erase a person", "Erase %(count)d people", len(profiles)) % {"count": len(profiles)},
             "subtitle": None,
             "opts": modeladmin.opts,
             "plans": plans,

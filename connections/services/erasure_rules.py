@@ -18,7 +18,7 @@ NONE = "none"
 ID = "id"
 EMAIL = "email"
 
-NONE_REASON = "the connection is set to erase here only: nothing is sent to Customer.io"
+NONE_REASON = "the connection is set to erase here only"
 
 
 @dataclass(frozen=True)

@@ -396,7 +396,7 @@ def test_two_entries_naming_one_person_by_customer_id_and_by_mpid_are_both_appli
         "id": "e3e70682-c209-4cac-629f-6fbed82c07cd",
         "timestamp_ms": 0,
         "firehose_version": "3.2.0",
-        "account": {"account_id": 0},
+        "account": {"account_id": 0, "account_settings": {"connectionKey": "ck-segment-membership"}},
         "user_profiles": [
             {
                 "user_identities": [{"type": "customer", "encoding": "raw", "value": "c-1"}],
@@ -445,7 +445,7 @@ def test_an_mpid_given_a_new_customer_id_later_in_the_message_is_one_person_with
         "id": "6f3b3a84-0f0c-4d6e-9d0a-3c1f4f6f2c11",
         "timestamp_ms": 0,
         "firehose_version": "3.2.0",
-        "account": {"account_id": 0},
+        "account": {"account_id": 0, "account_settings": {"connectionKey": "ck-segment-membership"}},
         "user_profiles": [entry("new-2"), entry("new-2", "m-new"), entry("new-1", "m-new", audiences=False)],
     }
 

@@ -21,7 +21,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from connections.models import Connection, InboundToken, Subscription
+from connections.models import Connection, ErasureCall, ErasureRecord, InboundToken, Subscription, SuppressedIdentifier
 from connections.services import tokens
 from tests.admin.helpers import make_delivery, make_forward
 from tests.factories import ConnectionFactory, MembershipFactory, SubscriptionFactory, UserFactory
@@ -103,6 +103,10 @@ EXPECTED: dict[tuple[str, str], tuple[object, object, object, object]] = {
     **model_rows("connections_delivery", (LOG_READ, LOG_READ, LOG_WRITE), (LOG_READ, LOG_WRITE)),
     **model_rows("connections_forward", (SUPERUSER_ONLY, SUPERUSER_ONLY, NOBODY), (SUPERUSER_ONLY, NOBODY)),
     **model_rows("connections_inboundtoken", (SUPERUSER_ONLY,) * 3, (SUPERUSER_ONLY,) * 2),
+    # Erasure records: marketers read them; nobody edits or deletes one (they are the proof of an erasure).
+    **model_rows("connections_erasurerecord", (MANAGED, MANAGED, NOBODY), (MANAGED, NOBODY)),
+    # Suppressed identifiers: marketers read them and delete one to un-suppress it; nobody adds or edits.
+    **model_rows("connections_suppressedidentifier", (MANAGED, MANAGED, MANAGED), (MANAGED, NOBODY)),
 }
 
 
@@ -122,7 +126,19 @@ def objects(db, marketer, log_viewer, superuser):  # type: ignore[no-untyped-def
         "connections.delivery": make_delivery(subscription.connection, membership.profile),
         "connections.forward": make_forward(subscription.connection, membership.profile, subscription.audience),
         "connections.inboundtoken": token,
+        "connections.erasurerecord": erasure_record(subscription.connection),
+        "connections.suppressedidentifier": SuppressedIdentifier.objects.create(
+            connection=subscription.connection, identifier_hash="0" * 64
+        ),
     }
+
+
+def erasure_record(connection: Connection) -> ErasureRecord:
+    record = ErasureRecord.objects.create(source=ErasureRecord.Source.COMMAND, request_id=str(uuid.uuid4()))
+    ErasureCall.objects.create(
+        record=record, connection=connection, connection_name=connection.name, action="suppress", status="succeeded"
+    )
+    return record
 
 
 def outcome(response, change_page: str | None) -> object:  # type: ignore[no-untyped-def]

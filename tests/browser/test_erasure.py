@@ -22,11 +22,13 @@ def test_a_marketer_erases_a_person_and_sees_what_customerio_was_told(
 ):
     purge_broker()
     main = Connection.objects.create(name="Main workspace", site_id="site-us", api_key=US_KEY)
-    Connection.objects.create(
+    eu = Connection.objects.create(
         name="EU newsletter", site_id="site-eu", api_key=EU_KEY, region="eu", erasure="delete", identify_by="email"
     )
     Connection.objects.create(name="Archive", site_id="site-archive", api_key="sk-archive-0000", erasure="none")
     forwarded_person(main)
+    forwarded_person(eu)
+    assert EMAIL in str(standin.people("site-eu"))
     log_in("marketer")
 
     page.goto(f"{live_server.url}/admin/connections/profile/")

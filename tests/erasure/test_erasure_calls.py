@@ -167,3 +167,17 @@ def test_queued_forwards_of_the_person_are_dropped(workspace_connection):
     erase_by_command()
 
     assert not Forward.objects.exists()
+
+
+def test_a_connection_identifying_people_by_email_deletes_them_by_email(workspace_connection, standin):
+    connection = workspace_connection("site-us", erasure="delete", identify_by="email")
+    forwarded_person(connection)
+    assert EMAIL in str(standin.people("site-us"))
+    erase_by_command()
+
+    erasure_calls.send_due(connection.pk)
+
+    [request] = [r for r in standin.requests("site-us") if r.method == "DELETE"]
+    assert request.path == "/api/v1/customers/Grace.Hopper%40example.org"
+    assert EMAIL not in str(standin.people("site-us"))
+    assert ErasureCall.objects.get().id_kind == "email"

@@ -184,6 +184,8 @@ def check_accepted(world: World, message: dict[str, Any], response: dict[str, An
     assert stored.message_type == kind and stored.response == response
     if kind == fuzzing.SUBSCRIPTION:
         check_subscription_applied(world, message)
+    elif kind == fuzzing.DSR:
+        check_erasure_applied(world, message)
     else:
         check_memberships_applied(world, message)
     check_new_forwards_only_for_active_subscriptions(world)
@@ -304,6 +306,21 @@ def resolve(
     assert profile is not None, f"no profile for {entry}"
     seen[key] = profile
     return profile
+
+
+def check_erasure_applied(world: World, message: dict[str, Any]) -> None:
+    """The people the DSR names are gone (with their memberships); everyone else is as before."""
+    identities = message["subject_identities"]
+    customer_id = (identities.get("controller_customer_id") or {}).get("value")
+    email = ((identities.get("email") or {}).get("value") or "").lower()
+    named = {
+        pk for pk, (cid, _mpid, mail, _first, _last) in world.profiles.items()
+        if (customer_id and cid == customer_id) or (email and mail.lower() == email)
+    }
+    remaining = {p.pk: identity_of(p) for p in Profile.objects.all()}
+    assert set(remaining) == set(world.profiles) - named, "exactly the named people are erased"
+    assert all(remaining[pk] == world.profiles[pk] for pk in remaining), "nobody else changes"
+    assert not Membership.objects.filter(profile_id__in=named).exists()
 
 
 def check_memberships_applied(world: World, message: dict[str, Any]) -> None:

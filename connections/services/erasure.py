@@ -186,9 +186,11 @@ def scrub_deliveries(deliveries: QuerySet[Delivery], values: list[str]) -> int:
     Rows of the same requests (a v2 batch holds many people; its answer may name any of them)
     have the values replaced in their response and error too.
     """
-    request_ids = set(deliveries.exclude(request_id=None).values_list("request_id", flat=True))
-    scrubbed = deliveries.update(customer_id="", attributes={}, profile=None)
-    texts = Delivery.objects.filter(Q(pk__in=deliveries.values("pk")) | Q(request_id__in=request_ids))
+    rows = list(deliveries.values_list("pk", "request_id"))
+    pks, request_ids = [pk for pk, _ in rows], {r for _, r in rows if r is not None}
+    # By primary key from here: once scrubbed, the rows no longer match `deliveries`.
+    scrubbed = Delivery.objects.filter(pk__in=pks).update(customer_id="", attributes={}, profile=None)
+    texts = Delivery.objects.filter(Q(pk__in=pks) | Q(request_id__in=request_ids))
     for value in sorted({v for v in values if len(v) >= 3}, key=len, reverse=True):
         texts.filter(Q(response__contains=value) | Q(error__contains=value)).update(
             response=Replace(F("response"), Value(value), Value(rules.ERASED)),

@@ -181,3 +181,26 @@ def test_a_connection_identifying_people_by_email_deletes_them_by_email(workspac
     assert request.path == "/api/v1/customers/Grace.Hopper%40example.org"
     assert EMAIL not in str(standin.people("site-us"))
     assert ErasureCall.objects.get().id_kind == "email"
+
+
+def test_the_persons_values_are_scrubbed_from_errors_and_from_other_rows_of_the_same_request(workspace_connection):
+    connection = workspace_connection("site-us")
+    forwarded_person(connection)
+    sent = Delivery.objects.get()
+    other = Delivery.objects.create(
+        connection=connection,
+        customer_id="someone-else",
+        request_id=sent.request_id,
+        status="failed",
+        response=f'{{"errors": [{{"message": "{EMAIL} is invalid"}}]}}',
+    )
+    skipped = Delivery.objects.create(
+        connection=connection, profile=sent.profile, customer_id=CUSTOMER_ID, status="skipped", error=f"{CUSTOMER_ID}!"
+    )
+
+    erase_by_command()
+
+    other.refresh_from_db()
+    skipped.refresh_from_db()
+    assert other.customer_id == "someone-else" and other.response == '{"errors": [{"message": "[erased] is invalid"}]}'
+    assert (skipped.customer_id, skipped.error, skipped.profile_id) == ("", "[erased]!", None)

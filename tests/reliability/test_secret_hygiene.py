@@ -26,8 +26,17 @@ from django.test import Client
 from django.urls import reverse
 
 from connections import tasks
-from connections.models import Connection, Delivery, Forward, InboundToken, Profile, Subscription
-from connections.services import subscriptions, tokens
+from connections.models import (
+    Connection,
+    Delivery,
+    ErasureRecord,
+    Forward,
+    InboundToken,
+    Profile,
+    Subscription,
+    SuppressedIdentifier,
+)
+from connections.services import erasure, erasure_calls, subscriptions, tokens
 from connections.services.credentials import verify_credentials
 from connections.standin import Faults, Workspace
 from tests.admin.helpers import changeform_data
@@ -222,6 +231,10 @@ def exercise_admin(evidence: Evidence, superuser) -> tuple[RecordingClient, str]
 def render_every_page(evidence: Evidence, admin: RecordingClient, users: list, wrong: Connection) -> int:  # type: ignore[type-arg]
     """Every admin URL as each role, with rows the scenario left; every delivery's and connection's page."""
     subscription = Subscription.objects.filter(connection=wrong).first()
+    # An erasure, so that its record and the suppressed identifiers have pages too (their calls include one
+    # to the connection whose key is wrong).
+    erased = erasure.erase(erasure.PersonQuery(customer_id="p5"), source=ErasureRecord.Source.COMMAND).record
+    erasure_calls.send_due(wrong.pk)
     objects = {
         "auth.group": users[1].groups.get(),
         "auth.user": users[0],
@@ -232,6 +245,8 @@ def render_every_page(evidence: Evidence, admin: RecordingClient, users: list, w
         "connections.delivery": Delivery.objects.filter(connection=wrong, http_status=401).first(),
         "connections.forward": Forward.objects.filter(connection=wrong).first(),  # waiting since the 401
         "connections.inboundtoken": InboundToken.objects.get(name="from-the-admin"),
+        "connections.erasurerecord": erased,
+        "connections.suppressedidentifier": SuppressedIdentifier.objects.filter(connection=wrong).first(),
     }
     assert all(objects.values())
     pages = 0

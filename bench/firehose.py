@@ -46,6 +46,9 @@ GUNICORN = str(Path(PYTHON).parent / "gunicorn")
 PATH = "/api/mparticle/firehose"
 AUDIENCES = [(9001, "Bench A"), (9002, "Bench B"), (9003, "Bench C"), (9004, "Bench D"), (9005, "Bench E")]
 
+# Every membership message names its connection by this key (SPEC section 5).
+BENCH_CONNECTION_KEY = "bench-connection-key"
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -124,7 +127,9 @@ def _setup() -> None:
     from connections.models import Audience, Connection
     from connections.services import subscriptions, tokens
 
-    connection = Connection.objects.create(name="Bench workspace", site_id="bench-site", api_key="bench-key-0000")
+    connection = Connection.objects.create(
+        name="Bench workspace", site_id="bench-site", api_key="bench-key-0000", connection_key=BENCH_CONNECTION_KEY
+    )
     for audience_id, name in AUDIENCES:
         subscriptions.subscribe(Audience.objects.create(audience_id=audience_id, name=name), connection)
     _, token = tokens.create_token("bench")
@@ -213,7 +218,7 @@ def message(rng: random.Random, profiles: int, pool: int) -> str:
             "id": str(uuid.uuid4()),
             "timestamp_ms": int(time.time() * 1000),
             "firehose_version": "3.2.0",
-            "account": {"account_id": 1, "account_settings": {}},
+            "account": {"account_id": 1, "account_settings": {"connectionKey": BENCH_CONNECTION_KEY}},
             "user_profiles": user_profiles,
         }
     )

@@ -189,6 +189,12 @@ SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 
 # --- Firehose ---
 FIREHOSE_MAX_BODY_BYTES = env.int("FIREHOSE_MAX_BODY_BYTES", default=5 * 1024 * 1024)
+# Without a valid token only a module_registration_request is answered (about 150 bytes): a larger
+# body is refused (401) before it is read, so anonymous requests cost next to nothing.
+FIREHOSE_UNAUTHENTICATED_MAX_BYTES = env.int("FIREHOSE_UNAUTHENTICATED_MAX_BYTES", default=4096)
+# Stored Firehose messages (replay protection: a replayed id within this window changes nothing)
+# are pruned daily after this many days; 0 keeps them forever.
+FIREHOSE_RETENTION_DAYS = env.int("FIREHOSE_RETENTION_DAYS", default=30)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(FIREHOSE_MAX_BODY_BYTES, 2_621_440)
 
 # --- Celery ---
@@ -246,4 +252,9 @@ CELERY_BEAT_SCHEDULE = {
     "check-alerts": {"task": "connections.tasks.check_alerts", "schedule": ALERT_CHECK_INTERVAL_SECONDS},
     "advance-delivery-tallies": {"task": "connections.tasks.advance_delivery_tallies", "schedule": 60.0},
     "prune-deliveries": {"task": "connections.tasks.prune_deliveries_task", "schedule": crontab(hour=3, minute=30)},
+    # Daily: stored Firehose messages older than FIREHOSE_RETENTION_DAYS (the replay-protection window).
+    "prune-firehose-messages": {
+        "task": "connections.tasks.prune_firehose_messages_task",
+        "schedule": crontab(hour=3, minute=45),
+    },
 }

@@ -10,8 +10,8 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from connections.models import Audience, Connection, Delivery, Forward
-from connections.services import alerts, backfill, forwarding, resync, retention, tallies
+from connections.models import Audience, Connection, Delivery, ErasureCall, Forward
+from connections.services import alerts, backfill, erasure_calls, forwarding, resync, retention, tallies
 
 log = logging.getLogger("cioaudience.tasks")
 
@@ -22,6 +22,7 @@ TIME_BUDGET_SECONDS = 60.0
 
 @shared_task(ignore_result=True, acks_late=True)
 def forward_connection(connection_id: int) -> None:
+    erasure_calls.send_due(connection_id)  # erasures first: a person erased must not wait behind a backlog
     report = forwarding.forward_pending(connection_id, time_budget=TIME_BUDGET_SECONDS)
     if report.sent == 0 or report.faulted or report.backing_off:
         # Nothing (more) for this task: new changes wake a worker, the breaker schedules its
@@ -60,7 +61,13 @@ def sweep() -> int:
     probes = Connection.objects.filter(state=Connection.State.BACKING_OFF, next_probe_at__lte=now).values_list(
         "pk", flat=True
     )
-    connection_ids = sorted({*due, *probes})
+    erasures = (
+        ErasureCall.objects.filter(erasure_calls.due_calls(now), connection__state=Connection.State.ACTIVE)
+        .filter(not_paused)
+        .values_list("connection_id", flat=True)
+        .distinct()
+    )
+    connection_ids = sorted({*due, *probes, *erasures})
     for connection_id in connection_ids:
         forward_connection.delay(connection_id)
     if connection_ids:
@@ -142,3 +149,14 @@ def check_alerts() -> None:
             "check_alerts opened=%s closed=%s emails_sent=%s emails_failed=%s",
             report.opened, report.closed, report.emails_sent, report.emails_failed,
         )
+
+
+@shared_task(ignore_result=True)
+def prune_firehose_messages_task() -> int:
+    """Delete stored Firehose messages older than FIREHOSE_RETENTION_DAYS (0 keeps them forever)."""
+    days = settings.FIREHOSE_RETENTION_DAYS
+    if days <= 0:
+        return 0
+    result = retention.prune_firehose_messages(timedelta(days=days))
+    log.info("prune_firehose_messages deleted=%s batches=%s cutoff=%s", result.deleted, result.batches, result.cutoff)
+    return result.deleted

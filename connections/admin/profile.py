@@ -10,6 +10,7 @@ from django.template.response import TemplateResponse
 from django.utils.translation import gettext_lazy as _
 
 from connections.admin.common import CheapCountPaginator, FixedOnceSavedForm, PlainHelpTextForm
+from connections.admin.erasure import erase_people
 from connections.models import Membership, Profile
 from connections.services import memberships, person_view
 
@@ -68,6 +69,7 @@ class ProfileAdmin(admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER
     paginator = CheapCountPaginator
     inlines = (MembershipInline,)
+    actions = ("erase_people",)
     fieldsets = (
         (
             _("Identity"),
@@ -88,6 +90,8 @@ class ProfileAdmin(admin.ModelAdmin):
         ),
         (_("History"), {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
     )
+
+    erase_people = erase_people  # connections/admin/erasure.py: confirmation page, then the erasure service
 
     change_form_template = "admin/connections/profile/change_form.html"
 

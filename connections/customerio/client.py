@@ -128,6 +128,23 @@ class CustomerIOClient(HTTPClient):
             return self._failed_before_sending(Outcome.FAILED, error, time.monotonic(), 0)
         return self._send("PUT", path, dict(attributes))[0]
 
+    def delete_person(self, identifier: str) -> SendResult:
+        """DELETE /api/v1/customers/{identifier}: remove the person (an id, or an email in workspaces that allow it)."""
+        return self._person_call("DELETE", identifier, "")
+
+    def suppress_person(self, identifier: str) -> SendResult:
+        """POST /api/v1/customers/{identifier}/suppress: delete the person and refuse the identifier from now on."""
+        return self._person_call("POST", identifier, "/suppress")
+
+    def _person_call(self, method: str, identifier: str, suffix: str) -> SendResult:
+        # The OpenAPI document defines no request body for either call: none is sent.
+        try:
+            path = f"/api/v1/customers/{quote(identifier, safe='')}{suffix}"
+        except UnicodeEncodeError as exc:
+            error = f"identifier cannot be encoded as UTF-8: {exc.reason}"
+            return self._failed_before_sending(Outcome.FAILED, error, time.monotonic(), 0)
+        return self._send(method, path, None)[0]
+
     def batch_identify(
         self, items: Sequence[tuple[Identifier | str, Mapping[str, AttributeValue]]]
     ) -> BatchResult:

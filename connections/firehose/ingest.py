@@ -21,11 +21,12 @@ from typing import Any
 
 from django.db import IntegrityError, OperationalError, transaction
 
-from connections.firehose import responses
+from connections.firehose import dsr_ingest, responses
 from connections.firehose.messages import (
     CONNECTION_KEY_SETTING,
     AudienceMembershipChangeRequest,
     AudienceSubscriptionRequest,
+    DsrProcessingRequest,
     Message,
     MessageError,
     ModuleRegistrationRequest,
@@ -34,6 +35,7 @@ from connections.firehose.messages import (
 from connections.models import Audience, Connection, FirehoseMessage, Subscription
 from connections.services import subscriptions
 from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
+from connections.services.segment_ids import store_segment_ids
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +78,14 @@ def stored_response(message_id: str) -> dict[str, Any] | None:
     return FirehoseMessage.objects.filter(message_id=message_id).values_list("response", flat=True).first()
 
 
-def _apply_once(message: AudienceSubscriptionRequest | AudienceMembershipChangeRequest) -> dict[str, Any]:
+def _apply_once(
+    message: AudienceSubscriptionRequest | AudienceMembershipChangeRequest | DsrProcessingRequest,
+) -> dict[str, Any]:
     with transaction.atomic():
         if isinstance(message, AudienceSubscriptionRequest):
             response = in_stored_key_order(responses.audience_subscription_response(message))
+        elif isinstance(message, DsrProcessingRequest):
+            response = in_stored_key_order(responses.dsr_processing_response(message))
         else:
             response = in_stored_key_order(responses.audience_membership_change_response(message))
         # Recorded first: a concurrent copy of this message blocks here rather than doing the work twice.
@@ -88,6 +94,8 @@ def _apply_once(message: AudienceSubscriptionRequest | AudienceMembershipChangeR
         )
         if isinstance(message, AudienceSubscriptionRequest):
             apply_subscription(message)
+        elif isinstance(message, DsrProcessingRequest):
+            dsr_ingest.apply_dsr(message, named_connection(message.connection_key))
         else:
             apply_membership_change(message)
     return response
@@ -105,14 +113,27 @@ def in_stored_key_order(value: Any) -> Any:
     return value
 
 
-def apply_subscription(message: AudienceSubscriptionRequest) -> None:
-    """add: create or activate; update: rename (creating the subscription if missing); remove: deactivate."""
-    connection = Connection.objects.filter(connection_key=message.connection_key).first()
+def named_connection(connection_key: str | None) -> Connection | None:
+    """The connection a message's Connection Key names (None when the message names no account).
+
+    An unknown key is refused: the message was meant for a connection that does not exist here
+    (deleted, or a key pasted wrongly), and applying it anyway would hide the mistake.
+    """
+    if connection_key is None:
+        return None
+    connection = Connection.objects.filter(connection_key=connection_key).first()
     if connection is None:
         raise MessageError(
             f"account.account_settings.{CONNECTION_KEY_SETTING}",
             "no connection has this Connection Key; copy it from the connection's page in cioaudience",
         )
+    return connection
+
+
+def apply_subscription(message: AudienceSubscriptionRequest) -> None:
+    """add: create or activate; update: rename (creating the subscription if missing); remove: deactivate."""
+    connection = named_connection(message.connection_key)
+    assert connection is not None  # an audience message always names an account
     audience = Audience.objects.filter(audience_id=message.audience_id).first()
     if message.action == "remove":
         if audience is not None:
@@ -126,6 +147,8 @@ def apply_subscription(message: AudienceSubscriptionRequest) -> None:
     if message.action == "add" or not Subscription.objects.filter(audience=audience, connection=connection).exists():
         # An `update` leaves an existing subscription's status alone: it may have been paused here on purpose.
         subscriptions.subscribe(audience, connection)
+    if message.segment.given:
+        store_segment_ids(connection, {audience.audience_id: message.segment.segment_id})
     logger.info("Firehose %s of audience %s on connection %s", message.action, message.audience_id, connection.pk)
 
 
@@ -152,8 +175,11 @@ def profile_change(profile: UserProfile) -> ProfileChange | None:
 
 def apply_membership_change(message: AudienceMembershipChangeRequest) -> None:
     """All of the message's profiles in one bulk `apply_changes`; a verification request changes nothing."""
+    connection = named_connection(message.connection_key)
+    assert connection is not None  # an audience message always names an account
     if message.is_verification:
         return
+    store_segment_ids(connection, message.segment_settings())
     changes = [c for c in (profile_change(p) for p in message.user_profiles or ()) if c is not None]
     if not changes:
         return

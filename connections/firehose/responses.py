@@ -9,8 +9,10 @@ from typing import Any
 import connections
 from connections.firehose.messages import (
     CONNECTION_KEY_SETTING,
+    SEGMENT_ID_SETTING,
     AudienceMembershipChangeRequest,
     AudienceSubscriptionRequest,
+    DsrProcessingRequest,
     Envelope,
     ModuleRegistrationRequest,
 )
@@ -21,8 +23,39 @@ SDK_VERSION = "3.2.0"
 MODULE_DESCRIPTION = (
     "Forwards audience membership to Customer.io as person attributes: either one attribute "
     'per audience ("In &lt;audience name&gt;") or a single <code>SegmentMembership</code> attribute '
-    "listing audience ids. Profiles are identified by their raw Customer ID."
+    "listing audience ids, and optionally into a Customer.io manual segment. Profiles are identified by "
+    "their raw Customer ID (or email). Erasure requests delete the person here and suppress or delete "
+    "them in Customer.io."
 )
+
+
+def connection_key_setting() -> dict[str, Any]:
+    return {
+        "type": "text",
+        "id": CONNECTION_KEY_SETTING,
+        "name": "Connection Key",
+        "description": (
+            "Paste the connection key shown on the connection's page in cioaudience "
+            "(Connections, then the Customer.io workspace to forward to)."
+        ),
+        "visible": True,
+        "required": True,
+        "confidential": False,
+    }
+
+
+def segment_id_setting() -> dict[str, Any]:
+    return {
+        "type": "integer",
+        "id": SEGMENT_ID_SETTING,
+        "name": "Customer.io manual segment ID",
+        "description": (
+            "Optional. The id of a manual segment in Customer.io (Segments, then the segment's page) "
+            "that this audience's members are added to and removed from."
+        ),
+        "visible": True,
+        "required": False,
+    }
 
 
 def envelope_for(request: Envelope) -> dict[str, Any]:
@@ -50,20 +83,13 @@ def module_registration_response(request: ModuleRegistrationRequest) -> dict[str
             "allow_access_mpid": True,
         },
         "audience_processing_registration": {
-            "account_settings": [
-                {
-                    "type": "text",
-                    "id": CONNECTION_KEY_SETTING,
-                    "name": "Connection Key",
-                    "description": (
-                        "Paste the connection key shown on the connection's page in cioaudience "
-                        "(Connections, then the Customer.io workspace to forward to)."
-                    ),
-                    "visible": True,
-                    "required": True,
-                    "confidential": False,
-                }
-            ],
+            "account_settings": [connection_key_setting()],
+            "audience_subscription_settings": [segment_id_setting()],
+        },
+        # mParticle forwards erasure requests to outputs that declare this (Firehose SDK 2.9.0).
+        "dsr_processing_registration": {
+            "account_settings": [connection_key_setting()],
+            "supported_dsr_types": ["erasure"],
         },
     }
 
@@ -77,3 +103,8 @@ def audience_subscription_response(request: AudienceSubscriptionRequest) -> dict
 
 def audience_membership_change_response(request: AudienceMembershipChangeRequest) -> dict[str, Any]:
     return {**envelope_for(request.envelope), "suspend_subscription": False}
+
+
+def dsr_processing_response(request: DsrProcessingRequest) -> dict[str, Any]:
+    """The envelope alone, as the SDK's DsrProcessingResponse and the official sample have it."""
+    return envelope_for(request.envelope)

@@ -1,5 +1,8 @@
 """`POST /api/mparticle/firehose`: HTTP in, a parsed message to `ingest`, the protocol's answer out.
 
+The token is checked before the body is read: without a valid one only a body small enough to
+be a `module_registration_request` (FIREHOSE_UNAUTHENTICATED_MAX_BYTES) is read, and anything
+larger is answered 401 unread, so an anonymous client cannot make the service parse megabytes.
 Bad input gets a 4xx JSON answer `{"error": "..."}` naming what is wrong, and changes nothing.
 """
 
@@ -63,10 +66,19 @@ def read_message(request: HttpRequest) -> Message:
     charset = request.content_params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
         raise Refused(415, f"the body must be UTF-8, not {charset[:32]!r}")
-    data = decode_body(read_body(request, settings.FIREHOSE_MAX_BODY_BYTES))
+    unauthenticated = authentication_refusal(request)
+    if unauthenticated is None:
+        body = read_body(request, settings.FIREHOSE_MAX_BODY_BYTES)
+    else:
+        try:
+            body = read_body(request, settings.FIREHOSE_UNAUTHENTICATED_MAX_BYTES)
+        except Refused as too_large:
+            # Too large to be a registration request, which is all an anonymous client may send.
+            raise unauthenticated if too_large.status == 413 else too_large from None
+    data = decode_body(body)
     request.firehose_type = data.get("type")  # type: ignore[attr-defined]  # for connections.firehose.counting
-    if message_type(data) != MODULE_REGISTRATION:
-        authenticate(request)
+    if unauthenticated is not None and message_type(data) != MODULE_REGISTRATION:
+        raise unauthenticated
     return parse_message(data)
 
 
@@ -92,6 +104,15 @@ def read_body(request: HttpRequest, limit: int) -> bytes:
     if size > limit:
         raise Refused(413, f"the body is over {limit} bytes")
     return b"".join(chunks)
+
+
+def authentication_refusal(request: HttpRequest) -> Refused | None:
+    """None when the request carries a valid token; otherwise the 401 to answer unless it is a registration."""
+    try:
+        authenticate(request)
+    except Refused as refused:
+        return refused
+    return None
 
 
 # An error report (a 500 in the lookup, say) shows each frame's variables: never these two.

@@ -1,6 +1,7 @@
 from .audience import Audience, Subscription
 from .connection import Connection
 from .delivery import Delivery
+from .erasure import ErasureCall, ErasureRecord, SuppressedIdentifier
 from .imports import ImportRun
 from .inbound import FirehoseMessage, InboundToken
 from .observability import AlertEpisode, ConnectionStateChange, DeliveryTally, FirehoseCount, TallyMark
@@ -15,6 +16,8 @@ __all__ = [
     "ConnectionStateChange",
     "Delivery",
     "DeliveryTally",
+    "ErasureCall",
+    "ErasureRecord",
     "FirehoseCount",
     "FirehoseMessage",
     "Forward",
@@ -24,5 +27,6 @@ __all__ = [
     "Profile",
     "ResyncRun",
     "Subscription",
+    "SuppressedIdentifier",
     "TallyMark",
 ]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from connections.customerio.limits import limit_violation
 from connections.models import Audience, Connection, Membership, Profile, Subscription
+from connections.services import suppression
 from connections.services.attributes import AudienceState, ProfileData, build_identify_attributes, skip_reason
 
 # A row without an audience (identity change, resync, retry) asks for the full state of the
@@ -77,6 +78,7 @@ def plan(connection: Connection, rows: Iterable[ClaimedRow]) -> list[Planned]:
         )
     }
 
+    suppressed = suppression.suppressed_profiles(connection, profiles.values())  # erased and suppressed
     planned = []
     for profile_id, profile_rows in by_profile.items():
         p = profiles[profile_id]
@@ -95,7 +97,7 @@ def plan(connection: Connection, rows: Iterable[ClaimedRow]) -> list[Planned]:
             item.cancel = NOT_SUBSCRIBED
             continue
         data = ProfileData(p["customer_id"], p["email"], p["first_name"], p["last_name"])
-        if reason := skip_reason(data):
+        if reason := skip_reason(data) or suppressed.get(profile_id):
             item.skip = reason
             continue
         records = membership.get(profile_id, {})

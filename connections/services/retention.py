@@ -1,4 +1,4 @@
-"""Keeping the forwarding log to a size: old `Delivery` rows are deleted in small batches.
+"""Keeping the forwarding log and the stored Firehose messages to a size: old rows are deleted in small batches.
 
 Each batch is its own short transaction deleting at most `batch_size` rows by primary key,
 so pruning millions of rows never holds a long lock on the table the workers write to.
@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from connections.models import Delivery
+from connections.models import Delivery, FirehoseMessage
 
 BATCH_SIZE = 5000
 _AGE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
@@ -57,15 +57,46 @@ def prune_deliveries(
 ) -> PruneResult:
     """Delete deliveries created more than `older_than` ago, oldest first, `batch_size` rows per transaction."""
     cutoff = timezone.now() - older_than
+    return _prune_in_batches(prunable(cutoff).order_by("created_at"), cutoff, batch_size, on_batch)
+
+
+def prunable_firehose_messages(cutoff: datetime) -> QuerySet[FirehoseMessage]:
+    return FirehoseMessage.objects.filter(received_at__lt=cutoff)
+
+
+def count_prunable_firehose_messages(older_than: timedelta) -> tuple[datetime, int]:
+    cutoff = timezone.now() - older_than
+    return cutoff, prunable_firehose_messages(cutoff).count()
+
+
+def prune_firehose_messages(
+    older_than: timedelta,
+    *,
+    batch_size: int = BATCH_SIZE,
+    on_batch: Callable[[int], None] | None = None,
+) -> PruneResult:
+    """Delete stored Firehose messages received more than `older_than` ago.
+
+    They exist for replay protection: a message id seen again within the window gets the first
+    answer and changes nothing. Past it, mParticle has long stopped retrying (it retries for
+    hours, not days), so an id that old arriving again is applied as new.
+    """
+    cutoff = timezone.now() - older_than
+    return _prune_in_batches(prunable_firehose_messages(cutoff).order_by("received_at"), cutoff, batch_size, on_batch)
+
+
+def _prune_in_batches(
+    oldest_first: QuerySet, cutoff: datetime, batch_size: int, on_batch: Callable[[int], None] | None
+) -> PruneResult:
     deleted = batches = 0
     while True:
         with transaction.atomic():
-            # Oldest first through the created_at index: each batch finds its rows at once,
+            # Oldest first through the time index: each batch finds its rows at once,
             # and the last (empty) look-up is as cheap as the others.
-            ids = list(prunable(cutoff).order_by("created_at").values_list("id", flat=True)[:batch_size])
+            ids = list(oldest_first.values_list("id", flat=True)[:batch_size])
             if not ids:
                 break
-            count, _ = Delivery.objects.filter(id__in=ids).delete()
+            count, _ = oldest_first.model.objects.filter(id__in=ids).delete()
         deleted += count
         batches += 1
         if on_batch is not None:

@@ -11,6 +11,7 @@ GET      /_standin/requests?site_id=S&since=N&limit=M ``{"requests": [...], "nex
                                                       recorded requests from list position N
                                                       (default 0, at most M, default 1000); ask
                                                       again with ``since=N2`` for more
+GET      /_standin/suppressed?site_id=S           ``{"suppressed": [identifier, ...]}``
 GET      /_standin/invalid                            ``{"requests": [...]}``: bodies that did
                                                       not validate
 GET      /_standin/stats                              counters: requests, by_status,
@@ -57,6 +58,7 @@ import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from . import erasure
 from .model import BodyError, Faults, Workspace
 from .outage import Outage
 
@@ -156,6 +158,10 @@ def _route(
             site_id = _site_id(handler, params, required=False)
             records, next_index = state.page(site_id, since, limit)
             return 200, {"requests": [r.to_json() for r in records], "next": next_index}
+        if path == "/_standin/suppressed":  # erasure.py
+            site_id = _site_id(handler, params, required=True)
+            assert site_id is not None
+            return 200, {"site_id": site_id, "suppressed": erasure.suppressed(state, site_id)}
         if path == "/_standin/invalid":
             return 200, {"requests": [r.to_json() for r in state.invalid_requests()]}
         if path == "/_standin/stats":

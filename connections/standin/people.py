@@ -74,6 +74,7 @@ class SitePeople:
         self._by_email: dict[str, str] = {}  # lower-cased email -> key (checked on use)
         self._email_only: set[str] = set()  # keys of people created by email, without an id
         self.segments: dict[int, ManualSegment] = {}
+        self.suppressed: set[str] = set()  # identifiers Customer.io ignores from now on (erasure.py)
 
     # --- finding people -------------------------------------------------------------------
 
@@ -100,6 +101,8 @@ class SitePeople:
     def identify(self, kind: str, value: str, attributes: dict[str, Any]) -> bool:
         """Merge ``attributes`` into the person; False when ``_update`` kept a new person from
         being created."""
+        if value in self.suppressed:  # Customer.io ignores any call naming a suppressed identifier
+            return True
         update_only = attributes.get(UPDATE_FLAG) is True
         stored = {name: v for name, v in attributes.items() if name != UPDATE_FLAG}
         key = self.find(kind, value)
@@ -200,6 +203,22 @@ class Directory:
                 elif action == "delete":
                     site.delete(kind, value)
         return not_created
+
+    def erase(self, site_id: str, operation: str, identifier: str) -> None:
+        """delete / suppress (delete, and ignore the identifier from now on) / unsuppress."""
+        with self._lock:
+            site = self._site(site_id)
+            if operation == "unsuppress":
+                site.suppressed.discard(identifier)
+                return
+            site.delete(kind_of_path_identifier(identifier), identifier)
+            if operation == "suppress":
+                site.suppressed.add(identifier)
+
+    def suppressed(self, site_id: str) -> list[str]:
+        with self._lock:
+            site = self._sites.get(site_id)
+            return sorted(site.suppressed) if site else []
 
     def people(self, site_id: str) -> dict[str, dict[str, Any]]:
         with self._lock:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote
 
-from . import segments, track
+from . import erasure, segments, track
 from .model import RecordedRequest, Workspace
 from .state import State
 from .track import Outcome
@@ -77,6 +77,14 @@ def _segment_change(operation: str) -> Endpoint:
     return endpoint
 
 
+def _person_call(operation: str) -> Endpoint:
+    def endpoint(state: State, workspace: Workspace, call: Call) -> Outcome:
+        identifier = unquote(call.params["identifier"])
+        return erasure.person_call(state, workspace, operation, identifier, call.raw, call.record)
+
+    return endpoint
+
+
 def _create_segment(state: State, workspace: Workspace, call: Call) -> Outcome:
     return segments.create_segment(state, workspace, call.raw, call.record)
 
@@ -94,6 +102,9 @@ ROUTES: tuple[Route, ...] = (
           _segment_change("add_customers")),
     Route("POST", r"/api/v1/segments/(?P<segment_id>[0-9]{1,10})/remove_customers", "track",
           _segment_change("remove_customers")),
+    Route("DELETE", r"/api/v1/customers/(?P<identifier>[^/]+)", "track", _person_call("delete")),
+    Route("POST", r"/api/v1/customers/(?P<identifier>[^/]+)/suppress", "track", _person_call("suppress")),
+    Route("POST", r"/api/v1/customers/(?P<identifier>[^/]+)/unsuppress", "track", _person_call("unsuppress")),
     # App API
     Route("POST", r"/v1/segments", "app", _create_segment),
     Route("GET", r"/v1/segments", "app", _list_segments),

@@ -9,6 +9,7 @@ from django.core.management.base import CommandError
 
 from connections.models import InboundToken
 from connections.services import tokens
+from tests.factories import ConnectionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -37,9 +38,11 @@ def test_it_stores_only_a_hash_of_the_token():
 
 def test_the_endpoint_accepts_the_printed_token(client):
     token = re.search(r"Authorization: Token (\S+)", create("mParticle")).group(1)
+    key = ConnectionFactory().connection_key
     body = (
         '{"type": "audience_membership_change_request", "id": "1317071d-3342-4e1e-a691-84bd7e762bda",'
-        ' "timestamp_ms": 1, "firehose_version": "3.2.0", "account": {"account_id": 1}}'
+        ' "timestamp_ms": 1, "firehose_version": "3.2.0",'
+        f' "account": {{"account_id": 1, "account_settings": {{"connectionKey": "{key}"}}}}}}'
     )
 
     response = client.post(

@@ -14,6 +14,9 @@ from django.apps import apps
 from connections.models.observability import TELEMETRY_MODELS
 
 URL = "/api/mparticle/firehose"
+# The Connection Key of the `connection` fixture (tests/firehose/conftest.py): every message that
+# names an account must name an existing connection (SPEC section 5).
+TEST_CONNECTION_KEY = "test-connection-key"
 # The reference folder sits beside the clone (as in CI): <root>/../shared/reference.
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "mparticle-firehose"
 
@@ -37,9 +40,17 @@ def row_counts() -> dict[str, int]:
     }
 
 
-def membership_request(*profiles: dict[str, Any], message_id: str | None = None) -> dict[str, Any]:
+def with_connection_key(message: dict[str, Any], connection_key: str = TEST_CONNECTION_KEY) -> dict[str, Any]:
+    """The message with its account's Connection Key set, as mParticle sends it once the output is set up."""
+    message["account"]["account_settings"]["connectionKey"] = connection_key
+    return message
+
+
+def membership_request(
+    *profiles: dict[str, Any], message_id: str | None = None, connection_key: str = TEST_CONNECTION_KEY
+) -> dict[str, Any]:
     """An audience_membership_change_request carrying these user profiles, with a new id unless given."""
-    message = official("AudienceMembershipChangeRequest")
+    message = with_connection_key(official("AudienceMembershipChangeRequest"), connection_key)
     message["id"] = message_id or str(uuid.uuid4())
     message["user_profiles"] = copy.deepcopy(list(profiles))
     return message

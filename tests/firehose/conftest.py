@@ -10,7 +10,7 @@ import pytest
 
 from connections.services import tokens
 from tests.factories import ConnectionFactory
-from tests.firehose.builders import URL, official
+from tests.firehose.builders import TEST_CONNECTION_KEY, URL, official
 
 
 @pytest.fixture
@@ -21,11 +21,12 @@ def token(db) -> str:
 
 @pytest.fixture
 def connection(db):
-    return ConnectionFactory()
+    """The connection the test messages name (their Connection Key is TEST_CONNECTION_KEY)."""
+    return ConnectionFactory(connection_key=TEST_CONNECTION_KEY)
 
 
 @pytest.fixture
-def post(client, token):
+def post(client, token, connection):
     """POST a message (a dict, or raw bytes) with the token; returns the response."""
 
     def send(message: dict[str, Any] | bytes | str, auth: str | None = "default", **extra: Any):

@@ -11,7 +11,7 @@ from connections.firehose import ingest
 from connections.models import FirehoseMessage, Forward, Membership, Profile
 from connections.services import memberships, tokens
 from tests.factories import AudienceFactory, SubscriptionFactory
-from tests.firehose.builders import URL, audience, membership_request, row_counts, user_profile
+from tests.firehose.builders import TEST_CONNECTION_KEY, URL, audience, membership_request, row_counts, user_profile
 
 pytestmark = pytest.mark.django_db
 
@@ -114,7 +114,7 @@ def test_a_concurrent_profile_insert_is_retried_once(post, monkeypatch):
 @pytest.mark.django_db(transaction=True)
 def test_two_identical_messages_at_once_are_applied_once():
     _, token = tokens.create_token("mParticle")
-    SubscriptionFactory(audience=AudienceFactory(audience_id=1))
+    SubscriptionFactory(audience=AudienceFactory(audience_id=1), connection__connection_key=TEST_CONNECTION_KEY)
     body = json.dumps(a_change())
     barrier = threading.Barrier(2)
     answers = []

@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from connections.models import Audience, FirehoseMessage, Membership, Profile, Subscription
-from tests.firehose.builders import assert_matches_schema, official
+from tests.firehose.builders import assert_matches_schema, official, with_connection_key
 
 pytestmark = pytest.mark.django_db
 
@@ -85,8 +85,9 @@ def test_the_subscription_response_leaves_settings_out_when_none_were_given(post
     assert "audience_subscription_settings" not in body
 
 
-def test_the_membership_change_request_is_applied_with_hashed_identities_unused(post):
-    request = official("AudienceMembershipChangeRequest")
+def test_the_membership_change_request_is_applied_with_hashed_identities_unused(post, connection):
+    # The example leaves the module's own setting out; mParticle sends what registration declared.
+    request = with_connection_key(official("AudienceMembershipChangeRequest"), connection.connection_key)
 
     body = assert_answers(post(request), request, "audience_membership_change_response")
 

@@ -31,6 +31,7 @@ MPIDS = ("m-1", "m-3", "12345")
 MEMBERSHIP = "audience_membership_change_request"
 SUBSCRIPTION = "audience_subscription_request"
 REGISTRATION = "module_registration_request"
+DSR = "dsr_processing_request"
 
 ODD_STRINGS = (
     "",
@@ -201,7 +202,7 @@ subscription_messages = obj(
 )
 membership_messages = obj(
     **envelope(MEMBERSHIP),
-    account=account(needs_key=False),
+    account=account(needs_key=True),  # every message naming an account names a connection
     user_profiles=weighted(
         (12, st.lists(user_profile, min_size=1, max_size=6)),
         (1, st.just([])),
@@ -249,6 +250,7 @@ SAMPLES = {
     MEMBERSHIP: "AudienceMembershipChangeRequest",
     SUBSCRIPTION: "AudienceSubscriptionRequest",
     REGISTRATION: "ModuleRegistrationRequest",
+    DSR: "DsrProcessingRequest",
 }
 Path = tuple[str | int, ...]
 
@@ -384,8 +386,15 @@ def mutated_samples(draw: st.DrawFn) -> bytes:
     message = official(SAMPLES[kind])
     if draw(st.integers(0, 9)) < 8:
         message["id"] = str(uuid.UUID(int=draw(st.integers(0, 2**128 - 1))))
-    if kind == SUBSCRIPTION and draw(st.integers(0, 9)) < 8:
+    if kind in (SUBSCRIPTION, MEMBERSHIP) and draw(st.integers(0, 9)) < 8:
         message["account"]["account_settings"]["connectionKey"] = draw(st.sampled_from(CONNECTION_KEYS))
+    if kind == DSR and draw(st.integers(0, 9)) < 6:
+        # Name someone the world knows (or not), so that erasures are exercised as well as refusals.
+        message["subject_request_id"] = str(uuid.UUID(int=draw(st.integers(0, 2**128 - 1))))
+        message["subject_identities"]["controller_customer_id"] = {
+            "encoding": "raw",
+            "value": draw(st.sampled_from([*CUSTOMER_IDS, "c-unknown"])),
+        }
     if kind == MEMBERSHIP and draw(st.booleans()):
         for identity in message["user_profiles"][0]["user_identities"]:
             identity["encoding"] = "raw"  # the sample's hashed identities, as raw ones

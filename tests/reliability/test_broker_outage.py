@@ -61,7 +61,8 @@ def test_the_endpoint_keeps_accepting_during_a_broker_outage_and_nothing_is_lost
                     audiences=[{"audience_id": 456, "audience_name": "Example Audience Name", "action": "add"}],
                 )
                 for c in customer_ids
-            ]
+            ],
+            connection_key=connection.connection_key,
         )
         return client.post(URL, json.dumps(body), content_type="application/json", HTTP_AUTHORIZATION=f"Token {token}")
 

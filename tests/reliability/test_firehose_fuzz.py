@@ -184,6 +184,8 @@ def check_accepted(world: World, message: dict[str, Any], response: dict[str, An
     assert stored.message_type == kind and stored.response == response
     if kind == fuzzing.SUBSCRIPTION:
         check_subscription_applied(world, message)
+    elif kind == fuzzing.DSR:
+        check_erasure_applied(world, message)
     else:
         check_memberships_applied(world, message)
     check_new_forwards_only_for_active_subscriptions(world)
@@ -307,6 +309,21 @@ def resolve(
     return profile
 
 
+def check_erasure_applied(world: World, message: dict[str, Any]) -> None:
+    """The people the DSR names are gone (with their memberships); everyone else is as before."""
+    identities = message["subject_identities"]
+    customer_id = (identities.get("controller_customer_id") or {}).get("value")
+    email = ((identities.get("email") or {}).get("value") or "").lower()
+    named = {
+        pk for pk, (cid, _mpid, mail, _first, _last) in world.profiles.items()
+        if (customer_id and cid == customer_id) or (email and mail.lower() == email)
+    }
+    remaining = {p.pk: identity_of(p) for p in Profile.objects.all()}
+    assert set(remaining) == set(world.profiles) - named, "exactly the named people are erased"
+    assert all(remaining[pk] == world.profiles[pk] for pk in remaining), "nobody else changes"
+    assert not Membership.objects.filter(profile_id__in=named).exists()
+
+
 def check_memberships_applied(world: World, message: dict[str, Any]) -> None:
     changed = changed_tables(world)
     assert not changed & {"connections.connection", "connections.subscription", "connections.delivery"}
@@ -397,7 +414,7 @@ def test_two_entries_naming_one_person_by_customer_id_and_by_mpid_are_both_appli
         "id": "e3e70682-c209-4cac-629f-6fbed82c07cd",
         "timestamp_ms": 0,
         "firehose_version": "3.2.0",
-        "account": {"account_id": 0},
+        "account": {"account_id": 0, "account_settings": {"connectionKey": "ck-segment-membership"}},
         "user_profiles": [
             {
                 "user_identities": [{"type": "customer", "encoding": "raw", "value": "c-1"}],
@@ -446,7 +463,7 @@ def test_an_mpid_given_a_new_customer_id_later_in_the_message_is_one_person_with
         "id": "6f3b3a84-0f0c-4d6e-9d0a-3c1f4f6f2c11",
         "timestamp_ms": 0,
         "firehose_version": "3.2.0",
-        "account": {"account_id": 0},
+        "account": {"account_id": 0, "account_settings": {"connectionKey": "ck-segment-membership"}},
         "user_profiles": [entry("new-2"), entry("new-2", "m-new"), entry("new-1", "m-new", audiences=False)],
     }
 

@@ -21,10 +21,10 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from connections.models import Connection, InboundToken, Subscription
+from connections.models import Connection, ErasureCall, ErasureRecord, InboundToken, Subscription, SuppressedIdentifier
 from connections.services import tokens
 from tests.admin.helpers import make_delivery, make_forward
-from tests.factories import MembershipFactory, SubscriptionFactory, UserFactory
+from tests.factories import ConnectionFactory, MembershipFactory, SubscriptionFactory, UserFactory
 from tests.firehose.builders import URL as FIREHOSE_URL
 from tests.firehose.builders import official
 from tests.reliability.admin_urls import Route, model_admin_url_names, routes, url_of
@@ -105,6 +105,10 @@ EXPECTED: dict[tuple[str, str], tuple[object, object, object, object]] = {
     **model_rows("connections_delivery", (LOG_READ, LOG_READ, LOG_WRITE), (LOG_READ, LOG_WRITE)),
     **model_rows("connections_forward", (SUPERUSER_ONLY, SUPERUSER_ONLY, NOBODY), (SUPERUSER_ONLY, NOBODY)),
     **model_rows("connections_inboundtoken", (SUPERUSER_ONLY,) * 3, (SUPERUSER_ONLY,) * 2),
+    # Erasure records: marketers read them; nobody edits or deletes one (they are the proof of an erasure).
+    **model_rows("connections_erasurerecord", (MANAGED, MANAGED, NOBODY), (MANAGED, NOBODY)),
+    # Suppressed identifiers: marketers read them and delete one to un-suppress it; nobody adds or edits.
+    **model_rows("connections_suppressedidentifier", (MANAGED, MANAGED, MANAGED), (MANAGED, NOBODY)),
 }
 
 
@@ -124,7 +128,19 @@ def objects(db, marketer, log_viewer, superuser):  # type: ignore[no-untyped-def
         "connections.delivery": make_delivery(subscription.connection, membership.profile),
         "connections.forward": make_forward(subscription.connection, membership.profile, subscription.audience),
         "connections.inboundtoken": token,
+        "connections.erasurerecord": erasure_record(subscription.connection),
+        "connections.suppressedidentifier": SuppressedIdentifier.objects.create(
+            connection=subscription.connection, identifier_hash="0" * 64
+        ),
     }
+
+
+def erasure_record(connection: Connection) -> ErasureRecord:
+    record = ErasureRecord.objects.create(source=ErasureRecord.Source.COMMAND, request_id=str(uuid.uuid4()))
+    ErasureCall.objects.create(
+        record=record, connection=connection, connection_name=connection.name, action="suppress", status="succeeded"
+    )
+    return record
 
 
 def outcome(response, change_page: str | None) -> object:  # type: ignore[no-untyped-def]
@@ -274,6 +290,7 @@ def test_the_firehose_endpoint_is_the_only_view_exempt_from_csrf(db):
     }
     _inbound, token = tokens.create_token("mParticle")
     message = official("AudienceMembershipChangeRequest") | {"id": str(uuid.uuid4())}
+    message["account"]["account_settings"]["connectionKey"] = ConnectionFactory().connection_key
     del message["user_profiles"]  # a verification request: authenticated, changes nothing
 
     response = csrf_client().post(

@@ -28,8 +28,17 @@ from django.urls import reverse
 from django.utils import timezone
 
 from connections import tasks
-from connections.models import Connection, Delivery, Forward, InboundToken, Profile, Subscription
-from connections.services import subscriptions, tokens
+from connections.models import (
+    Connection,
+    Delivery,
+    ErasureRecord,
+    Forward,
+    InboundToken,
+    Profile,
+    Subscription,
+    SuppressedIdentifier,
+)
+from connections.services import erasure, erasure_calls, subscriptions, tokens
 from connections.services.credentials import verify_credentials
 from connections.standin import Faults, Workspace
 from tests.admin.helpers import changeform_data
@@ -112,11 +121,11 @@ def run_command(evidence: Evidence, *args: str, shown: bool = True, fails: bool 
 # --- the scenario, part by part ---------------------------------------------------------------
 
 
-def exercise_firehose(evidence: Evidence, token: str) -> None:
+def exercise_firehose(evidence: Evidence, token: str, connection_key: str) -> None:
     """Refused credentials, then six people joining audience 11, which every connection forwards."""
     web = RecordingClient(evidence)
     people = [user_profile(f"p{i}", email=f"p{i}@example.com", audiences=[audience(11, "add")]) for i in range(6)]
-    message = membership_request(*people)
+    message = membership_request(*people, connection_key=connection_key)
     for authorization in (f"Token {WRONG_TOKEN}", f"Bearer {token}", f"token{token}", None):
         assert post_firehose(web, message, authorization).status_code == 401
     assert post_firehose(web, message, f"Token {token}").status_code == 200
@@ -231,6 +240,10 @@ def exercise_admin(evidence: Evidence, superuser) -> tuple[RecordingClient, str]
 def render_every_page(evidence: Evidence, admin: RecordingClient, users: list, wrong: Connection) -> int:  # type: ignore[type-arg]
     """Every admin URL as each role, with rows the scenario left; every delivery's and connection's page."""
     subscription = Subscription.objects.filter(connection=wrong).first()
+    # An erasure, so that its record and the suppressed identifiers have pages too (their calls include one
+    # to the connection whose key is wrong).
+    erased = erasure.erase(erasure.PersonQuery(customer_id="p5"), source=ErasureRecord.Source.COMMAND).record
+    erasure_calls.send_due(wrong.pk)
     objects = {
         "auth.group": users[1].groups.get(),
         "auth.user": users[0],
@@ -241,6 +254,8 @@ def render_every_page(evidence: Evidence, admin: RecordingClient, users: list, w
         "connections.delivery": Delivery.objects.filter(connection=wrong, http_status=401).first(),
         "connections.forward": Forward.objects.filter(connection=wrong).first(),  # waiting since the 401
         "connections.inboundtoken": InboundToken.objects.get(name="from-the-admin"),
+        "connections.erasurerecord": erased,
+        "connections.suppressedidentifier": SuppressedIdentifier.objects.filter(connection=wrong).first(),
     }
     assert all(objects.values())
     pages = 0
@@ -282,7 +297,7 @@ def test_no_api_key_or_inbound_token_shows_anywhere(
     ]
 
     with django_capture_on_commit_callbacks(execute=True):  # tasks are published, as after a commit
-        exercise_firehose(evidence, token)
+        exercise_firehose(evidence, token, main.connection_key)
         exercise_deliveries(workspaces, settings, main, europe, wrong)
         exercise_credential_checks(evidence, settings, workspaces, [main, europe, wrong])
         secrets.append(Secret("the command's token", exercise_commands(evidence, settings), "inbound token"))
@@ -328,7 +343,9 @@ def test_the_report_of_a_database_error_while_checking_a_token_does_not_hold_the
     _inbound, token = tokens.create_token("mParticle")
     client = RecordingClient(evidence, raise_request_exception=False)
     table = db.ops.quote_name(InboundToken._meta.db_table)
-    message = membership_request(user_profile("c1", audiences=[audience(1, "add")]))
+    message = membership_request(
+        user_profile("c1", audiences=[audience(1, "add")]), connection_key=ConnectionFactory().connection_key
+    )
 
     with transaction.atomic():  # rolled back: the table is back afterwards
         with db.cursor() as cursor:

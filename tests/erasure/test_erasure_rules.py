@@ -1,0 +1,44 @@
+"""What an erasure tells each workspace: pure rules (no database)."""
+
+from connections.services.erasure_rules import (
+    PersonIdentifiers,
+    decide_call,
+    identifier_hash,
+    scrub_text,
+)
+
+PERSON = PersonIdentifiers(customer_id="c-1", email="ada@example.com")
+NO_ID = PersonIdentifiers(customer_id="", email="ada@example.com")
+
+
+def test_the_person_is_identified_as_the_connection_identifies_people():
+    assert decide_call("suppress", "customer_id", PERSON).identifier == "c-1"
+    assert decide_call("suppress", "email", PERSON).identifier == "ada@example.com"
+    assert decide_call("delete", "customer_id_or_email", PERSON).kind == "id"
+    assert (
+        decide_call("delete", "customer_id_or_email", NO_ID).kind,
+        decide_call("delete", "customer_id_or_email", NO_ID).identifier,
+    ) == ("email", "ada@example.com")
+
+
+def test_a_person_the_connection_could_never_have_sent_gets_no_call():
+    decision = decide_call("suppress", "customer_id", NO_ID)
+    assert decision.identifier == "" and "no customer ID" in decision.skip
+    assert "no email" in decide_call("suppress", "email", PersonIdentifiers("c-1", "")).skip
+
+
+def test_none_sends_nothing():
+    decision = decide_call("none", "customer_id", PERSON)
+    assert decision.action == "none" and decision.identifier == "" and decision.skip
+
+
+def test_emails_hash_the_same_in_any_case_and_kinds_do_not_collide():
+    assert identifier_hash("email", "Ada@Example.com") == identifier_hash("email", "ada@example.com")
+    assert identifier_hash("id", "Ada") != identifier_hash("id", "ada")
+    assert identifier_hash("id", "x@y.z") != identifier_hash("email", "x@y.z")
+    assert "ada" not in identifier_hash("email", "ada@example.com")
+
+
+def test_scrubbing_replaces_the_longest_values_first():
+    text = "rejected ada@example.com (Ada) id c-100"
+    assert scrub_text(text, ["Ada", "ada@example.com", "c-100"]) == "rejected [erased] ([erased]) id [erased]"

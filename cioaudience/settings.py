@@ -149,7 +149,9 @@ CUSTOMERIO_APP_EU_URL = env.str("CUSTOMERIO_APP_EU_URL", default="https://api-eu
 # base, at most the max, jittered; Retry-After wins when longer.
 FORWARD_BACKOFF_BASE = env.float("FORWARD_BACKOFF_BASE", default=2.0)  # seconds
 FORWARD_BACKOFF_MAX = env.float("FORWARD_BACKOFF_MAX", default=300.0)  # seconds
-FORWARD_BATCH_SIZE = env.int("FORWARD_BATCH_SIZE", default=500)  # profiles claimed at once
+# Profiles claimed at once: one claim fills a manual-segment request (at most 1,000 ids); the
+# v2 batches it becomes are cut by size (500 KB) as well.
+FORWARD_BATCH_SIZE = env.int("FORWARD_BATCH_SIZE", default=1000)
 FORWARD_V1_CONCURRENCY = env.int("FORWARD_V1_CONCURRENCY", default=8)  # v1 requests in flight per thread
 FORWARD_V1_CLAIM_SIZE = env.int("FORWARD_V1_CLAIM_SIZE", default=50)  # v1: profiles claimed at once
 # The lease of a claim, renewed before every request its worker sends: a killed worker's rows

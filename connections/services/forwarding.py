@@ -21,13 +21,14 @@ from django.conf import settings
 from django.utils import timezone
 
 from connections.customerio import ratelimit
-from connections.customerio.client import CustomerIOClient, SendResult
+from connections.customerio.client import CustomerIOClient, Outcome, SendResult
 from connections.customerio.limits import pack_v2_batches, v2_action
 from connections.models import Connection, Forward
 from connections.services import breaker, claims, connection_state
 from connections.services.claims import unclaimed
 from connections.services.outcomes import ForwardReport, log_pending, record_result, record_unsent
 from connections.services.payloads import ClaimedRow, Planned, plan
+from connections.services.segment_sending import send_segment_operations
 
 __all__ = ["ForwardReport", "forward_pending", "send_claimed"]
 
@@ -133,7 +134,7 @@ def send_claimed(connection: Connection, token: str, rows: list[ClaimedRow], *, 
         size = 1 if probe else settings.FORWARD_V1_CONCURRENCY
         groups = [sendable[i : i + size] for i in range(0, len(sendable), size)]
     else:
-        actions = [v2_action(p.customer_id, p.attributes) for p in sendable]
+        actions = [v2_action(p.identifier, p.attributes) for p in sendable]
         groups = [[sendable[i] for i in group] for group in pack_v2_batches(actions)]
 
     for position, group in enumerate(groups):
@@ -149,13 +150,20 @@ def send_claimed(connection: Connection, token: str, rows: list[ClaimedRow], *, 
         logged = log_pending(connection, group)
         if v1:
             results = _send_v1(client, connection, group)
-            for p, result in zip(group, results, strict=True):
-                record_result(connection, token, logged, result, [(p, result.outcome, result.error)], report)
+            outcomes = [(p, result.outcome, result.error) for p, result in zip(group, results, strict=True)]
         else:
-            batch = client.batch_identify([(p.customer_id, p.attributes) for p in group])
+            batch = client.batch_identify([(p.identifier, p.attributes) for p in group])
             results = [batch.overall]
             outcomes = [(p, item.outcome, item.error) for p, item in zip(group, batch.items, strict=True)]
-            record_result(connection, token, logged, batch.overall, outcomes, report)
+        # Manual segments once the person exists; a segment request that must be retried keeps the
+        # profile's rows in the outbox, identify included (both are idempotent).
+        identified = [p for p, outcome, _ in outcomes if outcome is Outcome.SUCCEEDED and p.segment_operations]
+        again = send_segment_operations(connection, client, identified, report) if identified else set()
+        if v1:
+            for (p, outcome, error), result in zip(outcomes, results, strict=True):
+                record_result(connection, token, logged, result, [(p, outcome, error)], report, again)
+        else:
+            record_result(connection, token, logged, batch.overall, outcomes, report, again)
         report.requests += len(results)
         report.sent += len(group)
         connection_state.note_results(connection, results, probe=probe)
@@ -194,7 +202,7 @@ def _send_v1(client: CustomerIOClient, connection: Connection, group: list[Plann
 
     def send(p: Planned) -> SendResult:
         ratelimit.acquire(connection.pk, connection.rate_limit)
-        return client.identify(p.customer_id, p.attributes)
+        return client.identify(p.identifier, p.attributes)
 
     return list(_v1_pool.map(send, group))
 

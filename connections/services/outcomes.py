@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import random
 import uuid
+from collections.abc import Set
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -136,8 +137,13 @@ def record_result(
     result: SendResult,
     outcomes: list[tuple[Planned, Outcome, str]],
     report: ForwardReport,
+    again: Set[int] = frozenset(),
 ) -> None:
-    """Complete the log rows of one request and settle or put back its outbox rows."""
+    """Complete the log rows of one request and settle or put back its outbox rows.
+
+    `again`: profiles identified here whose manual-segment request must be retried; their rows
+    go back with a backoff as for a transient failure.
+    """
     now = timezone.now()
     common = {
         "http_status": result.http_status,
@@ -153,8 +159,13 @@ def record_result(
         for outcome in (Outcome.SUCCEEDED, Outcome.FAILED):
             group = [(p, error) for p, o, error in outcomes if o is outcome]
             _complete(logged, group, outcome.value, common)
-            settled += [i for p, _ in group for i in p.row_ids]
+            settled += [i for p, _ in group if p.profile_id not in again for i in p.row_ids]
             setattr(report, outcome.value, getattr(report, outcome.value) + len(group))
+        retried = [p for p, o, _ in outcomes if o is Outcome.SUCCEEDED and p.profile_id in again]
+        for attempt in sorted({p.attempt for p in retried}):
+            rows = [i for p in retried if p.attempt == attempt for i in p.row_ids]
+            due = timezone.now() + timedelta(seconds=backoff_seconds(attempt, None))
+            claims.requeue(token, rows, due_at=due, attempts=attempt)
         rejected = [(p, error + FAULTED_SUFFIX) for p, o, error in outcomes if o is Outcome.CREDENTIALS_REJECTED]
         if rejected:
             # The attempt failed; the update itself waits, untouched, for the connection's resume.

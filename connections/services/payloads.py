@@ -10,10 +10,19 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from connections.customerio.limits import limit_violation
+from connections.customerio.limits import AttributeValue, limit_violation
 from connections.models import Audience, Connection, Membership, Profile, Subscription
 from connections.services import suppression
-from connections.services.attributes import AudienceState, ProfileData, build_identify_attributes, skip_reason
+from connections.services.attributes import (
+    AudienceState,
+    Identifier,
+    ProfileData,
+    SegmentLink,
+    SegmentOperation,
+    build_identify_attributes,
+    choose_identifier,
+    segment_operations,
+)
 
 # A row without an audience (identity change, resync, retry) asks for the full state of the
 # profile: with one attribute per audience, every forwarded audience's "In <name>". That way a
@@ -35,14 +44,16 @@ class ClaimedRow:
 
 @dataclass
 class Planned:
-    """One profile's identify, or why it is not sent."""
+    """One profile's identify (and manual-segment changes), or why it is not sent."""
 
     profile_id: int
-    customer_id: str
+    customer_id: str  # the identifier's value, as the log shows it (an email with identify_by email)
     reason: str  # of the first row, for the log
     attempt: int
     row_ids: list[int] = field(default_factory=list)
-    attributes: dict[str, str] = field(default_factory=dict)
+    identifier: Identifier | None = None
+    attributes: dict[str, AttributeValue] = field(default_factory=dict)
+    segment_operations: list[SegmentOperation] = field(default_factory=list)
     skip: str = ""  # non-empty: recorded as skipped
     cancel: str = ""  # non-empty: recorded as cancelled
     violation: str = ""  # non-empty: recorded as failed (a Customer.io limit)
@@ -59,11 +70,13 @@ def plan(connection: Connection, rows: Iterable[ClaimedRow]) -> list[Planned]:
     if not by_profile:
         return []
 
-    active = dict(
+    subscribed = list(
         Subscription.objects.filter(connection=connection, status=Subscription.Status.ACTIVE).values_list(
-            "audience_id", "audience__audience_id"
+            "audience_id", "audience__audience_id", "customerio_segment_id"
         )
     )
+    active = {audience_pk: audience_id for audience_pk, audience_id, _ in subscribed}
+    links = [SegmentLink(audience_pk, segment) for audience_pk, _, segment in subscribed if segment]
     names = dict(Audience.objects.filter(pk__in=active).values_list("pk", "name")) if active else {}
     membership: dict[int, dict[int, bool]] = defaultdict(dict)
     if active:
@@ -97,17 +110,32 @@ def plan(connection: Connection, rows: Iterable[ClaimedRow]) -> list[Planned]:
             item.cancel = NOT_SUBSCRIBED
             continue
         data = ProfileData(p["customer_id"], p["email"], p["first_name"], p["last_name"])
-        if reason := skip_reason(data) or suppressed.get(profile_id):
+        identifier = choose_identifier(data, connection.identify_by)
+        if isinstance(identifier, str):  # why this profile has no identifier this connection can use
+            item.skip = identifier
+            continue
+        if reason := suppressed.get(profile_id):
             item.skip = reason
             continue
+        item.identifier, item.customer_id = identifier, identifier.value
         records = membership.get(profile_id, {})
+
+        def state_of(audience_pks: Iterable[int], records: dict[int, bool] = records) -> list[AudienceState]:
+            return [
+                AudienceState(active[a], names[a], records.get(a, False))
+                for a in sorted(audience_pks, key=lambda a: active[a])
+            ]
+
         # Toggle off, SegmentMembership always lists every forwarded audience.
         chosen = live if connection.one_attribute_per_audience and not general else set(records)
-        audiences = [
-            AudienceState(active[a], names[a], records.get(a, False)) for a in sorted(chosen, key=lambda a: active[a])
-        ]
         item.attributes = build_identify_attributes(
-            data, one_attribute_per_audience=connection.one_attribute_per_audience, forwarded_audiences=audiences
+            data,
+            one_attribute_per_audience=connection.one_attribute_per_audience,
+            forwarded_audiences=state_of(chosen),
+            segment_membership_always=connection.segment_membership_always,
+            segment_membership_audiences=state_of(records) if connection.segment_membership_always else None,
+            update_existing_only=connection.update_existing_only,
         )
-        item.violation = limit_violation(item.customer_id, item.attributes, connection.transport) or ""
+        item.segment_operations = segment_operations(links, records, None if general else live)
+        item.violation = limit_violation(identifier, item.attributes, connection.transport) or ""
     return planned

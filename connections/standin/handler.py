@@ -210,7 +210,7 @@ class StandinHandler(BaseHTTPRequestHandler):
         if route.auth == "app":
             # The App API has limits of its own (10 requests/s) that nothing here comes near.
             return workspace, Admission(time.monotonic(), time.time())
-        admission = state.admit(workspace, is_write=self.command != "GET")
+        admission = state.admit(workspace, is_write=self.command != "GET", path=path)
         if admission.retry_after is not None:
             record = self._new_record(path, workspace, admission)
             record.errors = ["rate limit exceeded"]

@@ -133,6 +133,7 @@ class Faults:
     partial_207_share: float = 0.0
     site_id: str | None = None
     seed: int | None = None
+    path_contains: str | None = None  # only requests whose path holds this (e.g. "/segments/")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "statuses", tuple(self.statuses))
@@ -153,6 +154,8 @@ class Faults:
             raise ValueError("delay_ms must be a non-negative integer")
         if self.site_id is not None and not isinstance(self.site_id, str):
             raise ValueError("site_id must be a string or null")
+        if self.path_contains is not None and (not isinstance(self.path_contains, str) or not self.path_contains):
+            raise ValueError("path_contains must be a non-empty string or null")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ValueError("seed must be an integer or null")
         if not isinstance(self.timeout_seconds, (int, float)) or not (

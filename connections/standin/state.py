@@ -136,7 +136,7 @@ class State:
 
     # --- admission: rate limit and faults -------------------------------------------------
 
-    def admit(self, workspace: Workspace, *, is_write: bool) -> Admission:
+    def admit(self, workspace: Workspace, *, is_write: bool, path: str = "") -> Admission:
         """Count the request in the workspace's 1-second windows, apply its rate limit, and
         draw the fault (if any) for a write request."""
         with self.lock:
@@ -159,11 +159,13 @@ class State:
             window.max_accepted = max(window.max_accepted, len(window.accepted))
             if not is_write:
                 return Admission(now, wall)
-            return self._draw_fault(now, wall, workspace.site_id)
+            return self._draw_fault(now, wall, workspace.site_id, path)
 
-    def _draw_fault(self, now: float, wall: float, site_id: str) -> Admission:
+    def _draw_fault(self, now: float, wall: float, site_id: str, path: str = "") -> Admission:
         faults = self._faults
         if not faults.active or (faults.site_id is not None and faults.site_id != site_id):
+            return Admission(now, wall)
+        if faults.path_contains is not None and faults.path_contains not in path:
             return Admission(now, wall)
         fault, status = None, None
         if faults.drop_share or faults.timeout_share or faults.share:

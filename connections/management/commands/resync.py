@@ -228,6 +228,10 @@ class Command(BaseCommand):
         for planned in resync.preview(scope):
             profiles += 1
             line: dict[str, Any] = {"customer_id": planned.customer_id, "attributes": planned.attributes}
+            if planned.identifier is not None and planned.identifier.kind != "id":
+                line["identified_by"] = planned.identifier.kind
+            if planned.segment_operations:
+                line["segments"] = [{"segment_id": s, "action": a} for s, a in planned.segment_operations]
             if planned.skip:
                 line = {"profile_id": planned.profile_id, "customer_id": planned.customer_id, "skipped": planned.skip}
             elif planned.cancel:

@@ -63,15 +63,14 @@ class HttpStatusFilter(admin.SimpleListFilter):
 
 @admin.register(Delivery)
 class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    # Duration and the request are on each row's page: the list must fit beside its filters.
+    # Attempt, duration and the request id are on each row's page: the list must fit beside its filters.
     list_display = (
         "created_at",
         "connection",
         "customer_id",
         "outcome",
         "http_status",
-        "attempt",
-        "reason_label",
+        "what",
     )
     list_filter = ("connection", "status", HttpStatusFilter, ("created_at", admin.DateFieldListFilter))
     list_select_related = ("connection",)
@@ -134,6 +133,17 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description=_("reason"))
     def reason_label(self, obj: Delivery) -> str:
+        return str(REASONS.get(obj.reason, obj.reason))
+
+    @admin.display(description=_("request"))
+    def what(self, obj: Delivery) -> str:
+        """An identify says why it was sent; a segment or erasure request says what it did."""
+        if obj.action == "segment_add":
+            return str(_("add to segment %(id)s") % {"id": obj.segment_id})
+        if obj.action == "segment_remove":
+            return str(_("remove from segment %(id)s") % {"id": obj.segment_id})
+        if obj.action in ("suppress", "delete"):
+            return str(_("%(action)s the person (erasure)") % {"action": obj.action})
         return str(REASONS.get(obj.reason, obj.reason))
 
     @admin.display(description=_("transport"))

@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
-from connections.models import Audience, Connection, Subscription
+from connections.models import Audience, Connection, Delivery, Subscription
+from connections.services import wakeup
 from tests.admin.helpers import admin_url
 from tests.conftest import STANDIN_APP_KEYS, STANDIN_WORKSPACES
-from tests.factories import AudienceFactory
-from tests.workers import purge_broker
+from tests.factories import AudienceFactory, MembershipFactory, ProfileFactory
+from tests.workers import purge_broker, running_workers, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
@@ -30,7 +31,10 @@ def test_a_marketer_creates_a_manual_segment_for_a_subscription(
     page: Page, live_server, marketer, standin, log_in, screenshot
 ):
     purge_broker()  # subscribing queues a backfill task; no worker runs here
-    AudienceFactory(audience_id=123, name="New Users")
+    audience = AudienceFactory(audience_id=123, name="New Users")
+    members = {f"member-{n}" for n in range(3)}
+    for customer_id in members:
+        MembershipFactory(audience=audience, profile=ProfileFactory(customer_id=customer_id))
     log_in("marketer")
 
     # A connection with its Track API key and an App API key: both typed once, never shown again.
@@ -83,4 +87,17 @@ def test_a_marketer_creates_a_manual_segment_for_a_subscription(
     expect(page.locator("#id_customerio_segment_id")).to_have_value(str(segment["id"]))
     screenshot("subscription")
     assert_no_key(page)
+
+    # A worker sends what was queued (the subscription's backfill, then the segment's): every
+    # member is identified and added to the new segment.
+    purge_broker()
+    with running_workers(standin.url):
+        wakeup.forward_now(Connection.objects.get().pk)
+        wait_until(
+            lambda: standin.segment_members("site-us", segment["id"]) == members, message="the members in the segment"
+        )
+    assert set(standin.people("site-us")) == members
+    page.goto(f"{live_server.url}{admin_url(Delivery, 'changelist')}")
+    expect(page.locator("#result_list")).to_contain_text("member-0")
+    screenshot("segment-log")
     purge_broker()

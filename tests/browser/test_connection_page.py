@@ -15,7 +15,7 @@ from tests.admin.helpers import admin_url, make_delivery
 from tests.browser.conftest import BROWSER_TIME_ZONE
 from tests.conftest import STANDIN_WORKSPACES
 from tests.factories import AudienceFactory, MembershipFactory, ProfileFactory, SubscriptionFactory
-from tests.workers import purge_broker, running_workers
+from tests.workers import purge_broker, running_workers, wait_until
 
 pytestmark = [
     pytest.mark.browser,
@@ -105,3 +105,54 @@ def test_a_resync_shows_its_progress_until_every_profile_is_sent(
     expect(page.locator(".cio-chart svg rect.cio-succeeded")).to_have_count(1)
     assert len(standin.people("site-us")) == MEMBERS
     assert ResyncRun.objects.get().status == ResyncRun.Status.DONE
+
+
+def test_a_backing_off_connection_shows_its_outage_and_recovers_with_probe_now(
+    page: Page, live_server, marketer, connection, log_in, screenshot, standin
+):
+    """Issue 11: state, since when, last error, next probe, backlog and its oldest change; Probe now."""
+    subscription = SubscriptionFactory(connection=connection, audience=AudienceFactory(audience_id=7, name="VIP"))
+    for n in range(5):
+        MembershipFactory(audience=subscription.audience, profile=ProfileFactory(customer_id=f"held-{n}"))
+    from connections.models import Forward
+
+    now = timezone.now()
+    for membership in subscription.audience.memberships.all():
+        Forward.objects.create(
+            connection=connection, profile=membership.profile, audience=subscription.audience, reason="membership",
+            due_at=now,
+        )
+    Forward.objects.update(created_at=now - timedelta(minutes=9))  # created_at is set on insert
+    Connection.objects.filter(pk=connection.pk).update(
+        state=Connection.State.BACKING_OFF,
+        state_changed_at=now - timedelta(minutes=8),
+        next_probe_at=now + timedelta(minutes=4),
+        last_error="Customer.io server error (HTTP 503): Service Unavailable",
+        last_error_at=now,
+    )
+    purge_broker()
+    log_in("marketer")
+
+    page.goto(f"{live_server.url}{admin_url(Connection, 'changelist')}")
+    row = page.locator("#result_list tbody tr").filter(has_text="US workspace")
+    expect(row.locator(".cio-badge")).to_have_text("Backing off")
+    expect(row.locator(".field-backlog")).to_contain_text("5")
+    screenshot("list-backing-off")
+
+    page.goto(f"{live_server.url}{admin_url(Connection, 'change', connection.pk)}")
+    health = page.locator(".cio-health")
+    expect(health).to_contain_text("Backing off")
+    expect(health).to_contain_text("since 8")
+    expect(health).to_contain_text("Next probe")
+    expect(health).to_contain_text("oldest change waiting 9")
+    expect(health.locator(".errornote")).to_contain_text("one request at a time probes")
+    screenshot("page-backing-off")
+
+    with running_workers(standin.url):
+        page.get_by_role("button", name="Probe now").click()
+        expect(page.locator(".messagelist .success")).to_contain_text("a probe is being sent now")
+        wait_until(lambda: not Forward.objects.exists(), message="the backlog drained after the probe")
+    page.reload()
+    expect(page.locator(".cio-health .cio-badge").first).to_have_text("Active")
+    screenshot("page-recovered")
+    assert set(standin.people("site-us")) == {f"held-{n}" for n in range(5)}

@@ -22,6 +22,7 @@ from typing import Any
 
 import requests
 import urllib3
+from billiard.exceptions import SoftTimeLimitExceeded
 from requests.adapters import HTTPAdapter
 
 import connections
@@ -103,6 +104,11 @@ class HTTPClient:
                 # A redirect would replay the body somewhere else; Customer.io never sends one.
                 allow_redirects=False,
             )
+        except SoftTimeLimitExceeded:
+            # The worker's task time limit, raised into whatever the task was doing: not a
+            # Customer.io failure to retry later but the signal to stop now (the forwarding
+            # path gives the claimed rows back, untouched).
+            raise
         except Exception as exc:  # every failure is classified below, none swallowed
             outcome, error = _classify_exception(exc, self.timeout)
             return self._failed_before_sending(outcome, error, started, bytes_sent), None

@@ -49,6 +49,10 @@ def test_a_task_past_its_soft_time_limit_gives_its_rows_back_and_loses_nothing(s
         held = time.monotonic() - in_flight_at
         assert held < SOFT_LIMIT + 3, f"the rows were held {held:.1f}s"
         assert worker.poll() is None, "the worker survives"
+        # The time limit stopped the task; it was not taken for a Customer.io failure and retried
+        # with a backoff: the rows are back untouched, due at once, their attempt not counted.
+        assert set(Forward.objects.values_list("attempts", flat=True)) == {0}
+        assert not Delivery.objects.filter(error__contains="TimeLimit").exists()
 
         standin.clear_faults()
         # A new change wakes a worker, which sends everything due, including the rows given back.

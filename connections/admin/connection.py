@@ -8,8 +8,6 @@ pending forwards, computed for the page's rows only.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
@@ -18,12 +16,8 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.decorators import method_decorator
-from django.utils.formats import date_format, number_format
-from django.utils.html import format_html
-from django.utils.safestring import SafeString
-from django.utils.timesince import timesince, timeuntil
+from django.utils.formats import number_format
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters
@@ -39,65 +33,13 @@ from connections.admin.connection_form import (
     WORKSPACE,
     ConnectionForm,
 )
+from connections.admin.connection_list import ConnectionChangeList, ConnectionListColumns, ago, time_until
 from connections.models import Connection, ResyncRun
 from connections.services import background_resync, breaker, connection_state, credentials, health, resync, segments
 
-# Failure rates from here up are shown as a problem (and as a warning above zero).
-FAILURE_RATE_ALARM = 0.10
-
-
-def _ago(moment: datetime | None) -> str:
-    if moment is None:
-        return ""
-    if timezone.now() - moment < timedelta(minutes=1):
-        return str(_("just now"))
-    return str(_("%(time)s ago") % {"time": timesince(moment, depth=1)})
-
-
-def _in(moment: datetime | None) -> str:
-    if moment is None:
-        return ""
-    if moment - timezone.now() < timedelta(seconds=5):
-        return str(_("now"))
-    return str(_("in %(time)s") % {"time": timeuntil(moment, depth=1)})
-
-
-def state_badge(connection: Connection) -> SafeString:
-    """The state as a coloured badge; its title says since when and why."""
-    since = _ago(connection.state_changed_at)
-    if connection.state == Connection.State.FAULTED:
-        title = _("Credentials rejected%(since)s: %(error)s") % {
-            "since": f" ({since})" if since else "",
-            "error": connection.last_error,
-        }
-        return format_html('<span class="cio-badge cio-faulted" title="{}">{}</span>', title, _("Faulted"))
-    if connection.state == Connection.State.BACKING_OFF:
-        title = _("Customer.io keeps failing%(since)s; next probe %(probe)s. Last error: %(error)s") % {
-            "since": f" ({since})" if since else "",
-            "probe": _in(connection.next_probe_at) or _("soon"),
-            "error": connection.last_error,
-        }
-        return format_html('<span class="cio-badge cio-backing-off" title="{}">{}</span>', title, _("Backing off"))
-    return format_html('<span class="cio-badge cio-active">{}</span>', _("Active"))
-
-
-class ConnectionChangeList(ChangeList):
-    """Adds each listed row's recent outcomes and pending forwards: two grouped queries over the page's rows only."""
-
-    def get_results(self, request: HttpRequest) -> None:
-        super().get_results(request)
-        rows = list(self.result_list)
-        ids = [row.pk for row in rows]
-        outcomes = health.recent_outcomes(ids)
-        backlogs = health.backlogs(ids)
-        for row in rows:
-            row.recent_outcomes = outcomes.get(row.pk, health.Outcomes())
-            row.backlog = backlogs.get(row.pk, health.Backlog(health.BoundedCount(0)))
-        self.result_list = rows
-
 
 @admin.register(Connection)
-class ConnectionAdmin(admin.ModelAdmin):
+class ConnectionAdmin(ConnectionListColumns, admin.ModelAdmin):
     form = ConnectionForm
     list_display = (
         "name",
@@ -144,55 +86,6 @@ class ConnectionAdmin(admin.ModelAdmin):
         return summarized_deleted_objects(self, objs, request)
 
     # --- the list's columns ---
-
-    @admin.display(description=_("state"), ordering="state")
-    def state_badge(self, obj: Connection) -> SafeString:
-        return state_badge(obj)
-
-    @admin.display(description=_("failed (24 h)"))
-    def recent_failure_rate(self, obj: Connection) -> SafeString | str:
-        outcomes: health.Outcomes = obj.recent_outcomes  # type: ignore[attr-defined]
-        rate = outcomes.failure_rate
-        if rate is None:
-            return format_html(
-                '<span title="{}">{}</span>', _("No deliveries in the last 24 hours."), self.get_empty_value_display()
-            )
-        level = "cio-bad" if rate >= FAILURE_RATE_ALARM else "cio-warn" if rate else "cio-good"
-        title = _("%(failed)s of %(attempts)s delivery attempts failed in the last 24 hours.") % {
-            "failed": number_format(outcomes.failed, force_grouping=True),
-            "attempts": number_format(outcomes.attempts, force_grouping=True),
-        }
-        return format_html('<span class="{}" title="{}">{} %</span>', level, title, number_format(rate * 100, 1))
-
-    @admin.display(description=_("backlog"))
-    def backlog(self, obj: Connection) -> SafeString:
-        backlog: health.Backlog = obj.backlog  # type: ignore[attr-defined]
-        if not backlog.count.value:
-            return format_html('<span title="{}">0</span>', _("Nothing waits to be sent."))
-        return format_html(
-            '<span title="{}">{}</span> <span class="help">{}</span>',
-            _("People waiting to be sent (or retried) to this workspace, and the age of the oldest change among them."),
-            backlog.count,
-            _("oldest %(age)s") % {"age": timesince(backlog.oldest, depth=1)} if backlog.oldest else "",
-        )
-
-    @admin.display(description=_("last success"), ordering="last_success_at")
-    def last_success(self, obj: Connection) -> SafeString | str:
-        if obj.last_success_at is None:
-            return self.get_empty_value_display()
-        return format_html(
-            '<span title="{}">{}</span>',
-            date_format(timezone.localtime(obj.last_success_at), "DATETIME_FORMAT"),
-            _ago(obj.last_success_at),
-        )
-
-    @admin.display(description=_("API key"))
-    def api_key_hint(self, obj: Connection) -> str:
-        return obj.masked_api_key
-
-    @admin.display(description=_("App API key"))
-    def app_api_key_hint(self, obj: Connection) -> str:
-        return obj.masked_app_api_key
 
     def save_model(self, request: HttpRequest, obj: Connection, form, change: bool) -> None:  # type: ignore[no-untyped-def]
         super().save_model(request, obj, form, change)
@@ -302,10 +195,10 @@ class ConnectionAdmin(admin.ModelAdmin):
         if obj is not None and obj.pk is not None:
             progress = health.latest_resync(obj.pk)
             context.update(
-                last_success_ago=_ago(obj.last_success_at),
+                last_success_ago=ago(obj.last_success_at),
                 backlog=health.backlog_of(obj.pk),
-                state_since_ago=_ago(obj.state_changed_at),
-                next_probe_in=_in(obj.next_probe_at),
+                state_since_ago=ago(obj.state_changed_at),
+                next_probe_in=time_until(obj.next_probe_at),
                 chart=delivery_chart(health.deliveries_per_hour(obj.pk)),
                 resync=progress,
                 auto_refresh=progress is not None and progress.is_active,

@@ -92,9 +92,9 @@ def test_a_concurrent_profile_insert_is_retried_once(post, monkeypatch):
     SubscriptionFactory(audience=AudienceFactory(audience_id=1))
     calls = []
 
-    def collide_once(changes, audience_names=None):
+    def collide_once(changes, audience_names=None, source_time=None):
         calls.append(1)
-        result = memberships.apply_changes(changes, audience_names)
+        result = memberships.apply_changes(changes, audience_names, source_time)
         if len(calls) == 1:
             raise IntegrityError('duplicate key value violates unique constraint "profile_unique_customer_id"')
         return result

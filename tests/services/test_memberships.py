@@ -150,12 +150,16 @@ def test_a_rename_resends_members_only_where_the_toggle_is_on():
 
 
 def test_a_profile_created_meanwhile_by_a_concurrent_message_gets_this_messages_values():
-    from connections.services.memberships import _create_profiles
+    from django.db import connection
+    from django.utils import timezone
+
+    from connections.services.profile_rows import ProfileRow, _insert
 
     first = ProfileFactory(customer_id="raced", email="old@example.com")  # committed by "the other" message
-    mine = Profile(customer_id="raced", email="new@example.com")
+    mine = ProfileRow(None, "raced", None, email="new@example.com")
 
-    raced = _create_profiles([mine])
+    created = _insert(connection, [mine], timezone.now())
 
-    assert raced == [mine] and mine.pk == first.pk
+    # Not inserted twice: this message takes the other's row and marks it for its own values.
+    assert created == 0 and mine.pk == first.pk and mine.dirty
     assert Profile.objects.filter(customer_id="raced").count() == 1

@@ -3,9 +3,11 @@
 Every writer on the ingestion path (`memberships.apply_changes`, and so the Firehose endpoint,
 the import and the admin) sends its rows through `rows_cte`, which names them `v`:
 
-- on PostgreSQL, `WITH v (...) AS (SELECT * FROM unnest(%s::bigint[], %s::text[], ...))`: one
-  array parameter per column, so the statement's text is the same for 1 or 5,000 rows (parsed
-  and planned cheaply, one round trip) and no per-row Python objects are built;
+- on PostgreSQL, `WITH v (...) AS (SELECT (r->>0)::bigint, ... FROM json_array_elements(%s::json) r)`:
+  the rows travel as one JSON parameter, so the statement's text is the same for 1 or 5,000 rows
+  (one round trip, planned cheaply). JSON rather than one array per column (`unnest`): psycopg
+  dumps arrays element by element in Python (about 30 ms for 1,000 rows of 5 text columns on
+  this machine) where `json.dumps` takes 4 ms;
 - elsewhere (SQLite), the portable `WITH v (...) AS (VALUES (...), (...))`, in chunks that stay
   under SQLite's limit of bound parameters.
 
@@ -15,6 +17,7 @@ per-field preparation, a CASE WHEN per row and field): see the README's performa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -43,9 +46,11 @@ def rows_cte(db: BaseDatabaseWrapper, columns: Columns, rows: Sequence[Sequence[
     """
     names = ", ".join(name for name, _ in columns)
     if is_postgresql(db):
-        arrays = [list(column) for column in zip(*rows, strict=True)]
-        casts = ", ".join(f"%s::{kind}[]" for _, kind in columns)
-        yield f"WITH v ({names}) AS (SELECT * FROM unnest({casts}))", arrays  # noqa: S608
+        fields = ", ".join(f"(r->>{i})::{kind}" for i, (_, kind) in enumerate(columns))
+        yield (
+            f"WITH v ({names}) AS (SELECT {fields} FROM json_array_elements(%s::json) r)",  # noqa: S608
+            [as_json(rows)],
+        )
         return
     row = "(" + ", ".join(["%s"] * len(columns)) + ")"
     chunk = max(1, min(VALUES_CHUNK, 30_000 // len(columns)))
@@ -71,6 +76,11 @@ def run(
             if cursor.description is not None:
                 returned.extend(cursor.fetchall())
     return returned
+
+
+def as_json(values: Sequence[Any]) -> str:
+    """Rows (or keys) as one JSON text: json.dumps runs in C, psycopg's array dumper in Python."""
+    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
 
 
 def in_values(db: BaseDatabaseWrapper, column: str, values: Sequence[Any]) -> tuple[str, list]:

@@ -1,8 +1,8 @@
 """Membership and identity changes: the one path by which data enters (Firehose, import, admin).
 
 `apply_changes` writes profiles, memberships and the outbox in the caller's transaction with
-one statement per table however many profiles a batch carries (`bulk`: arrays and `unnest` on
-PostgreSQL, VALUES lists elsewhere), in this order:
+one statement per table however many profiles a batch carries (`bulk`: the rows as one JSON
+parameter on PostgreSQL, VALUES lists elsewhere), in this order:
 
 1. audiences: found (created when new);
 2. profiles: found by mpid or customer ID, inserted, updated (`profile_rows`);

@@ -111,10 +111,11 @@ def _fetch(db, mpids: set[str], customer_ids: set[str]) -> list[ProfileRow]:  # 
             # say: a plain join or `= ANY` is planned as a full scan while the table is unanalyzed.
             # `customer_id <> ''` matches the partial unique index on customer IDs.
             cursor.execute(
-                f"SELECT f.* FROM unnest(%s::text[]) k(v), LATERAL ({select} WHERE p.mpid = k.v LIMIT 1) f"  # noqa: S608
-                f" UNION SELECT f.* FROM unnest(%s::text[]) k(v),"
+                f"SELECT f.* FROM json_array_elements_text(%s::json) k(v),"  # noqa: S608
+                f" LATERAL ({select} WHERE p.mpid = k.v LIMIT 1) f"
+                f" UNION SELECT f.* FROM json_array_elements_text(%s::json) k(v),"
                 f" LATERAL ({select} WHERE p.customer_id = k.v AND p.customer_id <> '' LIMIT 1) f",
-                [sorted(mpids), sorted(customer_ids)],
+                [bulk.as_json(sorted(mpids)), bulk.as_json(sorted(customer_ids))],
             )
         else:
             by_mpid, mpid_params = bulk.in_values(db, "p.mpid", sorted(mpids))

@@ -7,8 +7,9 @@ parameter on PostgreSQL, VALUES lists elsewhere), in this order:
 1. audiences: found (created when new);
 2. profiles: found by mpid or customer ID, inserted, updated (`profile_rows`);
 3. memberships: one upsert, returning the pairs whose state changed; a change older than the
-   stored source time is ignored (out-of-order messages, see `_apply_memberships`);
-4. the outbox: one `INSERT ... ON CONFLICT DO NOTHING` (at most one waiting row per key).
+   stored source time is ignored (out-of-order messages, see `membership_rows`);
+4. the outbox: `INSERT ... ON CONFLICT DO NOTHING` (at most one waiting row per key), in the
+   same statement as the memberships on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from connections.models import Audience, Forward, Membership, Profile, Subscription
-from connections.services import bulk, outbox, profile_rows
+from connections.services import membership_rows, outbox, profile_rows
 from connections.services.profile_rows import IDENTITY_FIELDS
 
 __all__ = ["IDENTITY_FIELDS", "ApplyResult", "ProfileChange", "ProfileInput", "apply_changes"]
@@ -51,40 +52,6 @@ class ApplyResult:
     profiles_updated: int = 0
     memberships_changed: int = 0
     forwards_queued: int = 0
-
-
-def _apply_memberships(
-    pairs: dict[tuple[int, int], bool], now: datetime, source_time: datetime, result: ApplyResult
-) -> set[tuple[int, int]]:
-    """Write (profile pk, audience pk) -> is_member in one upsert. Returns the pairs whose state changed.
-
-    Out-of-order rule: a change whose source time is older than the stored one arrived late and
-    is ignored; an equal time is applied (the last writer wins). A change that repeats the stored
-    state still moves the stored source time forward, so an older change arriving after it loses.
-    `changed_at` moves only when the state changes, which is how RETURNING tells changes apart.
-    """
-    if not pairs:
-        return set()
-    db = bulk.database(Membership)
-    table = Membership._meta.db_table
-    stamp, source = bulk.timestamp(db, now), bulk.timestamp(db, source_time)
-    rows = sorted((p, a, m) for (p, a), m in pairs.items())  # one lock order for concurrent messages
-    returned = bulk.run(
-        db,
-        [("profile_id", "bigint"), ("audience_id", "bigint"), ("is_member", "boolean")],
-        rows,
-        f"INSERT INTO {table} AS m (profile_id, audience_id, is_member, changed_at, source_time)"  # noqa: S608
-        " SELECT profile_id, audience_id, is_member, %s, %s FROM v WHERE true"
-        " ON CONFLICT (profile_id, audience_id) DO UPDATE SET is_member = excluded.is_member,"
-        " changed_at = CASE WHEN m.is_member = excluded.is_member THEN m.changed_at ELSE excluded.changed_at END,"
-        " source_time = excluded.source_time"
-        " WHERE m.source_time IS NULL OR m.source_time <= excluded.source_time"
-        " RETURNING profile_id, audience_id, changed_at = %s",
-        [stamp, source, stamp],
-    )
-    changed = {(profile_pk, audience_pk) for profile_pk, audience_pk, is_new in returned if is_new}
-    result.memberships_changed += len(changed)
-    return changed
 
 
 def ensure_audiences(names_by_id: dict[int, str]) -> dict[int, Audience]:
@@ -128,22 +95,23 @@ def apply_changes(
         profile_pk = resolved.pks[profile_rows.key(change.profile)]
         for audience_id, is_member in change.memberships.items():
             pairs[(profile_pk, audiences[audience_id])] = is_member
-    changed = _apply_memberships(pairs, now, source_time, result)
+    recorded = membership_rows.record(pairs, now, source_time)
+    result.memberships_changed += len(recorded.changed)
 
-    keys: set[outbox.ForwardKey] = set()
-    by_audience = outbox.active_connection_ids_by_audience({a for _, a in changed}) if changed else {}
-    for profile_pk, audience_pk in changed:
-        for connection_id in by_audience.get(audience_pk, ()):
-            keys.add((connection_id, profile_pk, audience_pk))
+    keys = recorded.forward_keys
     identity_keys: set[outbox.ForwardKey] = set()
     if resolved.identity_changed:
         forwarded = {(c, p) for c, p, _ in keys}
         for connection_id, profile_pk in connections_forwarding_profiles(resolved.identity_changed):
             if (connection_id, profile_pk) not in forwarded:
                 identity_keys.add((connection_id, profile_pk, None))
-    result.forwards_queued += outbox.enqueue_by_reason(
-        {Forward.Reason.MEMBERSHIP: keys, Forward.Reason.IDENTITY: identity_keys}
-    )
+    to_queue = {Forward.Reason.IDENTITY: identity_keys}
+    if recorded.queued:
+        outbox.wake_workers(c for c, _, _ in keys)
+        result.forwards_queued += len(keys)
+    else:
+        to_queue[Forward.Reason.MEMBERSHIP] = keys
+    result.forwards_queued += outbox.enqueue_by_reason(to_queue)
     return result
 
 

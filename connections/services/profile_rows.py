@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from django.db.backends.base.base import BaseDatabaseWrapper
+
 from connections.models import Profile
 from connections.services import bulk
 
@@ -93,14 +95,20 @@ def resolve(inputs: Sequence[ProfileInput], now: datetime) -> Resolved:
     dirty = [row for row in resolved.values() if row.dirty]
     _update(db, dirty, now)
     return Resolved(
-        pks={k: row.pk for k, row in resolved.items()},  # type: ignore[misc]  # all inserted by now
-        identity_changed={row.pk for row in dirty},  # type: ignore[misc]
+        pks={k: _pk(row) for k, row in resolved.items()},
+        identity_changed={_pk(row) for row in dirty},
         created=created,
         updated=len({id(row) for row in dirty}),
     )
 
 
-def _fetch(db, mpids: set[str], customer_ids: set[str]) -> list[ProfileRow]:  # type: ignore[no-untyped-def]
+def _pk(row: ProfileRow) -> int:
+    if row.pk is None:  # every row is stored by now: None here is a bug, never bad input
+        raise RuntimeError(f"profile {row.customer_id or row.mpid!r} was not stored")
+    return row.pk
+
+
+def _fetch(db: BaseDatabaseWrapper, mpids: set[str], customer_ids: set[str]) -> list[ProfileRow]:
     if not (mpids or customer_ids):
         return []
     table = Profile._meta.db_table
@@ -124,7 +132,7 @@ def _fetch(db, mpids: set[str], customer_ids: set[str]) -> list[ProfileRow]:  # 
         return [ProfileRow(*row) for row in cursor.fetchall()]
 
 
-def _insert(db, new: list[ProfileRow], now: datetime) -> int:  # type: ignore[no-untyped-def]
+def _insert(db: BaseDatabaseWrapper, new: list[ProfileRow], now: datetime) -> int:
     """Insert the new profiles and give each its pk. Returns how many this batch created."""
     if not new:
         return 0
@@ -141,7 +149,7 @@ def _insert(db, new: list[ProfileRow], now: datetime) -> int:  # type: ignore[no
                 " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
                 [*row.values(), stamp, stamp],
             )
-            row.pk = cursor.fetchone()[0]
+            (row.pk,) = cursor.fetchone()
     if not keyed:
         return len(keyless)
     spec = [("customer_id", "text"), ("mpid", "text"), ("email", "text"), ("first_name", "text"), ("last_name", "text")]
@@ -168,7 +176,7 @@ def _insert(db, new: list[ProfileRow], now: datetime) -> int:  # type: ignore[no
     return len(keyless) + len(keyed) - len(raced)
 
 
-def _adopt(db, raced: list[ProfileRow]) -> None:  # type: ignore[no-untyped-def]
+def _adopt(db: BaseDatabaseWrapper, raced: list[ProfileRow]) -> None:
     """Profiles another transaction created first: take their pks; mark them for this batch's values."""
     stored = _fetch(db, {r.mpid for r in raced if r.mpid}, {r.customer_id for r in raced if r.customer_id})
     by_mpid = {s.mpid: s for s in stored if s.mpid}
@@ -179,7 +187,7 @@ def _adopt(db, raced: list[ProfileRow]) -> None:  # type: ignore[no-untyped-def]
         row.dirty = found.values() != row.values()
 
 
-def _update(db, dirty: list[ProfileRow], now: datetime) -> None:  # type: ignore[no-untyped-def]
+def _update(db: BaseDatabaseWrapper, dirty: list[ProfileRow], now: datetime) -> None:
     if not dirty:
         return
     table = Profile._meta.db_table

@@ -109,3 +109,13 @@ def test_only_the_late_membership_of_a_message_is_ignored(post, subscription):
 
     assert is_member() is False  # audience 1 changed later than this message
     assert Membership.objects.get(profile__customer_id="c1", audience__audience_id=2).is_member is True
+
+
+def test_a_timestamp_beyond_any_date_counts_as_now(post, subscription):
+    post(change("add", T))
+
+    response = post(change("delete", 10**17))  # year 3.1 million: not a date Python can hold
+
+    assert response.status_code == 200
+    assert is_member() is False
+    assert timezone.now() - Membership.objects.get(profile__customer_id="c1").source_time < timedelta(minutes=1)

@@ -120,7 +120,12 @@ def processes() -> Iterator[Processes]:
 
 
 def start_standin(
-    group: Processes, env: dict[str, str], port: int, workspaces: list[str], validate_share: float = 1.0
+    group: Processes,
+    env: dict[str, str],
+    port: int,
+    workspaces: list[str],
+    validate_share: float = 1.0,
+    record_bodies: bool = False,
 ) -> None:
     spec = ",".join(workspaces)
     group.start(
@@ -133,7 +138,7 @@ def start_standin(
             str(port),
             "--validate-share",
             str(validate_share),
-            "--no-record-bodies",
+            *([] if record_bodies else ["--no-record-bodies"]),
         ],
         {**env, "CIO_STANDIN_WORKSPACES": spec},
     )

@@ -36,7 +36,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=1_000_000, help="Lines in the file (default 1000000).")
     parser.add_argument("--format", choices=["csv", "jsonl"], default="csv")
-    parser.add_argument("--batch-size", type=int, default=1000, help="import_memberships --batch-size.")
+    parser.add_argument("--batch-size", type=int, help="import_memberships --batch-size (default: the command's).")
     parser.add_argument("--timeout", type=float, default=3600, help="Give up after this many seconds.")
     return parser.parse_args()
 
@@ -95,7 +95,8 @@ def main() -> None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         summary_path = workdir / "summary.txt"
         command = [PYTHON, "manage.py", "import_memberships", str(data), "--audience", str(AUDIENCE_ID)]
-        command += ["--batch-size", str(args.batch_size)]
+        if args.batch_size:
+            command += ["--batch-size", str(args.batch_size)]
         with open(log_path, "w") as log, open(summary_path, "w") as out:
             started = time.monotonic()
             child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=log)
@@ -108,7 +109,8 @@ def main() -> None:
             child.returncode = os.waitstatus_to_exitcode(status)
         summary = summary_path.read_text()
 
-    print(f"import_memberships on {database}, {args.lines:,} {args.format} lines, batches of {args.batch_size}")
+    batches = f"batches of {args.batch_size}" if args.batch_size else "default batch size"
+    print(f"import_memberships on {database}, {args.lines:,} {args.format} lines, {batches}")
     print(f"  machine:       {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     print(f"  exit status:   {child.returncode}")
     print(f"  wall time:     {wall:.1f} s ({args.lines / wall:,.0f} lines/s)")

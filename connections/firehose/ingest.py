@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import IntegrityError, OperationalError, transaction
@@ -173,6 +174,14 @@ def profile_change(profile: UserProfile) -> ProfileChange | None:
     )
 
 
+def source_time(timestamp_ms: int) -> datetime | None:
+    """A message's timestamp as a datetime; None (meaning now) when it is out of datetime's range."""
+    try:
+        return datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def apply_membership_change(message: AudienceMembershipChangeRequest) -> None:
     """All of the message's profiles in one bulk `apply_changes`; a verification request changes nothing."""
     connection = named_connection(message.connection_key)
@@ -183,7 +192,9 @@ def apply_membership_change(message: AudienceMembershipChangeRequest) -> None:
     changes = [c for c in (profile_change(p) for p in message.user_profiles or ()) if c is not None]
     if not changes:
         return
-    result = apply_changes(changes, message.audience_names())
+    # The message's own time orders its changes against others for the same memberships (a
+    # delayed older message does not undo a newer one).
+    result = apply_changes(changes, message.audience_names(), source_time=source_time(message.envelope.timestamp_ms))
     logger.info(
         "Firehose %s: %d profiles, %d created, %d updated, %d memberships changed, %d forwards queued",
         message.envelope.id,

@@ -6,14 +6,17 @@ removed; an empty (or absent, or null) email or name means "not given": the stor
 
 Nothing here keeps more than one line (and one batch, when applying) in memory: lines are
 read with a bounded length, and a line too long to be valid is skipped over, not loaded.
+The first pass keeps the rows it checked in a `RowSpool` (a temporary file, one JSON array
+per batch), so the second pass applies exactly what was checked without parsing the file again.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import IO, Any
 
 from connections.firehose.messages import nesting_problem
@@ -50,25 +53,15 @@ class LineSource:
     """The lines of a binary stream with their numbers (from 1), each at most MAX_LINE_BYTES.
 
     A longer line is skipped over in chunks and yielded as None. Every byte read is
-    reported to `on_bytes` (for a progress bar) and, when given, copied to `copy_to`
-    (to read standard input twice).
+    reported to `on_bytes` (for a progress bar).
     """
 
-    def __init__(
-        self,
-        stream: IO[bytes],
-        on_bytes: Callable[[int], object] = lambda n: None,
-        copy_to: IO[bytes] | None = None,
-    ) -> None:
+    def __init__(self, stream: IO[bytes], on_bytes: Callable[[int], object] = lambda n: None) -> None:
         self.stream = stream
         self.on_bytes = on_bytes
-        self.copy_to = copy_to
 
     def _read(self) -> bytes:
-        chunk = self.stream.readline(MAX_LINE_BYTES + 1)
-        if self.copy_to is not None:
-            self.copy_to.write(chunk)
-        return chunk
+        return self.stream.readline(MAX_LINE_BYTES + 1)
 
     def __iter__(self) -> Iterator[tuple[int, bytes | None]]:
         number = 0
@@ -211,6 +204,42 @@ def validate(line: int, values: dict[str, Any]) -> Row | BadLine:
         last_name=cleaned["last_name"] or None,
         is_member=ACTIONS[cleaned["action"]],
     )
+
+
+class RowSpool:
+    """Checked rows on disk in batches of `batch_size`, to be read back batch by batch (constant memory)."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        self.rows = 0
+        self._batch: list[tuple] = []
+
+    def add(self, row: Row) -> None:
+        self._batch.append(astuple(row))
+        self.rows += 1
+        if len(self._batch) >= self.batch_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._batch:
+            self.file.write(json.dumps(self._batch, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+            self._batch = []
+
+    def size(self) -> int:
+        """Bytes written (all rows added so far are on disk after this)."""
+        self._flush()
+        return self.file.tell()
+
+    def batches(self, on_bytes: Callable[[int], object] = lambda n: None) -> Iterator[list[Row]]:
+        self._flush()
+        self.file.seek(0)
+        for line in self.file:
+            on_bytes(len(line))
+            yield [Row(*values) for values in json.loads(line)]
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def apply_rows(rows: Sequence[Row], audience: Audience) -> ApplyResult:

@@ -13,11 +13,18 @@ from django.db import connection as db_connection
 from django.utils import timezone
 
 from connections.models import Forward, Membership, Subscription
+from connections.services import bulk
 from connections.services.wakeup import wake_workers
 
 ForwardKey = tuple[int, int, int | None]  # (connection pk, profile pk, audience pk or None)
 
-__all__ = ["active_connection_ids_by_audience", "enqueue", "enqueue_audience_members", "wake_workers"]
+__all__ = [
+    "active_connection_ids_by_audience",
+    "enqueue",
+    "enqueue_audience_members",
+    "enqueue_by_reason",
+    "wake_workers",
+]
 
 
 def enqueue(keys: Iterable[ForwardKey], reason: str) -> int:
@@ -26,14 +33,34 @@ def enqueue(keys: Iterable[ForwardKey], reason: str) -> int:
     A key that already waits in the outbox is left as it is (ON CONFLICT DO NOTHING): its
     payload is computed from the database when it is sent, so it carries this change too.
     """
-    now = timezone.now()
-    rows = [
-        Forward(connection_id=c, profile_id=p, audience_id=a, reason=reason, due_at=now, created_at=now)
-        for c, p, a in set(keys)
-    ]
-    Forward.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
-    wake_workers(row.connection_id for row in rows)
+    return enqueue_by_reason({reason: set(keys)})
+
+
+def enqueue_by_reason(keys_by_reason: dict[str, set[ForwardKey]]) -> int:
+    """`enqueue` for keys with different reasons, in one statement (a VALUES list off PostgreSQL)."""
+    rows = [(c, p, a, reason) for reason, keys in keys_by_reason.items() for c, p, a in sorted(keys, key=_order)]
+    if not rows:
+        return 0
+    db = bulk.database(Forward)
+    stamp = bulk.timestamp(db, timezone.now())
+    bulk.run(
+        db,
+        [("connection_id", "bigint"), ("profile_id", "bigint"), ("audience_id", "bigint"), ("reason", "text")],
+        rows,
+        f"INSERT INTO {Forward._meta.db_table} (connection_id, profile_id, audience_id, reason, created_at,"  # noqa: S608
+        " due_at, attempts, claim_token) SELECT connection_id, profile_id, audience_id, reason, %s, %s, 0, ''"
+        # The partial unique index keeps one waiting row per key (SQLite needs the WHERE to parse this).
+        " FROM v WHERE true ON CONFLICT DO NOTHING",
+        [stamp, stamp],
+    )
+    wake_workers({row[0] for row in rows})
     return len(rows)
+
+
+def _order(key: ForwardKey) -> tuple[int, int, int]:
+    # One insertion order for all writers, so two transactions queueing the same keys wait
+    # for each other rather than deadlock.
+    return (key[0], key[1], key[2] or 0)
 
 
 def enqueue_audience_members(connection_id: int, audience_pk: int, reason: str) -> int:

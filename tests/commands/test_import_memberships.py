@@ -287,3 +287,18 @@ def test_a_progress_bar_is_drawn_on_standard_error(tmp_path, audience, capsys):
 
     err = capsys.readouterr().err
     assert "Checking" in err and "Importing" in err and "100%" in err
+
+
+def test_the_checked_rows_are_applied_from_the_spool_in_batches(tmp_path, audience):
+    from connections.services.imports import Row, RowSpool
+
+    spool = RowSpool(batch_size=2)
+    rows = [Row(n, f"c{n}", None if n % 2 else f"ï{n}@example.com", "Zoë", None, n % 3 != 0) for n in range(1, 6)]
+    for row in rows:
+        spool.add(row)
+
+    batches = list(spool.batches())
+    spool.close()
+
+    assert [len(b) for b in batches] == [2, 2, 1]
+    assert [row for batch in batches for row in batch] == rows

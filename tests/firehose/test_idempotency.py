@@ -10,7 +10,7 @@ from django.test import Client
 from connections.firehose import ingest
 from connections.models import FirehoseMessage, Forward, Membership, Profile
 from connections.services import memberships, tokens
-from tests.factories import AudienceFactory, SubscriptionFactory
+from tests.factories import AudienceFactory, ConnectionFactory, SubscriptionFactory
 from tests.firehose.builders import TEST_CONNECTION_KEY, URL, audience, membership_request, row_counts, user_profile
 
 pytestmark = pytest.mark.django_db
@@ -92,9 +92,9 @@ def test_a_concurrent_profile_insert_is_retried_once(post, monkeypatch):
     SubscriptionFactory(audience=AudienceFactory(audience_id=1))
     calls = []
 
-    def collide_once(changes, audience_names=None):
+    def collide_once(changes, audience_names=None, source_time=None):
         calls.append(1)
-        result = memberships.apply_changes(changes, audience_names)
+        result = memberships.apply_changes(changes, audience_names, source_time)
         if len(calls) == 1:
             raise IntegrityError('duplicate key value violates unique constraint "profile_unique_customer_id"')
         return result
@@ -140,3 +140,41 @@ def test_two_identical_messages_at_once_are_applied_once():
     assert FirehoseMessage.objects.count() == 1
     assert Forward.objects.count() == 2  # c1 joined, c2 recorded as an ex-member
     assert Membership.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_messages_about_the_same_new_people_at_once_are_both_applied():
+    _, token = tokens.create_token("mParticle")
+    named = ConnectionFactory(connection_key=TEST_CONNECTION_KEY)  # the connection the messages name
+    for audience_id in (1, 2):
+        SubscriptionFactory(audience=AudienceFactory(audience_id=audience_id), connection=named)
+    people = [f"c{n}" for n in range(50)]
+    bodies = [
+        json.dumps(
+            membership_request(*(user_profile(c, mpid=f"m-{c}", audiences=[audience(a, "add")]) for c in people))
+        )
+        for a in (1, 2)
+    ]
+    barrier = threading.Barrier(2)
+    answers = []
+
+    def send(body: str) -> None:
+        barrier.wait()
+        try:
+            response = Client().post(
+                URL, data=body, content_type="application/json", HTTP_AUTHORIZATION=f"Token {token}"
+            )
+            answers.append(response.status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert answers == [200, 200]
+    assert Profile.objects.count() == len(people)  # each person created once, by one of the two
+    assert Membership.objects.filter(is_member=True).count() == 2 * len(people)
+    assert Forward.objects.count() == 2 * len(people)

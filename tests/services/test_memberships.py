@@ -150,12 +150,51 @@ def test_a_rename_resends_members_only_where_the_toggle_is_on():
 
 
 def test_a_profile_created_meanwhile_by_a_concurrent_message_gets_this_messages_values():
-    from connections.services.memberships import _create_profiles
+    from django.db import connection
+    from django.utils import timezone
+
+    from connections.services.profile_rows import ProfileRow, _insert
 
     first = ProfileFactory(customer_id="raced", email="old@example.com")  # committed by "the other" message
-    mine = Profile(customer_id="raced", email="new@example.com")
+    mine = ProfileRow(None, "raced", None, email="new@example.com")
 
-    raced = _create_profiles([mine])
+    created = _insert(connection, [mine], timezone.now())
 
-    assert raced == [mine] and mine.pk == first.pk
+    # Not inserted twice: this message takes the other's row and marks it for its own values.
+    assert created == 0 and mine.pk == first.pk and mine.dirty
     assert Profile.objects.filter(customer_id="raced").count() == 1
+
+
+def _changes(first: int, count: int, audience_id: int = 1) -> list[ProfileChange]:
+    return [
+        ProfileChange(ProfileInput(customer_id=f"c{n}", email=f"c{n}@example.com"), {audience_id: n % 3 != 0})
+        for n in range(first, first + count)
+    ]
+
+
+def test_the_statements_per_batch_do_not_grow_with_its_size():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    SubscriptionFactory(audience=AudienceFactory(audience_id=1))
+    apply_changes(_changes(0, 5))  # the audience exists from here on, as in a steady state
+    with CaptureQueriesContext(connection) as small:
+        apply_changes(_changes(100, 10) + _changes(0, 5))
+    with CaptureQueriesContext(connection) as large:
+        apply_changes(_changes(1000, 500) + _changes(0, 5))
+
+    assert len(large.captured_queries) == len(small.captured_queries)
+
+
+def test_a_batch_larger_than_one_values_statement_is_applied_whole():
+    from connections.services import bulk
+
+    subscription = SubscriptionFactory(audience=AudienceFactory(audience_id=1))
+    count = bulk.VALUES_CHUNK * 2 + 7  # several statements off PostgreSQL
+
+    result = apply_changes(_changes(0, count))
+
+    assert result.profiles_created == count and Profile.objects.count() == count
+    assert Membership.objects.filter(audience=subscription.audience).count() == count
+    assert Membership.objects.filter(is_member=True).count() == sum(1 for n in range(count) if n % 3 != 0)
+    assert Forward.objects.filter(connection=subscription.connection).count() == count

@@ -23,7 +23,10 @@ def send_task(name: str, args: list, countdown: float | None = None) -> bool:
     from cioaudience.celery import app
 
     try:
-        app.send_task(name, args=args, countdown=countdown)
+        # Explicit None: the worker's own time limits apply. Celery otherwise copies the limits
+        # of a task registered in the *sending* process into the message, where they override
+        # the worker's settings (a web process with other settings would decide for the workers).
+        app.send_task(name, args=args, countdown=countdown, time_limit=None, soft_time_limit=None)
     except OperationalError as exc:
         log.warning("broker unavailable, leaving it to the sweep task=%s args=%s error=%s", name, args, exc)
         return False

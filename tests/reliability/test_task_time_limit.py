@@ -10,12 +10,17 @@ from collections import Counter
 
 import pytest
 
+from connections import tasks
 from connections.models import Delivery, Forward
 from connections.services import subscriptions
 from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
 from connections.standin import Faults
 from tests.factories import AudienceFactory
 from tests.workers import purge_broker, running_workers, wait_until
+
+# Registered in this (sending) process too, as in a web process that imports the tasks: the
+# limits that apply must still be the worker's, not copied from here into each message.
+assert tasks.forward_connection.name in tasks.forward_connection.app.tasks
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.reliability, pytest.mark.timeout(180)]
 

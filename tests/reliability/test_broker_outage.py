@@ -13,7 +13,6 @@ import pytest
 from cioaudience.celery import app
 from connections.models import Forward
 from connections.services import subscriptions, tokens
-from connections.tasks import sweep
 from tests.factories import AudienceFactory
 from tests.firehose.builders import URL, membership_request, user_profile
 from tests.redis_server import PrivateRedis
@@ -71,25 +70,26 @@ def test_the_endpoint_keeps_accepting_during_a_broker_outage_and_nothing_is_lost
         assert post(["before"]).status_code == 200
         wait_until(lambda: "before" in standin.people("site-us"), message="the first change to be delivered")
 
-        redis_broker.stop()
-        during = [f"during-{i}" for i in range(50)]
-        for start in range(0, 50, 10):
-            started = time.monotonic()
-            response = post(during[start : start + 10])
-            assert response.status_code == 200, response.content
-            assert time.monotonic() - started < 2, "the endpoint must not hang on the broker"
-        assert Forward.objects.count() == 50
-        time.sleep(1)
-        assert not set(during) & set(standin.people("site-us"))
+    # A worker that loses the broker with a message unacknowledged can exit (kombu 5.7's Redis
+    # transport fails in restore_unacked); a supervisor restarts it (README, Production). What is
+    # shown here is the web side and the outbox: nothing depends on a worker outliving the outage.
+    redis_broker.stop()
+    during = [f"during-{i}" for i in range(50)]
+    for start in range(0, 50, 10):
+        started = time.monotonic()
+        response = post(during[start : start + 10])
+        assert response.status_code == 200, response.content
+        assert time.monotonic() - started < 2, "the endpoint must not hang on the broker"
+    assert Forward.objects.count() == 50
+    time.sleep(1)
+    assert not set(during) & set(standin.people("site-us"))
 
-        redis_broker.start()
-        app._after_fork()
-        # The sweep is called here, as beat would call it: a beat process would publish through the
-        # broker that is down, and a worker acking a task across the outage can lose its consumer
-        # (kombu's reconnect fails with AttributeError), which is Celery's matter, not this test's.
-        # Beat's own schedule is exercised in tests/reliability/test_faults.py and test_outage.py.
+    redis_broker.start()
+    app._after_fork()
+    with running_workers(standin.url, beat=True, **env):
+        # Beat's sweep (every 30 s) finds what was accepted during the outage: nothing was enqueued then.
         wait_until(
-            lambda: sweep() >= 0 and not Forward.objects.exists(),
+            lambda: not Forward.objects.exists(),
             timeout=120,
             interval=1,
             message="the sweep to deliver what was accepted during the outage",

@@ -337,3 +337,23 @@ def test_after_a_toggle_change_the_next_forward_uses_the_new_mode_and_nothing_is
     assert sent_attributes(standin.requests("site-us")[-1]) == {"SegmentMembership": "'2'"}
     assert standin.people("site-us")["c1"] == {"SegmentMembership": "'2'", "In B": "true"}
     assert len(standin.requests("site-us")) == 3, "a toggle change itself sends nothing"
+
+
+@pytest.mark.parametrize("transport", ["v1", "v2_batch"])
+def test_the_rate_limiter_keeps_every_second_under_the_connection_limit(setup, standin, settings, transport):
+    # Issue 17: the limiter in the path. v2 batches of 5 profiles make several requests too.
+    settings.FORWARD_BATCH_SIZE = 5
+    connection = setup(transport=transport)
+    Connection.objects.filter(pk=connection.pk).update(rate_limit=4)
+    apply_changes([ProfileChange(ProfileInput(customer_id=f"r{i}"), {123: True}) for i in range(30)])
+
+    started = time.monotonic()
+    while Forward.objects.exists():
+        forward_pending(connection.pk)
+    elapsed = time.monotonic() - started
+
+    requests = len(standin.requests("site-us"))
+    assert standin.stats()["workspaces"]["site-us"]["max_requests_in_1s"] <= 4
+    # n requests at 4 per 1.05 s window cannot take less than (n / 4 - 1) windows.
+    assert elapsed >= (requests / 4 - 1) * 1.0
+    assert len(standin.people("site-us")) == 30

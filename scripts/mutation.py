@@ -41,7 +41,16 @@ class Target:
         return 0.9 if self.kind == "pure" else 0.8
 
 
-PURE_TESTS = ("tests/services/test_attributes.py", "tests/services/test_identifiers_and_segments.py")
+ATTRIBUTE_TESTS = (
+    "tests/services/test_attributes.py",
+    "tests/services/test_identifiers_and_segments.py",
+    "tests/services/test_membership_sources.py",
+)
+LIMIT_TESTS = (
+    "tests/customerio/test_limits.py",
+    "tests/customerio/test_limit_reasons_name_the_culprit.py",
+    "tests/customerio/test_batch_packing_bounds.py",
+)
 FORWARDING_TESTS = (
     "tests/forwarding/test_breaker.py",
     "tests/forwarding/test_forward_pending.py",
@@ -49,8 +58,8 @@ FORWARDING_TESTS = (
 )
 
 TARGETS: dict[str, Target] = {
-    "attributes": Target("connections/services/attributes.py", PURE_TESTS, "pure"),
-    "limits": Target("connections/customerio/limits.py", ("tests/customerio/test_limits.py",), "pure"),
+    "attributes": Target("connections/services/attributes.py", ATTRIBUTE_TESTS, "pure"),
+    "limits": Target("connections/customerio/limits.py", LIMIT_TESTS, "pure"),
     "outcomes": Target("connections/services/outcomes.py", FORWARDING_TESTS, "forwarding"),
     "breaker": Target("connections/services/breaker.py", FORWARDING_TESTS, "forwarding"),
     "claims": Target(

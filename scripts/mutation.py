@@ -53,8 +53,8 @@ LIMIT_TESTS = (
 )
 FORWARDING_TESTS = (
     "tests/forwarding/test_breaker.py",
+    "tests/forwarding/test_breaker_probe_schedule.py",
     "tests/forwarding/test_forward_pending.py",
-    "tests/forwarding/test_backoff.py",
 )
 
 TARGETS: dict[str, Target] = {
@@ -64,7 +64,7 @@ TARGETS: dict[str, Target] = {
     "breaker": Target("connections/services/breaker.py", FORWARDING_TESTS, "forwarding"),
     "claims": Target(
         "connections/services/claims.py",
-        ("tests/forwarding/test_forward_pending.py", "tests/forwarding/test_claims.py"),
+        ("tests/forwarding/test_forward_pending.py",),
         "forwarding",
     ),
     "payloads": Target(
@@ -74,7 +74,7 @@ TARGETS: dict[str, Target] = {
     ),
     "ratelimit": Target(
         "connections/customerio/ratelimit.py",
-        ("tests/customerio/test_ratelimit.py", "tests/forwarding/test_rate_limit_in_path.py"),
+        ("tests/customerio/test_ratelimit.py", "tests/forwarding/test_forward_pending.py"),
         "forwarding",
     ),
 }

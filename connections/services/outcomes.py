@@ -68,13 +68,22 @@ def backoff_seconds(attempt: int, retry_after: float | None) -> float:
     return max(delay, retry_after or 0.0)
 
 
-def log_pending(connection: Connection, group: list[Planned]) -> dict[int, int]:
+def log_pending(
+    connection: Connection,
+    group: list[Planned],
+    *,
+    action: str = "identify",
+    segment_id: int | None = None,
+    one_request: bool | None = None,
+) -> dict[int, int]:
     """Write the log rows of the group's request(s) as pending; returns profile id -> delivery id.
 
-    Written before the HTTP call, so a crash in the middle still leaves a trace. A v2 batch
-    is one request (one request id for all); v1 sends one request per profile.
+    Written before the HTTP call, so a crash in the middle still leaves a trace. A v2 batch or a
+    segment request is one request (one request id for all); v1 sends one request per profile.
     """
-    shared = uuid.uuid4() if connection.transport == Connection.Transport.V2_BATCH else None
+    if one_request is None:
+        one_request = connection.transport == Connection.Transport.V2_BATCH
+    shared = uuid.uuid4() if one_request else None
     rows = Delivery.objects.bulk_create(
         [
             Delivery(
@@ -84,7 +93,9 @@ def log_pending(connection: Connection, group: list[Planned]) -> dict[int, int]:
                 status=Delivery.Status.PENDING,
                 reason=p.reason,
                 transport=connection.transport,
-                attributes=p.attributes,
+                action=action,
+                segment_id=segment_id,
+                attributes=p.attributes if action == "identify" else {},
                 attempt=p.attempt,
                 request_id=shared or uuid.uuid4(),
             )

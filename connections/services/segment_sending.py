@@ -13,7 +13,6 @@ The identify goes first so that the person exists when the segment names them.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 
 from django.utils import timezone
@@ -23,7 +22,7 @@ from connections.customerio.client import SEGMENT_MAX_IDS, CustomerIOClient, Out
 from connections.models import Connection, Delivery
 from connections.models.delivery import RESPONSE_MAX_CHARS
 from connections.services import connection_state
-from connections.services.outcomes import ForwardReport, log_outcome
+from connections.services.outcomes import ForwardReport, log_outcome, log_pending
 from connections.services.payloads import Planned
 
 STATUS_OF = {
@@ -48,7 +47,8 @@ def send_segment_operations(
         for start in range(0, len(profiles), SEGMENT_MAX_IDS):
             chunk = profiles[start : start + SEGMENT_MAX_IDS]
             ratelimit.acquire(connection.pk, connection.rate_limit)
-            logged = _log_pending(connection, segment_id, action, chunk)
+            pending = log_pending(connection, chunk, action=f"segment_{action}", segment_id=segment_id, one_request=True)
+            logged = list(pending.values())
             send = client.add_to_segment if action == "add" else client.remove_from_segment
             result = send(segment_id, [p.customer_id for p in chunk], id_type)
             _complete(connection, logged, result, chunk)
@@ -57,28 +57,6 @@ def send_segment_operations(
             if result.outcome in (Outcome.RETRY, Outcome.CREDENTIALS_REJECTED):
                 retry.update(p.profile_id for p in chunk)
     return retry
-
-
-def _log_pending(connection: Connection, segment_id: int, action: str, chunk: list[Planned]) -> list[int]:
-    request_id = uuid.uuid4()
-    rows = Delivery.objects.bulk_create(
-        [
-            Delivery(
-                connection=connection,
-                profile_id=p.profile_id,
-                customer_id=p.customer_id,
-                status=Delivery.Status.PENDING,
-                reason=p.reason,
-                transport=connection.transport,
-                action=f"segment_{action}",
-                segment_id=segment_id,
-                attempt=p.attempt,
-                request_id=request_id,
-            )
-            for p in chunk
-        ]
-    )
-    return [row.pk for row in rows]
 
 
 def _complete(connection: Connection, logged: list[int], result: SendResult, chunk: list[Planned]) -> None:

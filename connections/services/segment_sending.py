@@ -47,8 +47,8 @@ def send_segment_operations(
         for start in range(0, len(profiles), SEGMENT_MAX_IDS):
             chunk = profiles[start : start + SEGMENT_MAX_IDS]
             ratelimit.acquire(connection.pk, connection.rate_limit)
-            pending = log_pending(connection, chunk, action=f"segment_{action}", segment_id=segment_id, one_request=True)
-            logged = list(pending.values())
+            kind = f"segment_{action}"
+            logged = list(log_pending(connection, chunk, action=kind, segment_id=segment_id, one_request=True).values())
             send = client.add_to_segment if action == "add" else client.remove_from_segment
             result = send(segment_id, [p.customer_id for p in chunk], id_type)
             _complete(connection, logged, result, chunk)

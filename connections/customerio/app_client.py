@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from connections.customerio.http import HTTPClient, Outcome, SendResult, json_or_none
+from connections.customerio.http import CredentialCheck, HTTPClient, Outcome, SendResult, json_or_none
 
 APP_REGION_HOSTS: dict[str, tuple[str, str]] = {
     # region: (Django setting, Customer.io's own App API host)
@@ -34,17 +34,9 @@ class AppAPIError(Exception):
 
 
 @dataclass(frozen=True)
-class AppCheck:
+class AppCheck(CredentialCheck):
     result: SendResult
     segment_count: int | None = None  # segments the key can see, when it is valid
-
-    @property
-    def valid(self) -> bool:
-        return self.result.outcome is Outcome.SUCCEEDED
-
-    @property
-    def rejected(self) -> bool:
-        return self.result.outcome is Outcome.CREDENTIALS_REJECTED
 
 
 class CustomerIOAppClient(HTTPClient):

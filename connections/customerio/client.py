@@ -20,6 +20,7 @@ from django.conf import settings
 
 from connections.customerio.http import (
     USER_AGENT,
+    CredentialCheck,
     HTTPClient,
     Outcome,
     SendResult,
@@ -73,20 +74,11 @@ class BatchResult:
 
 
 @dataclass(frozen=True)
-class RegionResult:
+class RegionResult(CredentialCheck):
     result: SendResult
     region: str | None = None
     url: str | None = None
     environment_id: int | None = None
-
-    @property
-    def valid(self) -> bool:
-        """Customer.io accepted the credentials."""
-        return self.result.outcome is Outcome.SUCCEEDED
-
-    @property
-    def rejected(self) -> bool:
-        return self.result.outcome is Outcome.CREDENTIALS_REJECTED
 
 
 class CustomerIOClient(HTTPClient):

@@ -60,6 +60,21 @@ class SendResult:
     bytes_sent: int  # request body bytes, 0 when nothing could be built
 
 
+class CredentialCheck:
+    """What a credentials check says (mixed into the result dataclasses that carry `result`)."""
+
+    result: SendResult
+
+    @property
+    def valid(self) -> bool:
+        """Customer.io accepted the credentials."""
+        return self.result.outcome is Outcome.SUCCEEDED
+
+    @property
+    def rejected(self) -> bool:
+        return self.result.outcome is Outcome.CREDENTIALS_REJECTED
+
+
 class HTTPClient:
     """Sends one request with a fixed Authorization header and classifies the answer.
 

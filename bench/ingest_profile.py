@@ -64,12 +64,14 @@ def run(args: argparse.Namespace, database: str) -> None:
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
-    from firehose import AUDIENCES
+    from firehose import AUDIENCES, BENCH_CONNECTION_KEY
 
     from connections.models import Audience, Connection
     from connections.services import subscriptions, tokens
 
-    site = Connection.objects.create(name="Bench workspace", site_id="bench-site", api_key="bench-key-0000")
+    site = Connection.objects.create(
+        name="Bench workspace", site_id="bench-site", api_key="bench-key-0000", connection_key=BENCH_CONNECTION_KEY
+    )
     for audience_id, name in AUDIENCES:
         subscriptions.subscribe(Audience.objects.create(audience_id=audience_id, name=name), site)
     _, token = tokens.create_token("bench")

@@ -79,12 +79,15 @@ class Fields:
         return value
 
     def string(self, key: str, required: bool = True, max_length: int | None = None, allow_empty: bool = True) -> Any:
-        value = self._present(key, required)
+        value = self.data.get(key)
         if value is None:
+            if required:
+                raise MessageError(self.at(key), "is required")
             return None
         if not isinstance(value, str):
             raise MessageError(self.at(key), f"must be a string, not {json_type(value)}")
-        check_storable(value, self.at(key))
+        if "\x00" in value or not value.isascii():  # the common case (ASCII, no NUL) needs no path
+            check_storable(value, self.at(key))
         if not allow_empty and not value.strip():
             raise MessageError(self.at(key), "must not be empty")
         if max_length is not None and len(value) > max_length:
@@ -125,10 +128,11 @@ class Fields:
         if not isinstance(value, list):
             raise MessageError(self.at(key), f"must be an array, not {json_type(value)}")
         items = []
+        path = self.at(key)
         for n, item in enumerate(value):
             if not isinstance(item, dict):
-                raise MessageError(f"{self.at(key)}[{n}]", f"must be an object, not {json_type(item)}")
-            items.append(Fields(item, f"{self.at(key)}[{n}]"))
+                raise MessageError(f"{path}[{n}]", f"must be an object, not {json_type(item)}")
+            items.append(Fields(item, f"{path}[{n}]"))
         return items
 
     def string_map(self, key: str, required: bool = True) -> dict[str, str] | None:

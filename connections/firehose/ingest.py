@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, OperationalError, connections, router, transaction
+from django.utils import timezone
 
 from connections.firehose import dsr_ingest, responses
 from connections.firehose.messages import (
@@ -28,6 +29,7 @@ from connections.firehose.messages import (
     AudienceMembershipChangeRequest,
     AudienceSubscriptionRequest,
     DsrProcessingRequest,
+    Envelope,
     Message,
     MessageError,
     ModuleRegistrationRequest,
@@ -52,22 +54,27 @@ def handle(message: Message) -> Outcome:
     if isinstance(message, ModuleRegistrationRequest):
         return Outcome(responses.module_registration_response(message))
     message_id = message.envelope.id
-    stored = stored_response(message_id)
-    if stored is not None:
-        return Outcome(stored, replayed=True)
     for attempt in (1, 2):
+        failure: Exception
         try:
             return Outcome(_apply_once(message))
+        except AlreadyApplied as applied:
+            failure = applied
         except (IntegrityError, OperationalError) as exc:
             if isinstance(exc, OperationalError) and not _is_transient(exc):
                 raise
-            stored = stored_response(message_id)
-            if stored is not None:
-                return Outcome(stored, replayed=True)
-            if attempt == 2:
-                raise
-            logger.info("Firehose message %s met a concurrent transaction (%s); applying it again", message_id, exc)
+            failure = exc
+        stored = stored_response(message_id)
+        if stored is not None:
+            return Outcome(stored, replayed=True)
+        if attempt == 2:
+            raise failure
+        logger.info("Firehose message %s met a concurrent transaction (%s); applying it again", message_id, failure)
     raise AssertionError("unreachable")
+
+
+class AlreadyApplied(Exception):
+    """The message's id is recorded already (a replay, or a copy another request just applied)."""
 
 
 def _is_transient(exc: OperationalError) -> bool:
@@ -89,10 +96,11 @@ def _apply_once(
             response = in_stored_key_order(responses.dsr_processing_response(message))
         else:
             response = in_stored_key_order(responses.audience_membership_change_response(message))
-        # Recorded first: a concurrent copy of this message blocks here rather than doing the work twice.
-        FirehoseMessage.objects.create(
-            message_id=message.envelope.id, message_type=message.envelope.type, response=response
-        )
+        # Recorded first: a concurrent copy of this message waits here for this one's transaction,
+        # then finds the id taken, rather than doing the work twice. No lookup before: a replay is
+        # rare, and a lookup would cost every message a round trip.
+        if not record_message(message.envelope, response):
+            raise AlreadyApplied(message.envelope.id)
         if isinstance(message, AudienceSubscriptionRequest):
             apply_subscription(message)
         elif isinstance(message, DsrProcessingRequest):
@@ -100,6 +108,24 @@ def _apply_once(
         else:
             apply_membership_change(message)
     return response
+
+
+def record_message(envelope: Envelope, response: dict[str, Any]) -> bool:
+    """Record a message as applied with its answer; False when its id is recorded already."""
+    db = connections[router.db_for_write(FirehoseMessage)]
+    field = FirehoseMessage._meta.get_field("response")
+    with db.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {FirehoseMessage._meta.db_table} (message_id, message_type, response, received_at)"  # noqa: S608
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (message_id) DO NOTHING",
+            [
+                envelope.id,
+                envelope.type,
+                field.get_db_prep_save(response, db),
+                db.ops.adapt_datetimefield_value(timezone.now()),
+            ],
+        )
+        return cursor.rowcount == 1
 
 
 def in_stored_key_order(value: Any) -> Any:
@@ -122,7 +148,8 @@ def named_connection(connection_key: str | None) -> Connection | None:
     """
     if connection_key is None:
         return None
-    connection = Connection.objects.filter(connection_key=connection_key).first()
+    # The API keys are decrypted only where a caller reads them (most messages never do).
+    connection = Connection.objects.filter(connection_key=connection_key).defer("api_key", "app_api_key").first()
     if connection is None:
         raise MessageError(
             f"account.account_settings.{CONNECTION_KEY_SETTING}",

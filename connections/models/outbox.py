@@ -34,6 +34,7 @@ class Forward(models.Model):
     profile = models.ForeignKey(
         "connections.Profile",
         on_delete=models.CASCADE,
+        db_index=False,  # forward_profile_conn starts with the profile
         related_name="forwards",
         verbose_name=_("profile"),
         help_text=_("Who is sent."),
@@ -41,6 +42,9 @@ class Forward(models.Model):
     audience = models.ForeignKey(
         "connections.Audience",
         on_delete=models.CASCADE,
+        # Not indexed: every read by audience also names the connection (forward_conn_due narrows
+        # it), and each index costs every membership change an insert (see the README, issue 14).
+        db_index=False,
         null=True,
         blank=True,
         related_name="+",
@@ -65,7 +69,9 @@ class Forward(models.Model):
         verbose_name_plural = _("pending forwards")
         indexes = [
             models.Index(fields=["connection", "due_at"], name="forward_conn_due"),
-            models.Index(fields=["connection", "profile"], name="forward_conn_profile"),
+            # Profile first: it serves the claims' (connection, profiles) lookups and a profile's
+            # cascade delete alike, so the outbox needs no separate index on the profile.
+            models.Index(fields=["profile", "connection"], name="forward_profile_conn"),
             models.Index(fields=["claim_token"], name="forward_claim", condition=~Q(claim_token="")),
         ]
         constraints = [

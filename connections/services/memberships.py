@@ -54,13 +54,13 @@ class ApplyResult:
     forwards_queued: int = 0
 
 
-def ensure_audiences(names_by_id: dict[int, str]) -> dict[int, Audience]:
-    """audience_id -> Audience, creating the ones not seen before (with the given name)."""
-    found = {a.audience_id: a for a in Audience.objects.filter(audience_id__in=names_by_id)}
+def ensure_audiences(names_by_id: dict[int, str]) -> dict[int, int]:
+    """audience_id -> the audience's pk, creating the ones not seen before (with the given name)."""
+    found = dict(Audience.objects.filter(audience_id__in=names_by_id).values_list("audience_id", "pk"))
     missing = [Audience(audience_id=i, name=names_by_id[i] or str(i)) for i in names_by_id if i not in found]
     if missing:
         Audience.objects.bulk_create(missing, ignore_conflicts=True)
-        found = {a.audience_id: a for a in Audience.objects.filter(audience_id__in=names_by_id)}
+        found = dict(Audience.objects.filter(audience_id__in=names_by_id).values_list("audience_id", "pk"))
     return found
 
 
@@ -85,7 +85,7 @@ def apply_changes(
     for change in changes:
         for audience_id in change.memberships:
             names.setdefault(audience_id, str(audience_id))
-    audiences = {i: a.pk for i, a in ensure_audiences(names).items()} if names else {}
+    audiences = ensure_audiences(names) if names else {}
 
     resolved = profile_rows.resolve([c.profile for c in changes], now)
     result.profiles_created += resolved.created

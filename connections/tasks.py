@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from connections.models import Audience, Connection, Delivery, ErasureCall, Forward
-from connections.services import alerts, backfill, erasure_calls, forwarding, resync, retention, tallies
+from connections.services import alerts, backfill, erasure_calls, forwarding, outbox, resync, retention, tallies
 
 log = logging.getLogger("cioaudience.tasks")
 
@@ -67,6 +67,8 @@ def sweep() -> int:
         .values_list("connection_id", flat=True)
         .distinct()
     )
+    if orphans := outbox.remove_orphans():
+        log.info("sweep removed forwards of deleted connections count=%d", orphans)
     connection_ids = sorted({*due, *probes, *erasures})
     for connection_id in connection_ids:
         forward_connection.delay(connection_id)

@@ -23,9 +23,15 @@ class Forward(models.Model):
         RESYNC = "resync", _("Resync")
         RETRY = "retry", _("Retried from the admin")
 
+    # No foreign key constraints in the database (db_constraint=False): PostgreSQL checks each
+    # one with a locking lookup per inserted row at commit, which was the larger part of a
+    # Firehose message's commit (issue 14). Deletes still cascade (Django's collector), and a
+    # row a concurrent transaction leaves behind is harmless: `payloads.plan` finishes a row
+    # whose profile is gone, and the sweep removes rows whose connection is gone.
     connection = models.ForeignKey(
         "connections.Connection",
         on_delete=models.CASCADE,
+        db_constraint=False,
         db_index=False,  # the composite indexes starting with connection serve
         related_name="forwards",
         verbose_name=_("connection"),
@@ -34,6 +40,7 @@ class Forward(models.Model):
     profile = models.ForeignKey(
         "connections.Profile",
         on_delete=models.CASCADE,
+        db_constraint=False,
         db_index=False,  # forward_profile_conn starts with the profile
         related_name="forwards",
         verbose_name=_("profile"),
@@ -42,6 +49,7 @@ class Forward(models.Model):
     audience = models.ForeignKey(
         "connections.Audience",
         on_delete=models.CASCADE,
+        db_constraint=False,
         # Not indexed: every read by audience also names the connection (forward_conn_due narrows
         # it), and each index costs every membership change an insert (see the README, issue 14).
         db_index=False,

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from django.db import connection as db_connection
 from django.utils import timezone
 
-from connections.models import Forward, Membership, Subscription
+from connections.models import Connection, Forward, Membership, Subscription
 from connections.services import bulk
 from connections.services.wakeup import wake_workers
 
@@ -23,6 +23,7 @@ __all__ = [
     "enqueue",
     "enqueue_audience_members",
     "enqueue_by_reason",
+    "remove_orphans",
     "wake_workers",
 ]
 
@@ -94,3 +95,13 @@ def active_connection_ids_by_audience(audience_pks: Iterable[int]) -> dict[int, 
     for audience_id, connection_id in rows.values_list("audience_id", "connection_id"):
         result.setdefault(audience_id, []).append(connection_id)
     return result
+
+
+def remove_orphans() -> int:
+    """Delete outbox rows of connections that no longer exist; returns how many.
+
+    Deleting a connection deletes its rows, but the outbox has no foreign key constraint (each
+    would cost every queued forward a lookup at commit), so a message committed while the
+    connection was being deleted can leave rows behind; no worker ever claims them.
+    """
+    return Forward.objects.exclude(connection_id__in=Connection.objects.values("pk")).delete()[0]

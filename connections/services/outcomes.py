@@ -125,7 +125,7 @@ def record_unsent(connection: Connection, token: str, planned: list[Planned], re
         entries.append(
             Delivery(
                 connection=connection,
-                profile_id=p.profile_id,
+                profile_id=None if p.gone else p.profile_id,
                 customer_id=p.customer_id,
                 status=status,
                 reason=p.reason,

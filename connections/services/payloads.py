@@ -31,6 +31,7 @@ from connections.services.attributes import (
 # intent when an identity change and a resync of the same profile meet.
 
 NOT_SUBSCRIBED = "Subscription no longer active: not sent; Customer.io keeps its attributes."
+PROFILE_GONE = "The profile was deleted here before it was sent: nothing sent."
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Planned:
     skip: str = ""  # non-empty: recorded as skipped
     cancel: str = ""  # non-empty: recorded as cancelled
     violation: str = ""  # non-empty: recorded as failed (a Customer.io limit)
+    gone: bool = False  # the profile no longer exists (its log entry names no profile)
 
     @property
     def sendable(self) -> bool:
@@ -94,15 +96,18 @@ def plan(connection: Connection, rows: Iterable[ClaimedRow]) -> list[Planned]:
     suppressed = suppression.suppressed_profiles(connection, profiles.values())  # erased and suppressed
     planned = []
     for profile_id, profile_rows in by_profile.items():
-        p = profiles[profile_id]
+        p = profiles.get(profile_id)
         item = Planned(
             profile_id=profile_id,
-            customer_id=p["customer_id"],
+            customer_id=p["customer_id"] if p else "",
             reason=profile_rows[0].reason,
             attempt=max(r.attempts for r in profile_rows) + 1,
             row_ids=[r.id for r in profile_rows],
         )
         planned.append(item)
+        if p is None:  # deleted (erased) after its rows were queued: the outbox has no constraint to stop it
+            item.cancel, item.gone = PROFILE_GONE, True
+            continue
         audience_rows = {r.audience_id for r in profile_rows if r.audience_id is not None}
         general = [r for r in profile_rows if r.audience_id is None]
         live = audience_rows & active.keys()

@@ -145,7 +145,10 @@ def start_standin(
     wait_for(lambda: _get_ok(f"http://127.0.0.1:{port}/_standin/health"), 30, "the stand-in to listen")
 
 
-def start_workers(group: Processes, env: dict[str, str], count: int, concurrency: int = 2) -> None:
+def start_workers(
+    group: Processes, env: dict[str, str], count: int, concurrency: int = 2, pool: str = "prefork"
+) -> None:
+    """`count` Celery workers of `concurrency` each, on the pool the README deploys (prefork) by default."""
     for n in range(count):
         group.start(
             f"worker{n}",
@@ -157,7 +160,7 @@ def start_workers(group: Processes, env: dict[str, str], count: int, concurrency
                 "cioaudience",
                 "worker",
                 "--pool",
-                "threads",
+                pool,
                 "--concurrency",
                 str(concurrency),
                 "--loglevel",

@@ -41,7 +41,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from firehose import PYTHON, ROOT, environment, fresh_database
+from firehose import BENCH_CONNECTION_KEY, PYTHON, ROOT, environment, fresh_database
 from harness import free_port, processes, standin, start_standin, start_web, start_workers, wait_for
 
 PATH = "/api/mparticle/firehose"
@@ -87,7 +87,7 @@ def make_message(rng: random.Random, first: int, profiles: int, timestamp_ms: in
         "id": str(uuid.uuid4()),
         "timestamp_ms": timestamp_ms,
         "firehose_version": "3.2.0",
-        "account": {"account_id": 1, "account_settings": {}},
+        "account": {"account_id": 1, "account_settings": {"connectionKey": BENCH_CONNECTION_KEY}},
         "user_profiles": user_profiles,
     }
     return json.dumps(body), changes
@@ -157,7 +157,7 @@ def setup(env: dict[str, str]) -> str:
         "import django,json;django.setup();"
         "from connections.models import Audience,Connection;from connections.services import subscriptions,tokens;"
         f"c=Connection.objects.create(name='Bench workspace',site_id={SITE_ID!r},api_key={API_KEY!r},"
-        "one_attribute_per_audience=True);"
+        f"connection_key={BENCH_CONNECTION_KEY!r},one_attribute_per_audience=True);"
         f"[subscriptions.subscribe(Audience.objects.create(audience_id=i,name=n),c) for i,n in {AUDIENCES!r}];"
         "print(json.dumps({'token': tokens.create_token('bench')[1]}))"
     )

@@ -64,7 +64,9 @@ def ensure_audiences(names_by_id: dict[int, str]) -> dict[int, int]:
     return found
 
 
-@transaction.atomic
+# No savepoint when called inside a transaction (the Firehose message's): it would cost two round
+# trips per message, and no caller catches a failure inside its own transaction to go on.
+@transaction.atomic(savepoint=False)
 def apply_changes(
     changes: Sequence[ProfileChange],
     audience_names: dict[int, str] | None = None,

@@ -173,6 +173,12 @@ def outbox_size(env: dict[str, str]) -> int:
     return int(out.stdout.strip().splitlines()[-1])
 
 
+def sample_rss(master_pid: int, stop: threading.Event, into: list[tuple[float, list[float]]]) -> None:
+    started = time.monotonic()
+    while not stop.wait(60):
+        into.append(((time.monotonic() - started) / 60, web_worker_rss_mb(master_pid)))
+
+
 def web_worker_rss_mb(master_pid: int) -> list[float]:
     children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
     sizes = []
@@ -246,6 +252,7 @@ def main() -> None:
             start_workers(group, env, args.workers)
             master = next(p for p in group.procs if "gunicorn" in " ".join(p.args))
             rss_start = web_worker_rss_mb(master.pid)
+            rss_samples: list[tuple[float, list[float]]] = []
             position, first = 0, 0
             for n, rate in enumerate(rates):
                 config = {
@@ -258,10 +265,18 @@ def main() -> None:
                     "first_customer": first,
                 }
                 first += int(rate * args.seconds) * args.profiles
-                driver = subprocess.run(
-                    [PYTHON, __file__, "_drive", json.dumps(config)],
-                    cwd=ROOT, check=True, capture_output=True, text=True, timeout=args.seconds + 600,
-                )
+                # The web workers' memory, once a minute while the load runs (flat, or growing?).
+                stop = threading.Event()
+                sampler = threading.Thread(target=sample_rss, args=(master.pid, stop, rss_samples), daemon=True)
+                sampler.start()
+                try:
+                    driver = subprocess.run(
+                        [PYTHON, __file__, "_drive", json.dumps(config)],
+                        cwd=ROOT, check=True, capture_output=True, text=True, timeout=args.seconds + 600,
+                    )
+                finally:
+                    stop.set()
+                    sampler.join()
                 measured = json.loads(driver.stdout.strip().splitlines()[-1])
                 drained_at = time.monotonic()
                 wait_for(lambda: outbox_size(env) == 0, args.drain_timeout, "the outbox to drain", interval=1.0)
@@ -288,6 +303,9 @@ def main() -> None:
             rss_end = web_worker_rss_mb(master.pid)
             stats = standin(standin_port, "stats")
         print(f"  web worker RSS (MB): start {rss_start}, end {rss_end}")
+        if rss_samples:
+            series = ", ".join(f"{minute:.0f} min {max(sizes):.1f}" for minute, sizes in rss_samples)
+            print(f"  largest web worker RSS (MB) during the load, once a minute: {series}")
         print(f"  stand-in: {stats['requests']:,} requests, by status {stats['by_status']}")
 
 

@@ -26,11 +26,20 @@ from connections.customerio.client import Outcome, SendResult
 from connections.logfmt import logfmt
 from connections.models import Connection, Delivery
 from connections.models.delivery import RESPONSE_MAX_CHARS
-from connections.services import claims
+from connections.services import bulk, claims
 from connections.services.payloads import Planned
 
 log = logging.getLogger("cioaudience.forwarding")
 
+# The columns of a pending log row that differ from row to row (bulk.rows_cte's names and casts).
+LOG_COLUMNS = [
+    ("profile_id", "bigint"),
+    ("customer_id", "text"),
+    ("reason", "text"),
+    ("attributes", "jsonb"),
+    ("attempt", "integer"),
+    ("request_id", "uuid"),
+]
 FAULTED_SUFFIX = " The connection is faulted; this update waits until it is resumed."
 
 
@@ -84,25 +93,47 @@ def log_pending(
     if one_request is None:
         one_request = connection.transport == Connection.Transport.V2_BATCH
     shared = uuid.uuid4() if one_request else None
-    rows = Delivery.objects.bulk_create(
+    db = bulk.database(Delivery)
+    fields = {name: Delivery._meta.get_field(name) for name in ("attributes", "request_id")}
+
+    def prepared(name: str, value: object) -> object:
+        # In the rows' JSON on PostgreSQL (cast there); as Django stores them elsewhere (SQLite).
+        if bulk.is_postgresql(db):
+            return str(value) if name == "request_id" else value
+        return fields[name].get_db_prep_save(value, db)
+
+    rows = [
+        (
+            p.profile_id,
+            p.customer_id,
+            p.reason,
+            prepared("attributes", p.attributes if action == "identify" else {}),
+            p.attempt,
+            prepared("request_id", shared or uuid.uuid4()),
+        )
+        for p in group
+    ]
+    # One statement (rows as one JSON parameter): bulk_create built a model object and prepared
+    # each field of each of up to FORWARD_BATCH_SIZE rows in Python, the largest part of a
+    # forwarded profile's cost under cProfile (0.5 ms a profile).
+    returned = bulk.run(
+        db,
+        LOG_COLUMNS,
+        rows,
+        f"INSERT INTO {Delivery._meta.db_table} (connection_id, profile_id, customer_id, status, reason,"  # noqa: S608
+        " transport, action, segment_id, attributes, attempt, request_id, response, error, created_at)"
+        " SELECT %s, profile_id, customer_id, %s, reason, %s, %s, %s, attributes, attempt, request_id, '', '', %s"
+        " FROM v WHERE true RETURNING profile_id, id",
         [
-            Delivery(
-                connection=connection,
-                profile_id=p.profile_id,
-                customer_id=p.customer_id,
-                status=Delivery.Status.PENDING,
-                reason=p.reason,
-                transport=connection.transport,
-                action=action,
-                segment_id=segment_id,
-                attributes=p.attributes if action == "identify" else {},
-                attempt=p.attempt,
-                request_id=shared or uuid.uuid4(),
-            )
-            for p in group
-        ]
+            connection.pk,
+            Delivery.Status.PENDING.value,
+            connection.transport,
+            action,
+            segment_id,
+            bulk.timestamp(db, timezone.now()),
+        ],
     )
-    return {row.profile_id: row.pk for row in rows}
+    return dict(returned)
 
 
 def record_unsent(connection: Connection, token: str, planned: list[Planned], report: ForwardReport) -> None:

@@ -21,6 +21,8 @@ SUPPRESSED_REASON = (
 
 def suppressed_profiles(connection: Connection, profiles: Iterable[Mapping[str, Any]]) -> dict[int, str]:
     """profile id -> why it is not sent, for the profiles whose customer ID or email is suppressed here."""
+    if not SuppressedIdentifier.objects.filter(connection=connection).exists():
+        return {}  # the usual case: nothing to hash, no list of thousands of hashes to look up
     hashes: dict[str, set[int]] = {}
     for p in profiles:
         if p.get("customer_id"):

@@ -259,3 +259,30 @@ def apply_rows(rows: Sequence[Row], audience: Audience) -> ApplyResult:
         for r in rows
     ]
     return apply_changes(changes, {audience.audience_id: audience.name})
+
+
+class PartitionedSpool:
+    """Checked rows in `parts` spools, a person's rows always in the same one (in file order).
+
+    Each part can then be applied by its own connection, in parallel with the others: no two
+    parts touch the same profile, and each applies its rows in the order of the file, so the
+    last line about a person still wins.
+    """
+
+    def __init__(self, batch_size: int, parts: int) -> None:
+        self.parts = [RowSpool(batch_size) for _ in range(parts)]
+
+    def add(self, row: Row) -> None:
+        # hash() of a str is stable within a process, which is all this needs.
+        self.parts[hash(row.customer_id) % len(self.parts) if len(self.parts) > 1 else 0].add(row)
+
+    @property
+    def rows(self) -> int:
+        return sum(part.rows for part in self.parts)
+
+    def size(self) -> int:
+        return sum(part.size() for part in self.parts)
+
+    def close(self) -> None:
+        for part in self.parts:
+            part.close()

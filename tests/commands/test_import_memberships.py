@@ -387,3 +387,53 @@ def test_a_person_known_by_their_mparticle_id_is_found_by_customer_id(tmp_path, 
     profile = Profile.objects.get()
     assert (profile.mpid, profile.email, profile.first_name) == ("8675309", "ada@example.com", "Ada")
     assert memberships() == {("c1", True)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parts_applied_in_parallel_keep_each_persons_last_line(tmp_path):
+    """Outside a transaction, PostgreSQL applies the spool's parts on two connections (SQLite on one)."""
+    audience = AudienceFactory(audience_id=42, name="Imported")
+    subscription = SubscriptionFactory(audience=audience)
+    lines = "".join(f"c{n % 40},p{n}@example.com,,,{'add' if n % 7 else 'delete'}\n" for n in range(200))
+
+    out, _ = run(write(tmp_path, "people.csv", HEADER + lines), "--batch-size", "3", "--jobs", "2")
+
+    last = {f"c{n % 40}": (f"p{n}@example.com", bool(n % 7)) for n in range(200)}
+    stored = {p.customer_id: p.email for p in Profile.objects.all()}
+    assert stored == {cid: email for cid, (email, _) in last.items()}
+    assert memberships() == {(cid, member) for cid, (_, member) in last.items()}
+    assert set(Forward.objects.values_list("connection_id", "profile__customer_id")) == {
+        (subscription.connection_id, cid) for cid in last
+    }
+    assert "lines read:           200" in out
+    assert "profiles created:     40" in out
+
+
+def test_an_error_in_one_part_stops_the_others_and_is_raised():
+    import threading
+
+    from connections.services.import_parallel import apply_parts
+    from connections.services.imports import Row, RowSpool
+    from connections.services.memberships import ApplyResult
+
+    parts = [RowSpool(batch_size=1) for _ in range(2)]
+    for n in range(50):
+        parts[n % 2].add(Row(n, f"c{n}", None, None, None, True))
+    applied: list[str] = []
+    failed = threading.Event()
+
+    def apply(batch: list[Row]) -> ApplyResult:
+        number = int(batch[0].customer_id[1:])
+        if number == 4:
+            failed.set()
+            raise RuntimeError("the database went away")
+        if number % 2:  # the other part is in the middle of its first batch when the error comes
+            assert failed.wait(timeout=10)
+        applied.append(batch[0].customer_id)
+        return ApplyResult(memberships_changed=1)
+
+    with pytest.raises(RuntimeError, match="went away"):
+        apply_parts(parts, apply, lambda lines, read, result: None)
+
+    # Each part stopped after the batch it was applying: the rest of both parts was left alone.
+    assert sorted(applied) == ["c0", "c1", "c2"]

@@ -420,14 +420,16 @@ def test_an_error_in_one_part_stops_the_others_and_is_raised():
     for n in range(50):
         parts[n % 2].add(Row(n, f"c{n}", None, None, None, True))
     applied: list[str] = []
-    failed = threading.Event()
+    started, failed = threading.Event(), threading.Event()
 
     def apply(batch: list[Row]) -> ApplyResult:
         number = int(batch[0].customer_id[1:])
         if number == 4:
+            assert started.wait(timeout=10)
             failed.set()
             raise RuntimeError("the database went away")
         if number % 2:  # the other part is in the middle of its first batch when the error comes
+            started.set()
             assert failed.wait(timeout=10)
         applied.append(batch[0].customer_id)
         return ApplyResult(memberships_changed=1)

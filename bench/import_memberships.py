@@ -37,6 +37,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lines", type=int, default=1_000_000, help="Lines in the file (default 1000000).")
     parser.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     parser.add_argument("--batch-size", type=int, help="import_memberships --batch-size (default: the command's).")
+    parser.add_argument("--jobs", type=int, help="import_memberships --jobs (default: the command's).")
     parser.add_argument("--timeout", type=float, default=3600, help="Give up after this many seconds.")
     return parser.parse_args()
 
@@ -97,6 +98,8 @@ def main() -> None:
         command = [PYTHON, "manage.py", "import_memberships", str(data), "--audience", str(AUDIENCE_ID)]
         if args.batch_size:
             command += ["--batch-size", str(args.batch_size)]
+        if args.jobs:
+            command += ["--jobs", str(args.jobs)]
         with open(log_path, "w") as log, open(summary_path, "w") as out:
             started = time.monotonic()
             child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=log)
@@ -110,6 +113,7 @@ def main() -> None:
         summary = summary_path.read_text()
 
     batches = f"batches of {args.batch_size}" if args.batch_size else "default batch size"
+    batches += f", --jobs {args.jobs}" if args.jobs else ""
     print(f"import_memberships on {database}, {args.lines:,} {args.format} lines, {batches}")
     print(f"  machine:       {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     print(f"  exit status:   {child.returncode}")

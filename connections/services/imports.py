@@ -16,11 +16,12 @@ import csv
 import json
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from typing import IO, Any
 
 from connections.firehose.messages import nesting_problem
 from connections.models import Audience, Profile
+from connections.services import import_copy
 from connections.services.memberships import ApplyResult, ProfileChange, ProfileInput, apply_changes
 
 COLUMNS = ("customer_id", "email", "first_name", "last_name", "action")
@@ -216,7 +217,8 @@ class RowSpool:
         self._batch: list[tuple] = []
 
     def add(self, row: Row) -> None:
-        self._batch.append(astuple(row))
+        # A plain tuple: dataclasses.astuple deep-copies every field (a third of the first pass's time).
+        self._batch.append((row.line, row.customer_id, row.email, row.first_name, row.last_name, row.is_member))
         self.rows += 1
         if len(self._batch) >= self.batch_size:
             self._flush()
@@ -243,7 +245,12 @@ class RowSpool:
 
 
 def apply_rows(rows: Sequence[Row], audience: Audience) -> ApplyResult:
-    """One `apply_changes` call (one transaction) for a batch of rows; they are forwarded like any change."""
+    """One transaction for a batch of rows; they are forwarded like any change.
+
+    On PostgreSQL, `import_copy` (COPY and set-based statements); elsewhere one `apply_changes` call.
+    """
+    if import_copy.available():
+        return import_copy.apply_rows(rows, audience)
     changes = [
         ProfileChange(
             ProfileInput(customer_id=r.customer_id, email=r.email, first_name=r.first_name, last_name=r.last_name),
@@ -252,3 +259,30 @@ def apply_rows(rows: Sequence[Row], audience: Audience) -> ApplyResult:
         for r in rows
     ]
     return apply_changes(changes, {audience.audience_id: audience.name})
+
+
+class PartitionedSpool:
+    """Checked rows in `parts` spools, a person's rows always in the same one (in file order).
+
+    Each part can then be applied by its own connection, in parallel with the others: no two
+    parts touch the same profile, and each applies its rows in the order of the file, so the
+    last line about a person still wins.
+    """
+
+    def __init__(self, batch_size: int, parts: int) -> None:
+        self.parts = [RowSpool(batch_size) for _ in range(parts)]
+
+    def add(self, row: Row) -> None:
+        # hash() of a str is stable within a process, which is all this needs.
+        self.parts[hash(row.customer_id) % len(self.parts) if len(self.parts) > 1 else 0].add(row)
+
+    @property
+    def rows(self) -> int:
+        return sum(part.rows for part in self.parts)
+
+    def size(self) -> int:
+        return sum(part.size() for part in self.parts)
+
+    def close(self) -> None:
+        for part in self.parts:
+            part.close()

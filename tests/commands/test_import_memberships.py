@@ -302,3 +302,140 @@ def test_the_checked_rows_are_applied_from_the_spool_in_batches(tmp_path, audien
 
     assert [len(b) for b in batches] == [2, 2, 1]
     assert [row for batch in batches for row in batch] == rows
+
+
+# The rules below hold on both paths: PostgreSQL's (`import_copy`: COPY and set-based statements)
+# and the portable one (`apply_changes`); the suite runs on both databases.
+
+
+@pytest.mark.parametrize("batch_size", ["5000", "2"])
+def test_the_last_line_about_a_person_wins_and_empty_values_keep_the_earlier_ones(tmp_path, audience, batch_size):
+    lines = (
+        "c1,first@example.com,Ada,Lovelace,add\n"
+        "c2,,,,add\n"
+        "c1,,Augusta,,delete\n"
+        "c1,last@example.com,,,add\n"
+        "c2,,,,delete\n"
+    )
+
+    run(write(tmp_path, "people.csv", HEADER + lines), "--batch-size", batch_size)
+
+    assert memberships() == {("c1", True), ("c2", False)}
+    ada = Profile.objects.get(customer_id="c1")
+    assert (ada.email, ada.first_name, ada.last_name) == ("last@example.com", "Augusta", "Lovelace")
+    assert Profile.objects.count() == 2
+
+
+def test_importing_the_same_file_again_changes_and_queues_nothing(tmp_path, audience):
+    SubscriptionFactory(audience=audience)
+    path = write(tmp_path, "people.csv", HEADER + "c1,ada@example.com,Ada,,add\nc2,,,,delete\nc3,,Bo,,add\n")
+    run(path)
+    Forward.objects.all().delete()  # as if a worker had sent them
+    stored = {(p.customer_id, p.email, p.first_name, p.updated_at) for p in Profile.objects.all()}
+
+    out, _ = run(path)
+
+    assert {(p.customer_id, p.email, p.first_name, p.updated_at) for p in Profile.objects.all()} == stored
+    assert memberships() == {("c1", True), ("c2", False), ("c3", True)}
+    assert not Forward.objects.exists()
+    assert "profiles created:     0" in out
+    assert "profiles updated:     0" in out
+    assert "memberships changed:  0" in out
+    assert "forwards queued:      0" in out
+
+
+def test_a_new_identity_is_forwarded_to_every_connection_of_the_persons_audiences_once(tmp_path, audience):
+    """A membership forward carries the identity too: a connection that gets one gets no identity forward."""
+    importing = SubscriptionFactory(audience=audience)
+    other = SubscriptionFactory(audience=AudienceFactory())
+    unchanged, moved = ProfileFactory(customer_id="c1"), ProfileFactory(customer_id="c2")
+    for profile in (unchanged, moved):
+        MembershipFactory(profile=profile, audience=audience)
+        MembershipFactory(profile=profile, audience=other.audience)
+    lines = "c1,new1@example.com,,,add\nc2,new2@example.com,,,delete\nc3,c3@example.com,,,add\n"
+
+    out, _ = run(write(tmp_path, "people.csv", HEADER + lines))
+
+    queued = {(f.connection_id, f.profile.customer_id, f.audience_id, f.reason) for f in Forward.objects.all()}
+    assert queued == {
+        (importing.connection_id, "c1", None, "identity"),  # still a member: only the email changed
+        (other.connection_id, "c1", None, "identity"),
+        (importing.connection_id, "c2", audience.pk, "membership"),
+        (other.connection_id, "c2", None, "identity"),
+        (importing.connection_id, "c3", audience.pk, "membership"),
+    }
+    assert Profile.objects.get(customer_id="c2").email == "new2@example.com"
+    assert "profiles updated:     2" in out
+    assert "forwards queued:      5" in out
+
+
+def test_a_forward_already_waiting_is_not_queued_twice(tmp_path, audience):
+    subscription = SubscriptionFactory(audience=audience)
+
+    run(write(tmp_path, "people.csv", HEADER + "c1,,,,add\n"))
+    run(write(tmp_path, "again.csv", HEADER + "c1,,,,delete\n"))
+
+    assert Forward.objects.filter(connection=subscription.connection).count() == 1
+    assert memberships() == {("c1", False)}
+
+
+def test_a_person_known_by_their_mparticle_id_is_found_by_customer_id(tmp_path, audience):
+    ProfileFactory(customer_id="c1", mpid="8675309", email="ada@example.com")
+
+    run(write(tmp_path, "people.csv", HEADER + "c1,,Ada,,add\n"))
+
+    profile = Profile.objects.get()
+    assert (profile.mpid, profile.email, profile.first_name) == ("8675309", "ada@example.com", "Ada")
+    assert memberships() == {("c1", True)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parts_applied_in_parallel_keep_each_persons_last_line(tmp_path):
+    """Outside a transaction, PostgreSQL applies the spool's parts on two connections (SQLite on one)."""
+    audience = AudienceFactory(audience_id=42, name="Imported")
+    subscription = SubscriptionFactory(audience=audience)
+    lines = "".join(f"c{n % 40},p{n}@example.com,,,{'add' if n % 7 else 'delete'}\n" for n in range(200))
+
+    out, _ = run(write(tmp_path, "people.csv", HEADER + lines), "--batch-size", "3", "--jobs", "2")
+
+    last = {f"c{n % 40}": (f"p{n}@example.com", bool(n % 7)) for n in range(200)}
+    stored = {p.customer_id: p.email for p in Profile.objects.all()}
+    assert stored == {cid: email for cid, (email, _) in last.items()}
+    assert memberships() == {(cid, member) for cid, (_, member) in last.items()}
+    assert set(Forward.objects.values_list("connection_id", "profile__customer_id")) == {
+        (subscription.connection_id, cid) for cid in last
+    }
+    assert "lines read:           200" in out
+    assert "profiles created:     40" in out
+
+
+def test_an_error_in_one_part_stops_the_others_and_is_raised():
+    import threading
+
+    from connections.services.import_parallel import apply_parts
+    from connections.services.imports import Row, RowSpool
+    from connections.services.memberships import ApplyResult
+
+    parts = [RowSpool(batch_size=1) for _ in range(2)]
+    for n in range(50):
+        parts[n % 2].add(Row(n, f"c{n}", None, None, None, True))
+    applied: list[str] = []
+    started, failed = threading.Event(), threading.Event()
+
+    def apply(batch: list[Row]) -> ApplyResult:
+        number = int(batch[0].customer_id[1:])
+        if number == 4:
+            assert started.wait(timeout=10)
+            failed.set()
+            raise RuntimeError("the database went away")
+        if number % 2:  # the other part is in the middle of its first batch when the error comes
+            started.set()
+            assert failed.wait(timeout=10)
+        applied.append(batch[0].customer_id)
+        return ApplyResult(memberships_changed=1)
+
+    with pytest.raises(RuntimeError, match="went away"):
+        apply_parts(parts, apply, lambda lines, read, result: None)
+
+    # Each part stopped after the batch it was applying: the rest of both parts was left alone.
+    assert sorted(applied) == ["c0", "c1", "c2"]

@@ -21,8 +21,8 @@ as `apply_changes` for the same rows:
    except where step 4 queued a membership forward already.
 
 Measured on 1,000,000 new people (README, "Ingestion"): the statement is about half of a
-batch's server time; the other half is the deferred foreign-key checks at commit (five per
-line: membership -> profile, audience; forward -> connection, profile, audience).
+batch's server time; the other half was the deferred foreign-key checks at commit (five per
+line; the outbox's three are gone since migration 0011, the memberships' two remain).
 
 The import's audience exists (the command checks it) and its changes count as "now".
 """

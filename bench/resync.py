@@ -168,7 +168,8 @@ def start_workers(env: dict[str, str], count: int) -> list[subprocess.Popen]:
     log_dir.mkdir(parents=True, exist_ok=True)
     return [
         subprocess.Popen(
-            [PYTHON, "-m", "celery", "-A", "cioaudience", "worker", "--pool", "threads", "--concurrency", "2",
+            # Celery's default prefork pool, as the README deploys it: 2 child processes per worker.
+            [PYTHON, "-m", "celery", "-A", "cioaudience", "worker", "--pool", "prefork", "--concurrency", "2",
              "--loglevel", "WARNING", "-n", f"bench{n}@%h", "--without-gossip", "--without-mingle",
              "--without-heartbeat"],
             cwd=ROOT, env=env, stdout=open(log_dir / f"worker{n}.log", "w"),

@@ -164,3 +164,23 @@ def test_the_redis_timeout_comes_from_the_settings_unless_given(settings):
     assert pool["socket_timeout"] == 0.7 and pool["socket_connect_timeout"] == 0.7
     given = RedisRateLimiter("redis://127.0.0.1:6379/13", timeout=0.3)._redis.connection_pool.connection_kwargs
     assert given["socket_timeout"] == 0.3 and given["socket_connect_timeout"] == 0.3
+
+
+def test_a_wait_under_a_second_is_still_waited(clock):
+    limiter = LocalRateLimiter()
+    ratelimit.acquire(5, 1, limiter)
+    clock.now += 0.5
+    assert ratelimit.acquire(5, 1, limiter) == pytest.approx(WINDOW_SECONDS - 0.5)
+    assert clock.slept == [pytest.approx(WINDOW_SECONDS - 0.5)]
+
+
+def test_acquire_keeps_waiting_while_other_workers_take_the_freed_slots(clock):
+    # Another worker sharing the log took the slot first: the limiter names a second wait.
+    class Contested:
+        answers = [0.3, 0.2, 0.0]
+
+        def try_acquire(self, key, rate):
+            return self.answers.pop(0)
+
+    assert ratelimit.acquire(5, 1, Contested()) == pytest.approx(0.5)
+    assert clock.slept == [0.3, 0.2]

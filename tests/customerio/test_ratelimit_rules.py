@@ -7,9 +7,11 @@ moves when the code sleeps or the test says so. The Redis tests use the suite's 
 """
 
 import socket
+import threading
 import uuid
 
 import pytest
+import redis
 
 from connections.customerio import ratelimit
 from connections.customerio.ratelimit import WINDOW_SECONDS, LocalRateLimiter, RedisRateLimiter
@@ -184,3 +186,65 @@ def test_acquire_keeps_waiting_while_other_workers_take_the_freed_slots(clock):
 
     assert ratelimit.acquire(5, 1, Contested()) == pytest.approx(0.5)
     assert clock.slept == [0.3, 0.2]
+
+
+class DroppingProxy:
+    """A TCP proxy to the suite's Redis that drops the next `drops` connections carrying a script call.
+
+    What a restarted Redis, a failover or a load balancer's idle timeout does to a pooled
+    connection: the request is written, and the connection is gone before the answer.
+    """
+
+    def __init__(self, drops: int) -> None:
+        self.drops = drops
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}/13"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", 6379))
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, target: socket.socket, from_client: bool) -> None:
+        try:
+            while chunk := source.recv(65536):
+                if from_client and b"EVALSHA" in chunk.upper() and self.drops > 0:
+                    self.drops -= 1
+                    break
+                target.sendall(chunk)
+        except OSError:
+            pass  # the other direction closed the pair
+        for s in (source, target):
+            s.close()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@needs_redis
+def test_a_connection_dropped_under_a_request_is_retried_once_on_a_new_one():
+    proxy = DroppingProxy(drops=1)
+    try:
+        limiter = RedisRateLimiter(proxy.url)
+        assert limiter.try_acquire(uuid.uuid4().hex, 10) == 0.0
+        assert proxy.drops == 0, "the first connection was dropped under the request"
+    finally:
+        proxy.close()
+
+
+@needs_redis
+def test_a_redis_that_keeps_dropping_the_connection_fails_the_acquire_after_that_one_retry():
+    # The error fails the forwarding task, which gives its rows back at once (beat's sweep resends them).
+    proxy = DroppingProxy(drops=2)
+    try:
+        limiter = RedisRateLimiter(proxy.url)
+        with pytest.raises(redis.ConnectionError):
+            limiter.try_acquire(uuid.uuid4().hex, 10)
+    finally:
+        proxy.close()

@@ -251,3 +251,66 @@ def test_a_lease_ends_forward_claim_seconds_from_now_or_from_the_time_given(froz
     settings.FORWARD_CLAIM_SECONDS = 300
     assert claims.lease_end() == NOW + timedelta(seconds=300)
     assert claims.lease_end(NOW - timedelta(seconds=10)) == NOW + timedelta(seconds=290)
+
+
+def test_a_profile_held_elsewhere_does_not_use_up_the_claims_limit(frozen, connection):
+    held, free = ProfileFactory(), ProfileFactory()
+    row(connection, held, AudienceFactory(), token="worker-a", lease=30)
+    row(connection, held, due=-60)  # due long ago, but its profile is in flight
+    row(connection, free, due=-1)
+
+    _, rows = claims.claim(connection.pk, 1)
+
+    assert profiles(rows) == {free.pk}
+
+
+def test_another_connections_due_rows_do_not_use_up_the_claims_limit(frozen, connection):
+    theirs, mine = ProfileFactory(), ProfileFactory()
+    row(ConnectionFactory(), theirs, due=-60)
+    row(connection, mine, due=-1)
+
+    _, rows = claims.claim(connection.pk, 1)
+
+    assert profiles(rows) == {mine.pk}
+
+
+def test_two_claims_racing_for_one_profile_never_both_keep_it(frozen, connection, monkeypatch):
+    # The race: between this claim's read and its update, another claim took the profile's
+    # other row. Simulated by handing one of the rows to that other claim just before the check.
+    profile = ProfileFactory()
+    row(connection, profile, AudienceFactory())
+    row(connection, profile)
+    check = claims.give_up_contested
+
+    def raced(connection_id, token, now):
+        taken = Forward.objects.filter(claim_token=token, audience=None)
+        taken.update(claim_token="concurrent")
+        check(connection_id, token, now)
+
+    monkeypatch.setattr(claims, "give_up_contested", raced)
+    _, rows = claims.claim(connection.pk, 10)
+
+    assert rows == [], "this claim backed off"
+    assert Forward.objects.filter(claim_token="").count() == 1
+    assert Forward.objects.filter(claim_token="concurrent").count() == 1
+
+
+def test_deleting_the_rows_sent_leaves_the_claims_other_rows(frozen, connection):
+    sent = row(connection, ProfileFactory(), token="t", lease=10)
+    later = row(connection, ProfileFactory(), token="t", lease=10)
+
+    claims.delete("t", [sent.pk])
+
+    assert list(Forward.objects.values_list("pk", flat=True)) == [later.pk]
+
+
+def test_renew_extends_only_the_rows_about_to_be_sent(frozen, connection):
+    # The rest of the claim keeps its lease: if the worker dies after this request, they are
+    # free again when that lease ends, not a lease later.
+    asked = row(connection, ProfileFactory(), token="t", lease=1)
+    taken = row(connection, ProfileFactory(), token="other", lease=40)
+    not_asked = row(connection, ProfileFactory(), token="t", lease=1)
+
+    assert claims.renew("t", [asked.pk, taken.pk]) == {asked.pk}
+    not_asked.refresh_from_db()
+    assert not_asked.claimed_until == NOW + timedelta(seconds=1)

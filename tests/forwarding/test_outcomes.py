@@ -350,3 +350,33 @@ def test_an_outcome_line_names_the_connection_the_person_and_the_attempt(connect
         first == f"delivery connection={connection.pk} customer_id=c1 status=failed http_status=400 attempt=2 error=bad"
     )
     assert second.endswith(" attempt=1 error=-"), "no error: shown as a dash"
+
+
+def test_a_backoff_under_a_second_is_not_rounded_up(jitter, settings):
+    # A short FORWARD_BACKOFF_BASE (the demo's, or a test's) is honoured: there is no floor.
+    settings.FORWARD_BACKOFF_BASE = 0.2
+    jitter["which"] = "low"
+    assert backoff_seconds(1, None) == pytest.approx(0.1)
+
+
+def test_each_profile_of_a_request_gets_its_own_log_line(frozen, connection, caplog):
+    caplog.set_level(logging.INFO, logger="cioaudience.forwarding")
+    good, bad = claimed(connection, customer_id="good-1"), claimed(connection, customer_id="bad-2", attempts=4)
+    send(
+        connection, [good, bad], result(status=207), [(good, Outcome.SUCCEEDED, ""), (bad, Outcome.FAILED, "bad email")]
+    )
+
+    lines = [r.getMessage() for r in caplog.records if r.name == "cioaudience.forwarding"]
+    assert lines == [
+        f"delivery connection={connection.pk} customer_id=good-1 status=succeeded http_status=207 attempt=1 error=-",
+        f"delivery connection={connection.pk} customer_id=bad-2 status=failed http_status=207 attempt=5"
+        ' error="bad email"',
+    ]
+
+
+def test_a_runs_report_keeps_counting_failures_across_requests(frozen, connection):
+    p = claimed(connection)
+    earlier = ForwardReport(failed=2)
+    answer = result(Outcome.CREDENTIALS_REJECTED, 403, error="HTTP 403.")
+    send(connection, [p], answer, [(p, Outcome.CREDENTIALS_REJECTED, "HTTP 403.")], report=earlier)
+    assert earlier.failed == 3

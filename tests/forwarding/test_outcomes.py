@@ -380,3 +380,31 @@ def test_a_runs_report_keeps_counting_failures_across_requests(frozen, connectio
     answer = result(Outcome.CREDENTIALS_REJECTED, 403, error="HTTP 403.")
     send(connection, [p], answer, [(p, Outcome.CREDENTIALS_REJECTED, "HTTP 403.")], report=earlier)
     assert earlier.failed == 3
+
+
+def test_unsent_profiles_are_each_counted_and_logged_with_their_attempt(frozen, connection, caplog):
+    caplog.set_level(logging.INFO, logger="cioaudience.forwarding")
+    unsent = [claimed(connection, customer_id=f"u{i}", attempts=2) for i in range(6)]
+    for p in unsent[:2]:
+        p.skip = "No customer ID."
+    for p in unsent[2:4]:
+        p.cancel = "Not subscribed."
+    for p in unsent[4:]:
+        p.violation = "Over 1000 bytes."
+    report = ForwardReport()
+
+    outcomes.record_unsent(connection, "t", unsent, report)
+
+    assert (report.skipped, report.cancelled, report.failed) == (2, 2, 2)
+    assert set(Delivery.objects.values_list("attempt", flat=True)) == {3}
+    lines = [r.getMessage() for r in caplog.records if r.name == "cioaudience.forwarding"]
+    assert (
+        lines[0] == f"delivery connection={connection.pk} customer_id=u0 status=skipped http_status=- attempt=3"
+        ' error="No customer ID."'
+    )
+    assert lines[2].startswith(
+        f"delivery connection={connection.pk} customer_id=u2 status=cancelled http_status=- attempt=3 "
+    )
+    assert lines[4].startswith(
+        f"delivery connection={connection.pk} customer_id=u4 status=failed http_status=- attempt=3 "
+    )

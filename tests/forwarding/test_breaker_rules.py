@@ -322,3 +322,26 @@ def test_no_results_change_nothing(rules):
     connection = failing(4, 60)
     breaker.record(connection, [])
     assert fresh(connection).consecutive_failures == 4
+
+
+def test_one_connections_answer_leaves_the_others_failures_and_breaker_alone(rules):
+    # Connections are independent: one workspace answering says nothing about another's outage.
+    answering = failing(3, 5)
+    failing_elsewhere = failing(4, 9)
+    open_elsewhere = failing(9, 60, state=Connection.State.BACKING_OFF, next_probe_at=NOW + timedelta(minutes=1))
+
+    breaker.record(answering, [OK])
+
+    assert fresh(failing_elsewhere).consecutive_failures == 4
+    assert fresh(open_elsewhere).state == Connection.State.BACKING_OFF
+
+
+def test_closing_keeps_the_overdue_rows_in_their_order(rules):
+    # Claims take the oldest due row first: closing the breaker moves only rows due later.
+    connection = failing(9, 60, state=Connection.State.BACKING_OFF, next_probe_at=NOW)
+    overdue = Forward.objects.create(
+        connection=connection, profile=ProfileFactory(), reason="membership", due_at=NOW - timedelta(minutes=9)
+    )
+    breaker.record(connection, [OK], probe=True)
+    overdue.refresh_from_db()
+    assert overdue.due_at == NOW - timedelta(minutes=9)

@@ -88,6 +88,7 @@ def test_the_fifth_failure_ten_seconds_into_the_run_opens_the_breaker(rules, cap
 
     breaker.record(connection, [down("timed out")])
 
+    assert connection.state == Connection.State.BACKING_OFF, "the caller's object follows: it stops sending"
     connection = fresh(connection)
     assert connection.state == Connection.State.BACKING_OFF
     assert (connection.consecutive_failures, connection.failed_probes) == (5, 0)
@@ -345,3 +346,21 @@ def test_closing_keeps_the_overdue_rows_in_their_order(rules):
     breaker.record(connection, [OK], probe=True)
     overdue.refresh_from_db()
     assert overdue.due_at == NOW - timedelta(minutes=9)
+
+
+def test_one_connections_failure_opens_no_other_connections_breaker(rules):
+    # The other connection is one failure away from opening: only its own failure may open it.
+    failing_here = failing(0, 0)
+    on_the_edge = failing(5, 60)
+
+    breaker.record(failing_here, [down()])
+
+    assert fresh(on_the_edge).state == Connection.State.ACTIVE
+
+
+def test_a_retry_after_under_a_second_on_a_503_pauses_just_that_long(rules):
+    # Retry-After may be fractional (parse_retry_after takes "0.5", or an HTTP-date): only a 429
+    # pauses at least a second.
+    connection = failing(0, 0)
+    breaker.record(connection, [down(status=503, retry_after=0.5)])
+    assert fresh(connection).paused_until == NOW + timedelta(seconds=0.5)

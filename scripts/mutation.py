@@ -72,7 +72,11 @@ TARGETS: dict[str, Target] = {
     "limits": Target("connections/customerio/limits.py", LIMIT_TESTS, "pure"),
     "outcomes": Target(
         "connections/services/outcomes.py",
-        ("tests/forwarding/test_outcomes.py", "tests/forwarding/test_forward_pending.py"),
+        (
+            "tests/forwarding/test_outcomes.py",
+            "tests/forwarding/test_forward_pending.py",
+            "tests/forwarding/test_outbox_orphans.py",
+        ),
         "forwarding",
         deselect=(SLOW_RATE_TEST,),
     ),
@@ -89,6 +93,7 @@ TARGETS: dict[str, Target] = {
             "tests/forwarding/test_payload_plan.py",
             "tests/forwarding/test_forward_pending.py",
             "tests/forwarding/test_segments_and_identifiers.py",
+            "tests/forwarding/test_outbox_orphans.py",
         ),
         "pure",  # planning is rules over rows read up front: held to the pure modules' goal
         deselect=(SLOW_RATE_TEST, SLOW_BACKFILL_TEST),

@@ -52,6 +52,7 @@ def test_a_profile_with_nothing_left_to_forward_is_cancelled_and_the_next_one_st
     first, second = plan(connection, rows_for(cancelled, gone) + rows_for(sent, live))
 
     assert first.cancel == NOT_SUBSCRIBED and not first.sendable
+    assert first.customer_id == cancelled.customer_id  # the log names who was not sent
     assert second.sendable and second.attributes["last_name"] == "Hopper"
 
 

@@ -46,7 +46,7 @@ class Running:
 
 
 @contextmanager
-def running(*args: str, **env: str) -> Iterator[Running]:
+def running(*args: str, preexec_fn=None, **env: str) -> Iterator[Running]:  # type: ignore[no-untyped-def]
     process = subprocess.Popen(
         manage("--port", "0", *args),
         cwd=REPO_ROOT,
@@ -54,6 +54,7 @@ def running(*args: str, **env: str) -> Iterator[Running]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=preexec_fn,  # only to start the child as a parent might leave it
     )
     lines: queue.Queue[str | None] = queue.Queue()
 
@@ -112,6 +113,19 @@ def test_it_stops_cleanly_on_sigterm() -> None:
     with running("--workspace", f"site1:{SECRET}") as standin:
         standin.process.send_signal(signal.SIGTERM)
         assert standin.process.wait(timeout=10) == 0
+
+
+def ignore_and_block_ctrl_c() -> None:
+    """What a parent may hand down: SIGINT ignored (a shell's background job) and blocked."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def test_ctrl_c_stops_it_even_when_started_with_ctrl_c_ignored_and_blocked() -> None:
+    with running("--workspace", f"site1:{SECRET}", preexec_fn=ignore_and_block_ctrl_c) as standin:
+        assert requests.get(f"{standin.url}/_standin/health", timeout=5).status_code == 200
+
+    assert "Stopped after" in "".join(standin.lines)
 
 
 def test_it_reads_workspaces_from_the_environment() -> None:

@@ -128,9 +128,12 @@ class Command(BaseCommand):
         except OSError as error:
             raise CommandError(f"cannot listen on {options['host']}:{options['port']}: {error.strerror}") from None
 
-        # `kill` (SIGTERM) stops it as cleanly as Ctrl-C does. Installed before announcing,
-        # since whoever reads the announcement may stop it at once.
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        # Ctrl-C (SIGINT) and `kill` (SIGTERM) stop it cleanly, even when it was started with them
+        # ignored or blocked, as a parent may leave them (a non-interactive shell starts background
+        # jobs with SIGINT ignored). Installed before announcing: a reader may stop it at once.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _raise_keyboard_interrupt)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it is meant to stop
             self._announce(server, workspaces, options["host"])
             server.serve_forever()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import IntegrityError, OperationalError, connections, router, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
 from connections.firehose import dsr_ingest, responses
@@ -36,7 +36,7 @@ from connections.firehose.messages import (
     UserProfile,
 )
 from connections.models import Audience, Connection, FirehoseMessage, Subscription
-from connections.services import subscriptions
+from connections.services import bulk, subscriptions
 from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
 from connections.services.segment_ids import store_segment_ids
 
@@ -112,7 +112,7 @@ def _apply_once(
 
 def record_message(envelope: Envelope, response: dict[str, Any]) -> bool:
     """Record a message as applied with its answer; False when its id is recorded already."""
-    db = connections[router.db_for_write(FirehoseMessage)]
+    db = bulk.database(FirehoseMessage)
     field = FirehoseMessage._meta.get_field("response")
     with db.cursor() as cursor:
         cursor.execute(
@@ -122,7 +122,7 @@ def record_message(envelope: Envelope, response: dict[str, Any]) -> bool:
                 envelope.id,
                 envelope.type,
                 field.get_db_prep_save(response, db),
-                db.ops.adapt_datetimefield_value(timezone.now()),
+                bulk.timestamp(db, timezone.now()),
             ],
         )
         return cursor.rowcount == 1

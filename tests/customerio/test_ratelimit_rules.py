@@ -15,6 +15,7 @@ import redis
 
 from connections.customerio import ratelimit
 from connections.customerio.ratelimit import WINDOW_SECONDS, LocalRateLimiter, RedisRateLimiter
+from tests.customerio.test_ratelimit import redis_is_up
 
 
 class FakeClock:
@@ -111,14 +112,6 @@ def test_workers_share_a_redis_log_whenever_a_redis_url_is_configured(settings, 
         assert type(ratelimit.get_limiter()) is expected
     finally:
         ratelimit._limiter_for.cache_clear()
-
-
-def redis_is_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 needs_redis = pytest.mark.skipif(not redis_is_up(), reason="needs Redis on 127.0.0.1:6379")

@@ -241,7 +241,9 @@ class StandinHandler(BaseHTTPRequestHandler):
     def _answer_write(
         self, record: RecordedRequest, admission: Admission, outcome: Outcome
     ) -> None:
-        """Answer a checked write: apply it, unless a fault was drawn for it."""
+        """Answer a checked write: apply it, unless a fault was drawn for it (or, for a delayed
+        one, the stand-in was reset meanwhile: see State.apply_write)."""
+        generation = self.server.state.generation
         if admission.fault == "drop":
             record.fault = "drop"
             self._finish(record, None)
@@ -269,5 +271,5 @@ class StandinHandler(BaseHTTPRequestHandler):
         if admission.delay:
             record.fault = record.fault or "delay"
             self.server.stopping.wait(admission.delay)
-        outcome.apply()
+        self.server.state.apply_write(generation, outcome.apply)
         self._finish(record, outcome.status, outcome.payload)

@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,9 @@ class State:
         if not 0 <= validate_share <= 1:
             raise ValueError("validate_share must be from 0 to 1")
         self.lock = threading.Lock()
+        # Writes apply under this lock, and a reset takes it too (before `lock`): see apply_write.
+        self._writes = threading.Lock()
+        self._generation = 0
         self.validate_share = validate_share
         self.record_requests = record_requests
         self.record_bodies = record_bodies
@@ -328,9 +331,27 @@ class State:
                 "workspaces": workspaces,
             }
 
+    @property
+    def generation(self) -> int:
+        """How many resets this state has seen; a write remembers it when it is admitted."""
+        return self._generation
+
+    def apply_write(self, admitted_in: int, apply: Callable[[], None]) -> bool:
+        """Apply a write admitted in generation ``admitted_in``, unless a reset came since.
+
+        A reset forgets everything, the writes still in flight too: a delayed request admitted
+        before it would otherwise land in whatever the stand-in holds next (a later test's fresh
+        state, in the suite). Returns whether it was applied."""
+        with self._writes:
+            if admitted_in != self._generation:
+                return False
+            apply()
+            return True
+
     def reset(self) -> None:
         """Forget people, segments, requests, counters and faults; keep the workspaces."""
-        with self.lock:
+        with self._writes, self.lock:
+            self._generation += 1
             self._clear()
             self._faults = Faults()
             self._rng.seed(self._seed)

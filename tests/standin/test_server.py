@@ -611,6 +611,28 @@ def test_control_reset_clears_people_requests_and_faults(cio: StandinServer, ses
     assert put(cio, "42", {}).status_code == 200  # workspaces are kept
 
 
+def test_a_delayed_write_admitted_before_a_reset_does_not_land_after_it(cio: StandinServer) -> None:
+    """A reset forgets everything, writes still in flight too: in the suite, a slow request of one
+    test otherwise lands in the next test's fresh stand-in (it did: 20 extra people)."""
+    cio.set_faults(Faults(delay_ms=1_000))
+    answered: list[int] = []
+    writer = threading.Thread(target=lambda: answered.append(put(cio, "slow", {"a": "1"}).status_code))
+    writer.start()
+    deadline = time.monotonic() + 5
+    admitted = lambda: cio.stats()["workspaces"]["site1"]["max_accepted_in_1s"] == 1  # noqa: E731
+    while not admitted() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert admitted() and cio.requests() == [], "the write was not admitted, or was answered already"
+
+    cio.reset()
+    writer.join(timeout=5)
+
+    assert answered == [200]
+    assert cio.people("site1") == {}
+    assert put(cio, "fast", {"a": "1"}).status_code == 200  # writes after the reset apply as before
+    assert set(cio.people("site1")) == {"fast"}
+
+
 def test_control_answers_404_for_an_unknown_endpoint(cio: StandinServer, session: requests.Session) -> None:
     assert session.get(f"{cio.url}/_standin/nothing").status_code == 404
 

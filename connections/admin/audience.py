@@ -9,7 +9,6 @@ from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -138,16 +137,11 @@ class AudienceAdmin(admin.ModelAdmin):
             saved, _created = subscriptions.subscribe(row.audience, row.connection)
             _become(row, saved)
 
-    @transaction.atomic
     def delete_model(self, request: HttpRequest, obj: Audience) -> None:
-        subscriptions.delete_subscriptions(obj.subscriptions.all())
-        super().delete_model(request, obj)
+        subscriptions.delete_audiences([obj.pk])
 
-    @transaction.atomic
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Audience]) -> None:
-        pks = list(queryset.values_list("pk", flat=True))
-        subscriptions.delete_subscriptions(Subscription.objects.filter(audience_id__in=pks))
-        Audience.objects.filter(pk__in=pks).delete()
+        subscriptions.delete_audiences(queryset.values_list("pk", flat=True))
 
     def get_deleted_objects(self, objs, request):  # type: ignore[no-untyped-def]
         return summarized_deleted_objects(self, objs, request)

@@ -22,7 +22,7 @@ as `apply_changes` for the same rows:
 
 Measured on 1,000,000 new people (README, "Ingestion"): the statement is about half of a
 batch's server time; the other half was the deferred foreign-key checks at commit (five per
-line; the outbox's three are gone since migration 0011, the memberships' two remain).
+line; the outbox's three are gone since migration 0011, the memberships' two since 0012).
 
 The import's audience exists (the command checks it) and its changes count as "now".
 """
@@ -96,6 +96,11 @@ def apply_rows(rows: Iterable[ImportRow], audience: Audience) -> ApplyResult:
         "identity": Forward.Reason.IDENTITY.value,
     }
     with transaction.atomic(using=db.alias), db.cursor() as cursor:
+        # Kept until the batch commits, as a Firehose message keeps its audiences (memberships
+        # have no foreign key constraint): deleting the audience waits for the batch.
+        cursor.execute(f"SELECT 1 FROM {Audience._meta.db_table} WHERE id = %s FOR KEY SHARE", [audience.pk])  # noqa: S608
+        if cursor.fetchone() is None:
+            raise Audience.DoesNotExist(f"audience {audience.audience_id} was deleted during the import")
         cursor.execute(CREATE_STAGE)
         cursor.execute(f"DELETE FROM {STAGE}")  # noqa: S608 - empty unless an outer transaction holds the last batch's
         with cursor.copy(f"COPY {STAGE} (customer_id, email, first_name, last_name, is_member) FROM STDIN") as copy:
@@ -145,9 +150,10 @@ APPLY = (
     # The stored profiles: one probe of the unique index per row (LATERAL ... LIMIT 1), whatever
     # the planner's statistics say (this machine's PostgreSQL never analyzes: a join could be
     # planned as a scan of the profile table per batch). `<> ''` matches the partial unique index.
+    # Locked FOR KEY SHARE, as `profile_rows` does: memberships have no foreign key constraint.
     f"WITH s AS (SELECT i.*, p.id AS pk, p.email AS stored_email, p.first_name AS stored_first_name,"  # noqa: S608
     f" p.last_name AS stored_last_name FROM {STAGE} i LEFT JOIN LATERAL (SELECT id, email, first_name, last_name"
-    f" FROM {PROFILE} p WHERE p.customer_id = i.customer_id AND p.customer_id <> '' LIMIT 1) p ON true),"
+    f" FROM {PROFILE} p WHERE p.customer_id = i.customer_id AND p.customer_id <> '' LIMIT 1 FOR KEY SHARE) p ON true),"
     # The new ones; a concurrent message may insert the same person first: its row is kept and
     # the batch applied again to that person (`raced` below).
     f" inserted AS (INSERT INTO {PROFILE} (customer_id, mpid, email, first_name, last_name, created_at, updated_at)"

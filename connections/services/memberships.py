@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from connections.models import Audience, Forward, Membership, Profile, Subscription
-from connections.services import membership_rows, outbox, profile_rows
+from connections.services import bulk, membership_rows, outbox, profile_rows
 from connections.services.profile_rows import IDENTITY_FIELDS
 
 __all__ = ["IDENTITY_FIELDS", "ApplyResult", "ProfileChange", "ProfileInput", "apply_changes"]
@@ -55,13 +55,30 @@ class ApplyResult:
 
 
 def ensure_audiences(names_by_id: dict[int, str]) -> dict[int, int]:
-    """audience_id -> the audience's pk, creating the ones not seen before (with the given name)."""
-    found = dict(Audience.objects.filter(audience_id__in=names_by_id).values_list("audience_id", "pk"))
+    """audience_id -> the audience's pk, creating the ones not seen before (with the given name).
+
+    The audiences found are kept (FOR KEY SHARE) until the caller's transaction commits: its
+    memberships have no foreign key constraint, and deleting an audience waits for them.
+    """
+    found = _stored_audiences(list(names_by_id))
     missing = [Audience(audience_id=i, name=names_by_id[i] or str(i)) for i in names_by_id if i not in found]
     if missing:
         Audience.objects.bulk_create(missing, ignore_conflicts=True)
-        found = dict(Audience.objects.filter(audience_id__in=names_by_id).values_list("audience_id", "pk"))
+        found = _stored_audiences(list(names_by_id))
     return found
+
+
+def _stored_audiences(audience_ids: list[int]) -> dict[int, int]:
+    db = bulk.database(Audience)
+    if not bulk.is_postgresql(db):  # SQLite: one writer at a time, nothing to lock
+        return dict(Audience.objects.filter(audience_id__in=audience_ids).values_list("audience_id", "pk"))
+    with db.cursor() as cursor:
+        # Shared, unlike Django's select_for_update(): every message names the same few audiences.
+        cursor.execute(
+            f"SELECT audience_id, id FROM {Audience._meta.db_table} WHERE audience_id = ANY(%s) FOR KEY SHARE",  # noqa: S608
+            [audience_ids],
+        )
+        return dict(cursor.fetchall())
 
 
 # No savepoint when called inside a transaction (the Firehose message's): it would cost two round

@@ -117,12 +117,15 @@ def _fetch(db: BaseDatabaseWrapper, mpids: set[str], customer_ids: set[str]) -> 
         if bulk.is_postgresql(db):
             # One index probe per key (LATERAL ... LIMIT 1), whatever the planner's statistics
             # say: a plain join or `= ANY` is planned as a full scan while the table is unanalyzed.
-            # `customer_id <> ''` matches the partial unique index on customer IDs.
+            # `customer_id <> ''` matches the partial unique index on customer IDs. FOR KEY SHARE
+            # keeps each found profile until this transaction commits its memberships (which
+            # have no foreign key constraint, see the model): an erasure deleting it waits, and a
+            # profile an erasure deleted meanwhile is not found, so it is created anew.
             cursor.execute(
                 f"SELECT f.* FROM json_array_elements_text(%s::json) k(v),"  # noqa: S608
-                f" LATERAL ({select} WHERE p.mpid = k.v LIMIT 1) f"
+                f" LATERAL ({select} WHERE p.mpid = k.v LIMIT 1 FOR KEY SHARE) f"
                 f" UNION SELECT f.* FROM json_array_elements_text(%s::json) k(v),"
-                f" LATERAL ({select} WHERE p.customer_id = k.v AND p.customer_id <> '' LIMIT 1) f",
+                f" LATERAL ({select} WHERE p.customer_id = k.v AND p.customer_id <> '' LIMIT 1 FOR KEY SHARE) f",
                 [bulk.as_json(sorted(mpids)), bulk.as_json(sorted(customer_ids))],
             )
         else:

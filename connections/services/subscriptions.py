@@ -126,6 +126,21 @@ def delete_subscriptions(subscriptions: Iterable[Subscription]) -> int:
 
 
 @transaction.atomic
+def delete_audiences(pks: Iterable[int]) -> int:
+    """Delete audiences with their subscriptions (sending nothing) and memberships. Returns how many.
+
+    Each is locked first (FOR UPDATE): a message or import writing its memberships holds it FOR
+    KEY SHARE until it commits, so the delete waits for them and takes their rows along, rather
+    than leaving memberships of an audience that no longer exists (they have no foreign key
+    constraint).
+    """
+    locked = list(Audience.objects.select_for_update().filter(pk__in=list(pks)).values_list("pk", flat=True))
+    delete_subscriptions(Subscription.objects.filter(audience_id__in=locked))
+    Audience.objects.filter(pk__in=locked).delete()
+    return len(locked)
+
+
+@transaction.atomic
 def rename_audience(audience: Audience, new_name: str) -> bool:
     """Rename; with one attribute per audience, current members are re-sent under the new name.
 

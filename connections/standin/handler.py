@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from .control import handle_control
-from .model import BodyError, RecordedRequest, Workspace
+from .model import BodyError, ClientGone, RecordedRequest, Workspace
 from .routes import Call, Route, match
 from .state import Admission
 from .track import Outcome
@@ -111,12 +111,20 @@ class StandinHandler(BaseHTTPRequestHandler):
             raise BodyError(400, "invalid Content-Length")
         if length > MAX_READ_BYTES:
             raise BodyError(413, f"request body of {length} bytes is too large")
-        return self.rfile.read(length) if length else b""
+        return self._read_exactly(length)
+
+    def _read_exactly(self, length: int) -> bytes:
+        data = self.rfile.read(length) if length else b""
+        if len(data) < length:
+            raise ClientGone
+        return data
 
     def _read_chunked(self) -> bytes:
         chunks, total = [], 0
         while True:
             line = self.rfile.readline(1024)
+            if not line:
+                raise ClientGone
             try:
                 size = int(line.split(b";")[0].strip(), 16)
             except ValueError:
@@ -128,7 +136,7 @@ class StandinHandler(BaseHTTPRequestHandler):
             total += size
             if total > MAX_READ_BYTES:
                 raise BodyError(413, "request body is too large")
-            chunks.append(self.rfile.read(size))
+            chunks.append(self._read_exactly(size))
             self.rfile.readline(1024)
 
     def _dispatch(self) -> None:
@@ -153,7 +161,7 @@ class StandinHandler(BaseHTTPRequestHandler):
             return False
         try:
             self.read_body()
-        except BodyError:
+        except (BodyError, ClientGone):
             self.close_connection = True
         self.server.state.outage.count_failed()
         record = self._new_record(path, self.server.state.authenticate(self.headers.get("Authorization")), None)
@@ -190,7 +198,7 @@ class StandinHandler(BaseHTTPRequestHandler):
     def _not_found(self, path: str) -> None:
         try:
             self.read_body()
-        except BodyError:
+        except (BodyError, ClientGone):
             self.close_connection = True
         record = self._new_record(path, None, None)
         record.errors = [f"no such endpoint: {self.command} {path}"]
@@ -224,6 +232,9 @@ class StandinHandler(BaseHTTPRequestHandler):
     def _answer(self, route: Route, path: str, params: dict[str, str], query: dict[str, list[str]]) -> None:
         try:
             raw = self.read_body()
+        except ClientGone:
+            self.close_connection = True
+            return
         except BodyError as error:
             self.close_connection = True  # the unread body would desynchronise the stream
             record = self._new_record(path, None, None)

@@ -103,6 +103,14 @@ class BodyError(Exception):
         self.status = status
 
 
+class ClientGone(Exception):
+    """The client closed the connection before sending the whole body (it was killed, or gave up).
+
+    Customer.io sees no request then, only a broken connection: nothing is answered or applied,
+    and the truncated body is not taken for an invalid one.
+    """
+
+
 def _check_share(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise ValueError(f"{name} must be a number from 0 to 1")

@@ -633,6 +633,24 @@ def test_a_delayed_write_admitted_before_a_reset_does_not_land_after_it(cio: Sta
     assert set(cio.people("site1")) == {"fast"}
 
 
+@pytest.mark.parametrize(
+    ("framing", "sent"),
+    [("Content-Length: 100", b'{"a": "1"'), ("Transfer-Encoding: chunked", b'64\r\n{"a": "1"')],
+    ids=["content-length", "chunked"],
+)
+def test_a_client_gone_before_its_whole_body_is_not_a_request(cio: StandinServer, framing: str, sent: bytes) -> None:
+    """A worker killed while sending: Customer.io sees a broken connection, not an invalid body."""
+    token = base64.b64encode(f"{AUTH[0]}:{AUTH[1]}".encode()).decode()
+    head = f"PUT /api/v1/customers/gone HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {token}\r\n{framing}\r\n\r\n"
+    with socket.create_connection((cio.host, cio.port), timeout=5) as client:
+        client.sendall(head.encode() + sent)
+        client.shutdown(socket.SHUT_WR)  # no more is coming
+        assert client.recv(1024) == b""  # no answer: the connection is closed
+
+    assert cio.invalid_requests() == [] and cio.requests() == [] and cio.people("site1") == {}
+    assert put(cio, "next", {"a": "1"}).status_code == 200  # and the next client is served
+
+
 def test_control_answers_404_for_an_unknown_endpoint(cio: StandinServer, session: requests.Session) -> None:
     assert session.get(f"{cio.url}/_standin/nothing").status_code == 404
 

@@ -43,6 +43,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pool", type=int, default=1_000_000, help="Distinct customer ids (default 1000000).")
     parser.add_argument("--cprofile", type=int, default=0, help="Profile N more messages; print the top functions.")
     parser.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE one message's statements.")
+    parser.add_argument("--steps", type=int, default=0, help="Time each step of N more messages (no profiler).")
     return parser.parse_args()
 
 
@@ -115,6 +116,9 @@ def run(args: argparse.Namespace, database: str) -> None:
         print(f"\ncProfile over {args.cprofile} messages (times are totals):")
         print("\n".join(line for line in out.getvalue().splitlines() if line.strip())[:12000])
 
+    if args.steps:
+        steps(post, [message(rng, args.profiles, args.pool) for _ in range(args.steps)])
+
     if args.explain and connection.vendor == "postgresql":
         explain(post, message(rng, args.profiles, args.pool))
 
@@ -148,6 +152,75 @@ def explain(post, body: str) -> None:  # type: ignore[no-untyped-def]
             raise Rollback
     except Rollback:
         pass
+
+
+# (module, attribute, label): each step is timed where its caller looks it up; indented labels
+# are parts of the step above them.
+STEPS = [
+    ("connections.firehose.views", "authenticate", "token"),
+    ("connections.firehose.views", "decode_body", "decode (json.loads and checks)"),
+    ("connections.firehose.views", "parse_message", "parse"),
+    ("connections.firehose.ingest", "record_message", "record the message id"),
+    ("connections.firehose.ingest", "named_connection", "the connection"),
+    ("connections.firehose.ingest", "store_segment_ids", "segment ids"),
+    ("connections.firehose.ingest", "apply_changes", "apply_changes"),
+    ("connections.services.memberships", "ensure_audiences", "  audiences"),
+    ("connections.services.profile_rows", "resolve", "  profiles"),
+    ("connections.services.membership_rows", "record", "  memberships and outbox"),
+    ("connections.services.memberships", "connections_forwarding_profiles", "  identity forwards"),
+    ("connections.services.outbox", "wake_workers", "  wake workers"),
+    ("connections.services.firehose_counts", "count_request", "the request count"),
+]
+
+
+def steps(post, bodies: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """The median time of each step per message, timed by a wrapper around each function."""
+    import importlib
+
+    from django.db import connection
+
+    spent: dict[str, float] = {}
+
+    def timed(label: str, function):  # type: ignore[no-untyped-def]
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.perf_counter() - started
+
+        return wrapper
+
+    originals = []
+    for module_name, attribute, label in STEPS:
+        module = importlib.import_module(module_name)
+        originals.append((module, attribute, getattr(module, attribute)))
+        setattr(module, attribute, timed(label, getattr(module, attribute)))
+    connection.commit = timed("commit", connection.commit)  # what atomic() calls at its end
+    per_step: dict[str, list[float]] = {}
+    walls = []
+    try:
+        for body in bodies:
+            spent.clear()
+            started = time.perf_counter()
+            post(body)
+            walls.append((time.perf_counter() - started) * 1000)
+            for label, seconds in spent.items():
+                per_step.setdefault(label, []).append(seconds * 1000)
+    finally:
+        for module, attribute, original in originals:
+            setattr(module, attribute, original)
+        del connection.commit
+    print(f"\nEach step of {len(bodies)} more messages, median ms per message (a wrapper per function, no profiler):")
+    print(f"  {'whole request':<34} {statistics.median(walls):6.2f}")
+    top = 0.0
+    for label in [label for _, _, label in STEPS] + ["commit"]:
+        if label in per_step:
+            median = statistics.median(per_step[label])
+            if not label.startswith(" "):
+                top += median
+            print(f"  {label:<34} {median:6.2f}")
+    print(f"  {'the rest (Django, the view, HTTP)':<34} {statistics.median(walls) - top:6.2f}")
 
 
 def pct(values: list[float], p: float) -> float:

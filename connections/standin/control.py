@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from . import erasure
-from .model import BodyError, ClientGone, Faults, Workspace
+from .model import BodyError, Faults, Workspace
 from .outage import Outage
 
 if TYPE_CHECKING:
@@ -129,9 +129,6 @@ def _create_segment(handler: StandinHandler, body: Any) -> dict[str, Any]:
 def handle_control(handler: StandinHandler, path: str, query: str) -> None:
     try:
         status, payload = _route(handler, handler.command, path.rstrip("/"), parse_qs(query))
-    except ClientGone:
-        handler.close_connection = True
-        return
     except BodyError as error:
         handler.close_connection = True  # the body was not read: the stream is out of step
         status, payload = error.status, {"error": str(error)}

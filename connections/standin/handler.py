@@ -140,6 +140,12 @@ class StandinHandler(BaseHTTPRequestHandler):
             self.rfile.readline(1024)
 
     def _dispatch(self) -> None:
+        try:
+            self._route()
+        except ClientGone:  # wherever the body was being read: no answer, no record (see ClientGone)
+            self.close_connection = True
+
+    def _route(self) -> None:
         url = urlsplit(self.path)
         path = url.path
         if path.startswith("/_standin/") or path == "/_standin":
@@ -161,7 +167,7 @@ class StandinHandler(BaseHTTPRequestHandler):
             return False
         try:
             self.read_body()
-        except (BodyError, ClientGone):
+        except BodyError:
             self.close_connection = True
         self.server.state.outage.count_failed()
         record = self._new_record(path, self.server.state.authenticate(self.headers.get("Authorization")), None)
@@ -198,7 +204,7 @@ class StandinHandler(BaseHTTPRequestHandler):
     def _not_found(self, path: str) -> None:
         try:
             self.read_body()
-        except (BodyError, ClientGone):
+        except BodyError:
             self.close_connection = True
         record = self._new_record(path, None, None)
         record.errors = [f"no such endpoint: {self.command} {path}"]
@@ -232,9 +238,6 @@ class StandinHandler(BaseHTTPRequestHandler):
     def _answer(self, route: Route, path: str, params: dict[str, str], query: dict[str, list[str]]) -> None:
         try:
             raw = self.read_body()
-        except ClientGone:
-            self.close_connection = True
-            return
         except BodyError as error:
             self.close_connection = True  # the unread body would desynchronise the stream
             record = self._new_record(path, None, None)

@@ -137,10 +137,13 @@ def _setup() -> None:
 
 
 @contextlib.contextmanager
-def gunicorn(env: dict[str, str], port: int, workers: int, log: Path):  # type: ignore[no-untyped-def]
+def gunicorn(env: dict[str, str], port: int, workers: int, log: Path, app: str = "cioaudience.wsgi"):  # type: ignore[no-untyped-def]
+    """gunicorn serving `app` (the product's unless a benchmark says otherwise; bench/ is on its path)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    bench = str(ROOT / "bench")
     with open(log, "w") as log_file:
         proc = subprocess.Popen(
-            [GUNICORN, "cioaudience.wsgi", "-w", str(workers), "--bind", f"127.0.0.1:{port}", "--timeout", "30"],
+            [GUNICORN, app, "-w", str(workers), "-b", f"127.0.0.1:{port}", "--timeout", "30", "--pythonpath", bench],
             cwd=ROOT,
             env=env,
             stdout=log_file,

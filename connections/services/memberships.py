@@ -136,11 +136,26 @@ def apply_changes(
 
 def connections_forwarding_profiles(profile_pks: set[int]) -> set[tuple[int, int]]:
     """(connection pk, profile pk) for every active subscription to an audience the profile has a record in."""
-    rows = Membership.objects.filter(
-        profile_id__in=profile_pks,
-        audience__subscriptions__status=Subscription.Status.ACTIVE,
-    ).values_list("audience__subscriptions__connection_id", "profile_id")
-    return set(rows)
+    db = bulk.database(Membership)
+    if not bulk.is_postgresql(db):
+        rows = Membership.objects.filter(
+            profile_id__in=profile_pks,
+            audience__subscriptions__status=Subscription.Status.ACTIVE,
+        ).values_list("audience__subscriptions__connection_id", "profile_id")
+        return set(rows)
+    with db.cursor() as cursor:
+        # One index probe per profile (LATERAL ... OFFSET 0 keeps the subquery from being merged
+        # into a join), whatever the statistics say: planned as a join, the lookup read every
+        # membership of the subscribed audiences, 13 ms per message at 10,000 rows, growing with
+        # the table (see bench/ingest_profile.py --pool).
+        cursor.execute(
+            f"SELECT s.connection_id, m.profile_id FROM unnest(%s::bigint[]) k(id),"  # noqa: S608
+            f" LATERAL (SELECT profile_id, audience_id FROM {Membership._meta.db_table}"
+            " WHERE profile_id = k.id OFFSET 0) m"
+            f" JOIN {Subscription._meta.db_table} s ON s.audience_id = m.audience_id AND s.status = %s",
+            [sorted(profile_pks), Subscription.Status.ACTIVE.value],
+        )
+        return set(cursor.fetchall())
 
 
 def update_profile_identity(profile: Profile, **fields: str) -> bool:

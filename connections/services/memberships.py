@@ -147,7 +147,11 @@ def connections_forwarding_profiles(profile_pks: set[int]) -> set[tuple[int, int
         # One index probe per profile (LATERAL ... OFFSET 0 keeps the subquery from being merged
         # into a join), whatever the statistics say: planned as a join, the lookup read every
         # membership of the subscribed audiences, 13 ms per message at 10,000 rows, growing with
-        # the table (see bench/ingest_profile.py --pool).
+        # the table (see bench/ingest_profile.py --pool). Without statistics the planner guesses
+        # thousands of rows per probe, and at 1,000,000 memberships that guess crosses
+        # jit_above_cost: compiling the plan took 40-550 ms for a lookup that runs in 0.7 ms.
+        # Always inside the caller's transaction (apply_changes, update_profile_identity).
+        cursor.execute("SET LOCAL jit = off")
         cursor.execute(
             f"SELECT s.connection_id, m.profile_id FROM unnest(%s::bigint[]) k(id),"  # noqa: S608
             f" LATERAL (SELECT profile_id, audience_id FROM {Membership._meta.db_table}"

@@ -107,7 +107,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=20.0, help="At most this long per measurement (default 20).")
     parser.add_argument("--pool", type=int, default=1_000_000, help="Distinct customer ids drawn from (default 1M).")
     parser.add_argument(
-        "--batch", type=int, default=1, help="Messages the SQL floors write per statement (default 1; see below)."
+        "--batch", type=int, default=1, help="Messages the SQL floor writes per statement (default 1)."
     )
     return parser.parse_args()
 

@@ -90,13 +90,34 @@ class Processes:
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen] = []
+        self.names: dict[int, str] = {}  # session id (the started process's pid) -> name
         LOGS.mkdir(parents=True, exist_ok=True)
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
         log = open(LOGS / f"{name}.log", "w")  # noqa: SIM115 - lives as long as the process
         proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
+        self.names[proc.pid] = name
         return proc
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) used so far by each started process with its children, by name,
+        and by every PostgreSQL process of the machine ("postgres") and this one ("benchmark")."""
+        used: dict[str, float] = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                text = stat.read_text()
+                command, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+                pid, session = int(stat.parent.name), int(fields[3])
+                name = (
+                    self.names.get(session)
+                    or ("postgres" if command.startswith("postgres") else None)
+                    or ("benchmark" if pid == os.getpid() else None)
+                )
+                if name:
+                    used[name] = used.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        return used
 
     def stop(self) -> None:
         for proc in self.procs:

@@ -257,7 +257,10 @@ def main() -> None:
         )
         harness.start_workers(group, env, args.workers)
         harness.start_web(group, env, web_port)
+        cpu_before = group.cpu_seconds()
         product_seconds, product_requests = run_product(env, port, web_port, all_changes, expected, args.clients)
+        cpu = {name: used - cpu_before.get(name, 0.0) for name, used in group.cpu_seconds().items()}
+        print("CPU seconds while cioaudience ran: " + ", ".join(f"{n} {s:.2f}" for n, s in sorted(cpu.items())))
         loop_seconds, loop_requests, loop_429 = run_official(port, all_changes, expected, args.rate)
         batch_seconds, batch_requests, batch_429 = run_official_batch(port, all_changes, expected, args.rate)
         states = [harness.standin(port, f"people?site_id={site}")["people"] for site, _ in workspaces]

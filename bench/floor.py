@@ -182,14 +182,12 @@ def db_floor(url: str, args: argparse.Namespace, store_only: bool) -> tuple[list
     rng = random.Random(1000 + store_only)
     bodies = [message(rng, 100, args.pool) for _ in range(args.messages)]
     batch = 1 if store_only else args.batch
-    queue = [
-        {"id": json.loads(body)["id"], "body": body}
-        if store_only
-        else membership_parameters(bodies[i : i + batch], audience_pks)
-        for i, body in list(enumerate(bodies))[::batch]
-    ]
+    if store_only:
+        work = [{"id": json.loads(body)["id"], "body": body} for body in bodies]
+    else:
+        work = [membership_parameters(bodies[i : i + batch], audience_pks) for i in range(0, len(bodies), batch)]
     statement = STORE_STATEMENT if store_only else MEMBERSHIP_STATEMENT
-    work = list(queue)
+    queue = list(work)
     latencies: list[float] = []
     lock = threading.Lock()
 

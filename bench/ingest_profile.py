@@ -144,6 +144,9 @@ def explain(post, body: str) -> None:  # type: ignore[no-untyped-def]
                     sql = q["sql"]
                     if sql.startswith(("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT")):
                         continue
+                    if sql.startswith("SET "):  # a setting the next statements rely on: applied, not explained
+                        cursor.execute(sql)
+                        continue
                     cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql)
                     plan = cursor.fetchone()[0]
                     plan = json.loads(plan) if isinstance(plan, str) else plan

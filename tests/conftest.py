@@ -84,3 +84,13 @@ def workspace_connection(db):
         return ConnectionFactory(site_id=site_id, api_key=key, region=region, **fields)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _fresh_wake_throttle():
+    """Each test starts with no wake-up scheduled: one a previous test's workers held is gone with them."""
+    from connections.services import wakeup
+
+    wakeup.forget_scheduled()
+    yield
+    wakeup.forget_scheduled()

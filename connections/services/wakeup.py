@@ -7,10 +7,14 @@ import graph one-way (tasks -> services) and lets services run where no worker i
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
+from django.conf import settings
 from django.db import transaction
 from kombu.exceptions import OperationalError
+
+from connections.services.wake_throttle import WakeThrottle
 
 log = logging.getLogger("cioaudience.outbox")
 
@@ -37,19 +41,35 @@ def forward_now(connection_id: int, countdown: float | None = None) -> bool:
     return send_task(FORWARD_TASK, [connection_id], countdown=countdown)
 
 
+_throttle = WakeThrottle()
+
+
+def forget_scheduled() -> None:
+    """Forget the wake-ups this process scheduled (their broker and workers are gone: a test's)."""
+    _throttle.forget()
+
+
 def wake_workers(connection_ids: Iterable[int]) -> None:
     """Ask a worker to send what is pending for these connections, once the transaction commits.
 
-    If the broker is down the change and its outbox rows are still committed; the periodic
-    sweep enqueues them once it is back, and the request that made the change succeeds.
+    At most one wake-up per connection per FORWARD_WAKE_WINDOW_SECONDS from this process
+    (`wake_throttle`). If the broker is down the change and its outbox rows are still
+    committed; the periodic sweep enqueues them once it is back, and the request that made
+    the change succeeds.
     """
     ids = sorted(set(connection_ids))
     if not ids:
         return
 
     def send() -> None:
+        # Eager tasks ignore a countdown: there every change wakes at once.
+        window = 0.0 if settings.CELERY_TASK_ALWAYS_EAGER else settings.FORWARD_WAKE_WINDOW_SECONDS
+        now = time.monotonic()
         for connection_id in ids:
-            if not forward_now(connection_id):
+            delay = _throttle.delay(connection_id, now, window)
+            if delay is None:
+                continue
+            if not forward_now(connection_id, countdown=delay or None):
                 return
 
     transaction.on_commit(send)

@@ -1,12 +1,16 @@
 """Real Celery workers (on Redis in CI) forwarding to the stand-in over real HTTP."""
 
+import os
+import time
 from collections import Counter
 
 import pytest
+from django.conf import settings as django_settings
+from django.db import connection as db
 from django.utils import timezone
 
 from connections.models import Delivery, Forward
-from connections.services import subscriptions
+from connections.services import subscriptions, wakeup
 from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
 from tests.factories import AudienceFactory
 from tests.workers import purge_broker, running_workers, wait_until
@@ -60,3 +64,49 @@ def test_the_sweep_delivers_forwards_whose_broker_message_was_lost(connection, s
 
     with running_workers(standin.url, beat=True):  # beat runs the sweep every 30 s, as in production
         wait_until(lambda: "lost" in standin.people("site-us"), timeout=60, message="the swept forward delivered")
+
+
+def test_a_burst_of_changes_all_reach_customer_io_with_a_few_wake_ups(connection, standin, monkeypatch):
+    published = []
+    send_task = wakeup.send_task
+
+    def recorded(name, args, countdown=None):  # type: ignore[no-untyped-def]
+        published.append(countdown)
+        return send_task(name, args, countdown)
+
+    monkeypatch.setattr(wakeup, "send_task", recorded)
+    with running_workers(standin.url):
+        started = time.monotonic()
+        for i in range(60):  # 60 commits, as 60 Firehose messages would make
+            apply_changes([ProfileChange(ProfileInput(customer_id=f"b{i}"), {123: True})])
+        burst = time.monotonic() - started
+        wait_until(lambda: len(standin.people("site-us")) == 60, message="all 60 people to reach the stand-in")
+
+    # The default window (0.25 s): the first at once, then at most one per window.
+    assert 2 <= len(published) <= burst / django_settings.FORWARD_WAKE_WINDOW_SECONDS + 2, (len(published), burst)
+    assert published[0] is None
+    assert not Forward.objects.exists()
+
+
+def database_sessions() -> int:
+    """Connections ever opened to the test database (PostgreSQL counts them; a closed one is flushed at exit)."""
+    with db.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.skipif(not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="needs PostgreSQL")
+def test_a_worker_keeps_its_database_connection_from_task_to_task(connection, standin):
+    # Celery's Django fix-up would open a new connection for every task (3.8 ms and a forked
+    # server process each); the worker keeps one for CONN_MAX_AGE instead, as web requests do.
+    with running_workers(standin.url, concurrency=1):
+        apply_changes([ProfileChange(ProfileInput(customer_id="warm"), {123: True})])
+        wait_until(lambda: "warm" in standin.people("site-us"), message="the first delivery")
+        before = database_sessions()
+        for i in range(15):  # one change at a time, each delivered before the next: 15 tasks at least
+            apply_changes([ProfileChange(ProfileInput(customer_id=f"s{i}"), {123: True})])
+            wait_until(lambda i=i: f"s{i}" in standin.people("site-us"), message=f"s{i} to be delivered")
+        opened = database_sessions() - before
+
+    assert opened <= 2, f"{opened} database connections opened for 15 tasks"

@@ -1,5 +1,7 @@
 """Every message that names an account must name a connection by its Connection Key (SPEC section 5)."""
 
+import re
+
 import pytest
 
 from connections.models import Profile
@@ -59,3 +61,18 @@ def test_a_subscription_request_with_an_unknown_key_is_refused(post):
 
     assert post(message).status_code == 400
     assert row_counts() == before
+
+
+def test_applying_a_message_never_reads_the_connections_api_keys(post, connection):
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    message = membership_request(
+        user_profile("c1", audiences=[audience(1, "add")]), connection_key=connection.connection_key
+    )
+    with CaptureQueriesContext(db) as queries:
+        assert post(message).status_code == 200
+
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert any("connection_key" in sql for sql in statements)  # the connection was looked up
+    assert not [sql for sql in statements if re.search(r"\b(app_)?api_key\b", sql)]  # api_key_last4 is fine

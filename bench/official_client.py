@@ -24,7 +24,8 @@ session, since the client's exception does not carry the headers.
 All three must end in the identical stand-in state. Prints seconds, requests and updates per
 second, and the ratio of each baseline's time to the product's, side by side.
 
-    .venv/bin/python bench/official_client.py [--rate 100] [--clients 4] [--workers 2] [--product-only]
+    .venv/bin/python bench/official_client.py [--rate 100] [--clients 4] [--workers 2] [--web-workers 2]
+        [--product-only]
 """
 
 from __future__ import annotations
@@ -236,6 +237,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4, help="concurrent Firehose senders (default 4)")
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes (default 2)")
     parser.add_argument(
+        "--web-workers",
+        type=int,
+        default=2,
+        help="gunicorn workers (default 2, one per core here; the README's production line runs 4)",
+    )
+    parser.add_argument(
         "--product-only", action="store_true", help="time cioaudience alone, without the two baselines (quicker)"
     )
     args = parser.parse_args()
@@ -260,7 +267,7 @@ def main() -> None:
             group, env, port, [f"{site}:{key}:us:{args.rate}" for site, key in workspaces], validate_share=0.2
         )
         harness.start_workers(group, env, args.workers)
-        harness.start_web(group, env, web_port)
+        harness.start_web(group, env, web_port, workers=args.web_workers)
         cpu_before = group.cpu_seconds()
         product_seconds, product_requests = run_product(env, port, web_port, all_changes, expected, args.clients)
         cpu = {name: used - cpu_before.get(name, 0.0) for name, used in group.cpu_seconds().items()}

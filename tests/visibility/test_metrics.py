@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import uuid
 from datetime import timedelta
 
@@ -210,6 +211,53 @@ def test_firehose_requests_are_counted_by_type_and_outcome(client, metrics_on):
     # Without a valid token only a small body is read (issue 16.1): this one is, so its type is known.
     assert value(families, counter, type=membership, outcome="unauthorized") == 1
     assert value(families, counter, type="unknown", outcome="invalid") == 2  # a made-up type is not a label
+
+
+def _post_verifications(client, count: int) -> None:  # type: ignore[no-untyped-def]
+    _inbound, token = tokens.create_token("mParticle")
+    ConnectionFactory(connection_key=TEST_CONNECTION_KEY)
+    good = membership_request(user_profile(customer_id="c1", audiences=[]))
+    del good["user_profiles"]  # a verification request: authenticated, changes nothing
+    for _ in range(count):
+        response = client.post(
+            FIREHOSE_URL,
+            json.dumps(good | {"id": str(uuid.uuid4())}),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Token {token}",
+        )
+        assert response.status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_firehose_requests_counted_in_autocommit_add_up(client, metrics_on):
+    # As deployed: each request's count is its own transaction (committed asynchronously on PostgreSQL).
+    _post_verifications(client, 5)
+
+    families = scrape(client)
+
+    counter = "cioaudience_firehose_requests_total"
+    assert value(families, counter, type="audience_membership_change_request", outcome="accepted") == 5
+
+
+@pytest.mark.skipif(not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="needs PostgreSQL")
+@pytest.mark.django_db(transaction=True)
+def test_the_counts_asynchronous_commit_never_reaches_another_transaction(client):
+    from django.db import connection as db
+    from django.db import transaction
+
+    from connections.services import firehose_counts
+
+    def synchronous_commit() -> str:
+        with db.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return cursor.fetchone()[0]
+
+    _post_verifications(client, 2)
+    assert synchronous_commit() == "on"  # the next message's transaction waits for the disk as before
+    with transaction.atomic():
+        # Called inside a transaction, the count must not make that transaction's commit asynchronous.
+        firehose_counts.count_request("audience_membership_change_request", "accepted", frozenset())
+        assert synchronous_commit() == "on"
 
 
 @pytest.mark.django_db

@@ -40,7 +40,10 @@ class WakeThrottle:
             self._last[connection_id] = last + window
             return last + window - now
 
-    def forget(self) -> None:
-        """Drop what was scheduled (a test that starts a fresh broker and workers)."""
+    def forget(self, connection_id: int | None = None) -> None:
+        """Drop what was scheduled for a connection (its publish failed), or for all (a test's fresh broker)."""
         with self._lock:
-            self._last.clear()
+            if connection_id is None:
+                self._last.clear()
+            else:
+                self._last.pop(connection_id, None)

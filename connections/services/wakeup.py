@@ -70,6 +70,7 @@ def wake_workers(connection_ids: Iterable[int]) -> None:
             if delay is None:
                 continue
             if not forward_now(connection_id, countdown=delay or None):
+                _throttle.forget(connection_id)  # none is coming: the next change tries again
                 return
 
     transaction.on_commit(send)

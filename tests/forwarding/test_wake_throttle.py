@@ -51,8 +51,12 @@ def test_forgetting_drops_the_scheduled_wake_ups():
     throttle = WakeThrottle()
     throttle.delay(1, now=100.0, window=WINDOW)
     throttle.delay(1, now=100.1, window=WINDOW)
-    throttle.forget()
+    throttle.delay(2, now=100.1, window=WINDOW)
+    throttle.forget(1)
     assert throttle.delay(1, now=100.2, window=WINDOW) == 0.0
+    assert throttle.delay(2, now=100.2, window=WINDOW) == pytest.approx(WINDOW - 0.1)  # 2 is still in its window
+    throttle.forget()
+    assert throttle.delay(2, now=100.3, window=WINDOW) == 0.0
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -116,3 +120,19 @@ def test_nothing_is_published_before_the_transaction_commits(published, django_c
     for callback in callbacks:
         callback()
     assert [args for _, args, _ in published] == [[5], [6]]
+
+
+@pytest.mark.django_db
+def test_a_wake_up_the_broker_refused_is_not_counted_on(monkeypatch, django_capture_on_commit_callbacks):
+    attempts = []
+
+    def broker_down_once(name, args, countdown=None):  # type: ignore[no-untyped-def]
+        attempts.append(countdown)
+        return len(attempts) > 1  # the first publish fails (the sweep would cover it)
+
+    monkeypatch.setattr(wakeup, "send_task", broker_down_once)
+    for _ in range(2):
+        with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+            wakeup.wake_workers([5])
+    # The second change, inside the window, still publishes: nothing was scheduled by the first.
+    assert attempts == [None, None]

@@ -26,6 +26,9 @@ second, and the ratio of each baseline's time to the product's, side by side.
 
     .venv/bin/python bench/official_client.py [--rate 100] [--clients 4] [--workers 2] [--web-workers 2]
         [--product-only]
+
+With --workers 0 no worker runs: it times the 80 Firehose answers alone, to show what forwarding
+at the same time costs ingestion on the same cores.
 """
 
 from __future__ import annotations
@@ -91,7 +94,7 @@ def message(connection_key: str, batch: list[tuple[str, int, bool]]) -> dict:
     }
 
 
-def run_product(env, port, web_port, all_changes, expected, clients: int) -> tuple[float, int]:
+def run_product(env, port, web_port, all_changes, expected, clients: int, *, forwarding: bool) -> tuple[float, int]:
     harness.setup_django(env)
     from connections.models import Audience, Connection
     from connections.services import subscriptions, tokens
@@ -131,6 +134,9 @@ def run_product(env, port, web_port, all_changes, expected, clients: int) -> tup
     if failures:
         raise SystemExit(f"the Firehose endpoint refused messages: {failures[:3]}")
     answered = time.monotonic() - started
+    if not forwarding:
+        print(f"cioaudience, no worker: {len(messages)} messages answered in {answered:.2f} s, {clients} client(s)")
+        return answered, 0
     harness.wait_for(lambda: _holds(port, SITE_PRODUCT, expected), 600, "the product's final state", interval=0.05)
     elapsed = time.monotonic() - started
     print(
@@ -138,7 +144,23 @@ def run_product(env, port, web_port, all_changes, expected, clients: int) -> tup
         f"({answered / len(messages) * 1000:.1f} ms each, {clients} client(s)); "
         f"the stand-in held the final state {elapsed - answered:.2f} s later"
     )
+    sent = _sent(port, SITE_PRODUCT)
+    print(
+        f"cioaudience sent {sum(len(ids) for _, ids in sent)} profile updates for {len(expected)} profiles"
+        f" in {len(sent)} requests (people per request: {', '.join(str(len(ids)) for _, ids in sent)})"
+    )
     return elapsed, harness.standin(port, "stats")["workspaces"][SITE_PRODUCT]["requests"]
+
+
+def _sent(port: int, site: str) -> list[tuple[float, list[str]]]:
+    """(stand-in clock, identifiers) of every request a workspace received, in order."""
+    sent, since = [], 0
+    while True:
+        page = harness.standin(port, f"requests?site_id={site}&since={since}")
+        sent += [(r["monotonic"], r["identifiers"]) for r in page["requests"]]
+        if not page["requests"]:
+            return sent
+        since = page["next"]
 
 
 class PlainHTTPAdapter(HTTPAdapter):
@@ -235,7 +257,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=int, default=100, help="requests per second per workspace (default 100)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent Firehose senders (default 4)")
-    parser.add_argument("--workers", type=int, default=2, help="Celery worker processes (default 2)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="Celery worker processes (default 2); 0: time the Firehose answers alone, nothing forwarded, no baselines",
+    )
     parser.add_argument(
         "--web-workers",
         type=int,
@@ -269,10 +296,12 @@ def main() -> None:
         harness.start_workers(group, env, args.workers)
         harness.start_web(group, env, web_port, workers=args.web_workers)
         cpu_before = group.cpu_seconds()
-        product_seconds, product_requests = run_product(env, port, web_port, all_changes, expected, args.clients)
+        product_seconds, product_requests = run_product(
+            env, port, web_port, all_changes, expected, args.clients, forwarding=args.workers > 0
+        )
         cpu = {name: used - cpu_before.get(name, 0.0) for name, used in group.cpu_seconds().items()}
         print("CPU seconds while cioaudience ran: " + ", ".join(f"{n} {s:.2f}" for n, s in sorted(cpu.items())))
-        if args.product_only:
+        if args.product_only or args.workers == 0:
             return
         loop_seconds, loop_requests, loop_429 = run_official(port, all_changes, expected, args.rate)
         batch_seconds, batch_requests, batch_429 = run_official_batch(port, all_changes, expected, args.rate)

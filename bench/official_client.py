@@ -147,7 +147,8 @@ def run_product(env, port, web_port, all_changes, expected, clients: int, *, for
     sent = _sent(port, SITE_PRODUCT)
     print(
         f"cioaudience sent {sum(len(ids) for _, ids in sent)} profile updates for {len(expected)} profiles"
-        f" in {len(sent)} requests (people per request: {', '.join(str(len(ids)) for _, ids in sent)})"
+        f" in {len(sent)} requests (people per request, and when it reached the stand-in after the last answer:"
+        f" {', '.join(f'{len(ids)} at {at - started - answered:+.2f} s' for at, ids in sent)})"
     )
     return elapsed, harness.standin(port, "stats")["workspaces"][SITE_PRODUCT]["requests"]
 

@@ -170,6 +170,11 @@ SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", default=30.0)
 # from a process (the first at once, the rest at the window's end): a flood of Firehose
 # messages wakes the workers a few times a second instead of once per message. 0: every change.
 FORWARD_WAKE_WINDOW_SECONDS = env.float("FORWARD_WAKE_WINDOW_SECONDS", default=0.25)
+# A flood's sends wait until its changes pause for FORWARD_HOLD_QUIET_SECONDS, or until the oldest
+# waiting change is FORWARD_HOLD_MAX_SECONDS old (services/flood_hold.py): the same people changing
+# again and again are sent about once. A backlog is sent at once. 0 (quiet): send as rows come due.
+FORWARD_HOLD_QUIET_SECONDS = env.float("FORWARD_HOLD_QUIET_SECONDS", default=0.2)
+FORWARD_HOLD_MAX_SECONDS = env.float("FORWARD_HOLD_MAX_SECONDS", default=1.0)
 # The per-connection rate limiter lives in Redis: this URL, or the broker's when it is Redis.
 RATE_LIMIT_REDIS_URL = env.str("RATE_LIMIT_REDIS_URL", default="")
 # Seconds the limiter waits for Redis (connect or answer) before the send fails and is retried later.

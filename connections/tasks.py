@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from celery import shared_task
 from django.conf import settings
@@ -21,9 +21,23 @@ TIME_BUDGET_SECONDS = 60.0
 
 
 @shared_task(ignore_result=True, acks_late=True)
-def forward_connection(connection_id: int) -> None:
+def forward_connection(connection_id: int, held_until: str | None = None) -> None:
+    """Send what is due for a connection; `held_until` (ISO time): this task is the one a flood's hold scheduled."""
     erasure_calls.send_due(connection_id)  # erasures first: a person erased must not wait behind a backlog
-    report = forwarding.forward_pending(connection_id, time_budget=TIME_BUDGET_SECONDS)
+    report = forwarding.forward_pending(
+        connection_id,
+        time_budget=TIME_BUDGET_SECONDS,
+        # Run in-process (`apply()`, eager mode) a task cannot come back later: it sends at once.
+        hold=not forward_connection.request.is_eager,
+        held_until=datetime.fromisoformat(held_until) if held_until else None,
+    )
+    if report.held:
+        # Changes keep arriving: one task comes back when they pause (or at the hold's ceiling);
+        # a task that did not take the hold leaves it to the one that did.
+        if report.come_back_at is not None:
+            countdown = max(0.0, (report.come_back_at - timezone.now()).total_seconds())
+            forward_connection.apply_async((connection_id, report.come_back_at.isoformat()), countdown=countdown)
+        return
     if report.sent == 0 or report.faulted or report.backing_off:
         # Nothing (more) for this task: new changes wake a worker, the breaker schedules its
         # probes, and the sweep finds the rest. A task that sent nothing must not reschedule

@@ -120,6 +120,13 @@ class Connection(models.Model):
         blank=True,
         help_text=_("Customer.io asked every sender to wait (429 or Retry-After): nothing is sent before this."),
     )
+    forward_hold_until = models.DateTimeField(
+        _("forwarding held until"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("During a flood of changes: the one worker task that will send them comes back at this time."),
+    )
     identify_by = models.CharField(
         _("identify people by"),
         max_length=24,

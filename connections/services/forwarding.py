@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 from django.conf import settings
 from django.utils import timezone
@@ -24,7 +25,7 @@ from connections.customerio import ratelimit
 from connections.customerio.client import CustomerIOClient, Outcome, SendResult
 from connections.customerio.limits import pack_v2_batches, v2_action
 from connections.models import Connection, Forward
-from connections.services import breaker, claims, connection_state
+from connections.services import breaker, claims, connection_state, flood_hold, wakeup
 from connections.services.claims import unclaimed
 from connections.services.outcomes import ForwardReport, log_pending, record_result, record_unsent
 from connections.services.payloads import ClaimedRow, Planned, plan
@@ -33,9 +34,20 @@ from connections.services.segment_sending import send_segment_operations
 __all__ = ["ForwardReport", "forward_pending", "send_claimed"]
 
 
-def forward_pending(connection_id: int, *, time_budget: float | None = None) -> ForwardReport:
+def forward_pending(
+    connection_id: int,
+    *,
+    time_budget: float | None = None,
+    hold: bool = False,
+    held_until: datetime | None = None,
+) -> ForwardReport:
     """Send what is due for a connection until nothing is left, the breaker or a pause stops it,
-    or the time budget is spent."""
+    or the time budget is spent.
+
+    With `hold` (the worker task), a flood's changes wait until they pause (`flood_hold`): the
+    report says `held`, and `come_back_at` when this caller must return; `held_until` is the
+    hold a returning caller was scheduled for.
+    """
     started = time.monotonic()
     report = ForwardReport()
     while True:
@@ -54,6 +66,11 @@ def forward_pending(connection_id: int, *, time_budget: float | None = None) -> 
                 break
             report.add(_probe(connection))
             continue  # closed: drain at the full rate; still open: the next turn stops
+        if hold:
+            seconds, report.come_back_at = flood_hold.hold(connection_id, held_until)
+            if seconds > 0:
+                report.held = True
+                break
         size = settings.FORWARD_BATCH_SIZE
         if connection.transport == Connection.Transport.V1:
             # One request per profile, sent in turn: a smaller claim keeps each payload close
@@ -62,6 +79,10 @@ def forward_pending(connection_id: int, *, time_budget: float | None = None) -> 
         token, rows = claims.claim(connection_id, size)
         if not rows:
             break
+        if hold and len({r.profile_id for r in rows}) >= size:
+            # A full claim: more is probably due (a flood just released, a backlog). Another worker
+            # claims the next batch while this one sends; it ends at once if nothing is left.
+            wakeup.forward_now(connection_id)
         round_report = _send_or_release(connection, token, rows)
         report.add(round_report)
         if report.stopped or (time_budget is not None and time.monotonic() - started > time_budget):

@@ -16,7 +16,7 @@ import random
 import uuid
 from collections.abc import Set
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -56,6 +56,8 @@ class ForwardReport:
     faulted: bool = False
     backing_off: bool = False  # the breaker is open: only probes are sent
     paused_for: float = 0.0  # Customer.io asked every sender to wait this long
+    held: bool = False  # changes keep arriving: sending waits for a pause (services/flood_hold.py)
+    come_back_at: datetime | None = None  # held, and this caller is the one that sends after the hold
 
     def add(self, other: ForwardReport) -> None:
         for name in ("sent", "succeeded", "failed", "retrying", "skipped", "cancelled", "requests"):

@@ -22,10 +22,12 @@ def scheduled(monkeypatch):
 
 
 @pytest.fixture
-def connection(standin, workspace_connection):
+def connection(standin, workspace_connection, settings):
     connection = workspace_connection("site-us")
     subscriptions.subscribe(AudienceFactory(audience_id=1, name="A"), connection)
     apply_changes([ProfileChange(ProfileInput(customer_id="c1"), {1: True})])
+    # A change that has waited out a flood's hold (tested in test_flood_hold.py): sent when the task runs.
+    Forward.objects.update(due_at=timezone.now() - timezone.timedelta(seconds=settings.FORWARD_HOLD_MAX_SECONDS))
     return connection
 
 

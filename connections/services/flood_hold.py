@@ -24,6 +24,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from connections.models import Connection, Forward
+from connections.services.claims import unclaimed
 
 __all__ = ["hold", "seconds_to_hold"]
 
@@ -49,7 +50,7 @@ def hold(connection_id: int, held_until: datetime | None = None) -> tuple[float,
     now = timezone.now()
     due = (
         Forward.objects.filter(connection_id=connection_id, due_at__lte=now)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
+        .filter(unclaimed(now))
         .values_list("due_at", flat=True)
     )
     oldest, newest = due.order_by("due_at").first(), due.order_by("-due_at").first()

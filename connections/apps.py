@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class ConnectionsConfig(AppConfig):
     name = "connections"
     verbose_name = "Customer.io audiences"
+
+    def ready(self) -> None:
+        from connections import lookups  # noqa: F401 - registers the `__any` lookup

@@ -21,6 +21,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from connections.lookups import in_values_sql
 from connections.models import Forward
 from connections.services.payloads import ClaimedRow
 
@@ -54,14 +55,14 @@ def claim(connection_id: int, limit: int) -> tuple[str, list[ClaimedRow]]:
         if not profile_ids:
             return token, []
         ids = list(
-            Forward.objects.filter(connection_id=connection_id, profile_id__in=profile_ids)
+            Forward.objects.filter(connection_id=connection_id, profile_id__any=profile_ids)
             .filter(unclaimed(now))
             .select_for_update(skip_locked=True)
             .values_list("id", flat=True)
         )
         # The condition is re-checked by the UPDATE itself: on databases without row
         # locks (SQLite) this is what keeps two workers from taking the same row.
-        Forward.objects.filter(id__in=ids).filter(unclaimed(now)).update(
+        Forward.objects.filter(id__any=ids).filter(unclaimed(now)).update(
             claim_token=token, claimed_until=lease_end(now)
         )
     give_up_contested(connection_id, token, now)
@@ -91,7 +92,7 @@ def give_up_contested(connection_id: int, token: str, now: datetime) -> None:
     )
     contested_ids = set(contested)
     if contested_ids:
-        ids = Forward.objects.filter(claim_token=token, profile_id__in=contested_ids).values_list("id", flat=True)
+        ids = Forward.objects.filter(claim_token=token, profile_id__any=contested_ids).values_list("id", flat=True)
         requeue(token, list(ids))
 
 
@@ -100,15 +101,24 @@ def renew(token: str, row_ids: list[int]) -> set[int]:
 
     A claim whose lease ran out (a very slow send) may have been taken over by another
     worker, which then sends newer state: this worker must not send its older plan after it.
+
+    Only a lease with less than half of `FORWARD_CLAIM_SECONDS` left is extended: right after
+    a claim (a v2 batch's only request) rewriting a thousand rows' lease would buy nothing but
+    cost as much as the claim itself, and half a lease still outlasts a request's timeout.
     """
-    if Forward.objects.filter(claim_token=token, id__in=row_ids).update(claimed_until=lease_end()) == len(row_ids):
+    now = timezone.now()
+    half = timedelta(seconds=settings.FORWARD_CLAIM_SECONDS / 2)
+    ending = Forward.objects.filter(claim_token=token, id__any=row_ids, claimed_until__lt=now + half)
+    if ending.update(claimed_until=lease_end(now)) == len(row_ids):
         return set(row_ids)
-    return set(Forward.objects.filter(claim_token=token, id__in=row_ids).values_list("id", flat=True))
+    # A claim holds a few thousand rows at most: reading them all by the token's index is cheaper
+    # than asking the database which of `row_ids` they are.
+    return set(Forward.objects.filter(claim_token=token).values_list("id", flat=True)).intersection(row_ids)
 
 
 def delete(token: str, row_ids: Iterable[int]) -> None:
     """Rows sent (or settled for good): only their own claim may delete them."""
-    Forward.objects.filter(claim_token=token, id__in=list(row_ids)).delete()
+    Forward.objects.filter(claim_token=token, id__any=list(row_ids)).delete()
 
 
 def requeue(token: str, row_ids: list[int], *, due_at: datetime | None = None, attempts: int | None = None) -> None:
@@ -122,7 +132,7 @@ def requeue(token: str, row_ids: list[int], *, due_at: datetime | None = None, a
     if not row_ids:
         return
     table = Forward._meta.db_table
-    placeholders = ", ".join(["%s"] * len(row_ids))
+    ids_sql, ids_args = in_values_sql(db_connection, "id", row_ids)
     adapted = db_connection.ops.adapt_datetimefield_value(due_at) if due_at is not None else None
     due_sql, due_args = ("%s", [adapted]) if due_at is not None else ("due_at", [])
     attempts_sql, attempts_args = ("%s", [attempts]) if attempts is not None else ("attempts", [])
@@ -130,13 +140,13 @@ def requeue(token: str, row_ids: list[int], *, due_at: datetime | None = None, a
         cursor.execute(
             f"INSERT INTO {table} (connection_id, profile_id, audience_id, reason, created_at, due_at, attempts,"  # noqa: S608
             f" claim_token, claimed_until) SELECT connection_id, profile_id, audience_id, reason, created_at,"
-            f" {due_sql}, {attempts_sql}, '', NULL FROM {table} WHERE claim_token = %s AND id IN ({placeholders})"
+            f" {due_sql}, {attempts_sql}, '', NULL FROM {table} WHERE claim_token = %s AND {ids_sql}"
             " ON CONFLICT DO NOTHING",
-            [*due_args, *attempts_args, token, *row_ids],
+            [*due_args, *attempts_args, token, *ids_args],
         )
         cursor.execute(
-            f"DELETE FROM {table} WHERE claim_token = %s AND id IN ({placeholders})",  # noqa: S608
-            [token, *row_ids],
+            f"DELETE FROM {table} WHERE claim_token = %s AND {ids_sql}",  # noqa: S608
+            [token, *ids_args],
         )
 
 

@@ -225,7 +225,7 @@ def _complete(logged: dict[int, int], group: list[tuple[Planned, str]], status: 
     for p, error in group:
         by_error.setdefault(error, []).append(p.profile_id)
     for error, profile_ids in by_error.items():
-        Delivery.objects.filter(pk__in=[logged[p] for p in profile_ids]).update(status=status, error=error, **common)
+        Delivery.objects.filter(pk__any=[logged[p] for p in profile_ids]).update(status=status, error=error, **common)
 
 
 def _retry_later(
@@ -245,7 +245,7 @@ def _retry_later(
         by_attempt.setdefault((p.attempt, error), []).append(p)
     for (attempt, error), profiles in by_attempt.items():
         retry_at = now + timedelta(seconds=backoff_seconds(attempt, result.retry_after))
-        Delivery.objects.filter(pk__in=[logged[p.profile_id] for p in profiles]).update(
+        Delivery.objects.filter(pk__any=[logged[p.profile_id] for p in profiles]).update(
             status=Delivery.Status.RETRYING, error=f"{error} Will retry.", retry_at=retry_at, **common
         )
         claims.requeue(token, [i for p in profiles for i in p.row_ids], due_at=retry_at, attempts=attempt)

@@ -83,12 +83,12 @@ def plan(connection: Connection, rows: Iterable[ClaimedRow]) -> list[Planned]:
     membership: dict[int, dict[int, bool]] = defaultdict(dict)
     if active:
         for profile_id, audience_pk, is_member in Membership.objects.filter(
-            profile_id__in=by_profile, audience_id__in=active
+            profile_id__any=by_profile, audience_id__in=active
         ).values_list("profile_id", "audience_id", "is_member"):
             membership[profile_id][audience_pk] = is_member
     profiles = {
         p["id"]: p
-        for p in Profile.objects.filter(pk__in=by_profile).values(
+        for p in Profile.objects.filter(pk__any=by_profile).values(
             "id", "customer_id", "email", "first_name", "last_name"
         )
     }

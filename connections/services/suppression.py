@@ -31,5 +31,5 @@ def suppressed_profiles(connection: Connection, profiles: Iterable[Mapping[str, 
             hashes.setdefault(identifier_hash(EMAIL, p["email"]), set()).add(p["id"])
     if not hashes:
         return {}
-    found = SuppressedIdentifier.objects.filter(connection=connection, identifier_hash__in=list(hashes))
+    found = SuppressedIdentifier.objects.filter(connection=connection, identifier_hash__any=list(hashes))
     return {pid: SUPPRESSED_REASON for h in found.values_list("identifier_hash", flat=True) for pid in hashes[h]}

@@ -192,6 +192,7 @@ class StandinHandler(BaseHTTPRequestHandler):
     def _finish(self, record: RecordedRequest, status: int | None, payload: Any = None,
                 headers: dict[str, str] | None = None) -> None:
         record.status = status
+        record.answered = time.monotonic()
         self.server.state.record(record)
         if status is None:
             self.close_connection = True  # the "drop" fault: no answer at all

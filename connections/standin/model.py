@@ -212,6 +212,7 @@ class RecordedRequest:
     errors: list[str] = field(default_factory=list)
     fault: str | None = None  # "status", "drop", "timeout", "delay", "partial_207"
     notes: list[str] = field(default_factory=list)  # what a valid request did not do (ids matching nobody)
+    answered: float | None = None  # time.monotonic() once its effect was recorded, just before the answer
 
     @property
     def applied(self) -> bool:
@@ -233,4 +234,5 @@ class RecordedRequest:
             "errors": self.errors,
             "fault": self.fault,
             "notes": self.notes,
+            "answered": self.answered,
         }

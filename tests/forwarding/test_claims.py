@@ -176,6 +176,24 @@ def test_renew_extends_the_lease_of_rows_still_ours(frozen, connection):
     assert mine.claimed_until == NOW + timedelta(seconds=45)
 
 
+def test_renew_leaves_a_lease_with_more_than_half_left_and_names_the_rows_still_ours(frozen, connection):
+    # Just claimed (a v2 batch's only request): rewriting the lease would buy nothing.
+    fresh = row(connection, ProfileFactory(), token="t", lease=23)
+    taken = row(connection, ProfileFactory(), token="other", lease=40)
+
+    assert claims.renew("t", [fresh.pk, taken.pk]) == {fresh.pk}
+    fresh.refresh_from_db()
+    assert fresh.claimed_until == NOW + timedelta(seconds=23)
+
+
+def test_renew_extends_a_lease_just_under_half_left(frozen, connection):
+    ending = row(connection, ProfileFactory(), token="t", lease=22)
+
+    assert claims.renew("t", [ending.pk]) == {ending.pk}
+    ending.refresh_from_db()
+    assert ending.claimed_until == NOW + timedelta(seconds=45)
+
+
 def test_renew_names_only_the_rows_no_other_worker_took_over(frozen, connection):
     mine = row(connection, ProfileFactory(), token="t", lease=1)
     taken = row(connection, ProfileFactory(), token="other", lease=40)

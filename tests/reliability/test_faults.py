@@ -154,7 +154,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_resends_only_that_batch(con
         drain()
     recovered_in = time.monotonic() - killed_at
     print(f"\n{connection.transport}: every profile of the killed worker delivered {recovered_in:.0f} s after SIGKILL")
-    # Lease (45 s, renewed just before the request) + one sweep interval (30 s) + sending.
+    # Lease (45 s, renewed before a request once less than half is left) + one sweep interval (30 s) + sending.
     assert recovered_in < settings.FORWARD_CLAIM_SECONDS + settings.SWEEP_INTERVAL_SECONDS + 20
 
     sent = defaultdict(int)

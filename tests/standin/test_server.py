@@ -437,7 +437,8 @@ def test_it_records_each_request_without_the_api_key(cio: StandinServer) -> None
     assert (ok.method, ok.path, ok.site_id, ok.identifiers, ok.body, ok.status, ok.valid) == (
         "PUT", "/api/v1/customers/42", "site1", ["42"], {"a": "1"}, 200, True,
     )
-    assert ok.wall_time == pytest.approx(time.time(), abs=5) and ok.monotonic <= time.monotonic()
+    assert ok.wall_time == pytest.approx(time.time(), abs=5) and ok.monotonic <= ok.answered <= time.monotonic()
+    assert ok.to_json()["answered"] == ok.answered
     assert rejected.site_id is None and rejected.status == 401
     assert AUTH[1] not in repr(cio.requests()) + json.dumps([r.to_json() for r in cio.requests()])
     assert AUTH[1] not in repr(cio.workspaces())

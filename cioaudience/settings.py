@@ -173,7 +173,7 @@ FORWARD_WAKE_WINDOW_SECONDS = env.float("FORWARD_WAKE_WINDOW_SECONDS", default=0
 # A flood's sends wait until its changes pause for FORWARD_HOLD_QUIET_SECONDS, or until the oldest
 # waiting change is FORWARD_HOLD_MAX_SECONDS old (services/flood_hold.py): the same people changing
 # again and again are sent about once. A backlog is sent at once. 0 (quiet): send as rows come due.
-FORWARD_HOLD_QUIET_SECONDS = env.float("FORWARD_HOLD_QUIET_SECONDS", default=0.2)
+FORWARD_HOLD_QUIET_SECONDS = env.float("FORWARD_HOLD_QUIET_SECONDS", default=0.1)
 FORWARD_HOLD_MAX_SECONDS = env.float("FORWARD_HOLD_MAX_SECONDS", default=1.0)
 # The per-connection rate limiter lives in Redis: this URL, or the broker's when it is Redis.
 RATE_LIMIT_REDIS_URL = env.str("RATE_LIMIT_REDIS_URL", default="")

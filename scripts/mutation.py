@@ -98,6 +98,11 @@ TARGETS: dict[str, Target] = {
         "pure",  # planning is rules over rows read up front: held to the pure modules' goal
         deselect=(SLOW_RATE_TEST, SLOW_BACKFILL_TEST),
     ),
+    "flood_hold": Target(
+        "connections/services/flood_hold.py",
+        ("tests/forwarding/test_flood_hold.py", "tests/forwarding/test_task_rescheduling.py"),
+        "forwarding",
+    ),
     "ratelimit": Target(
         "connections/customerio/ratelimit.py",
         ("tests/customerio/test_ratelimit.py", "tests/customerio/test_ratelimit_rules.py"),

@@ -29,8 +29,8 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def test_the_defaults_are_a_fifth_of_a_second_of_quiet_and_a_one_second_ceiling():
-    assert (QUIET, CEILING) == (0.2, 1.0)
+def test_the_defaults_are_a_tenth_of_a_second_of_quiet_and_a_one_second_ceiling():
+    assert (QUIET, CEILING) == (0.1, 1.0)
 
 
 def test_nothing_due_holds_nothing():
@@ -39,13 +39,14 @@ def test_nothing_due_holds_nothing():
 
 def test_a_lone_change_waits_the_quiet_moment_then_goes():
     assert seconds_to_hold(at(0), at(0), at(0), QUIET, CEILING) == pytest.approx(QUIET)
-    assert seconds_to_hold(at(0), at(0), at(0.15), QUIET, CEILING) == pytest.approx(QUIET - 0.15)
+    assert seconds_to_hold(at(0), at(0), at(QUIET * 0.75), QUIET, CEILING) == pytest.approx(QUIET * 0.25)
     assert seconds_to_hold(at(0), at(0), at(QUIET), QUIET, CEILING) == 0.0
 
 
 def test_changes_still_arriving_hold_until_they_pause():
-    # The newest change came 0.05 s ago; the oldest 0.5 s ago: wait for 0.15 s more of quiet.
-    assert seconds_to_hold(at(0), at(0.45), at(0.5), QUIET, CEILING) == pytest.approx(QUIET - 0.05)
+    # The newest change came a quarter of the quiet moment ago; the oldest 0.5 s ago: wait for the rest.
+    newest = 0.5 - QUIET / 4
+    assert seconds_to_hold(at(0), at(newest), at(0.5), QUIET, CEILING) == pytest.approx(QUIET * 0.75)
 
 
 def test_a_flood_that_never_pauses_is_sent_at_the_ceiling():
@@ -145,9 +146,9 @@ def test_people_changing_four_times_in_a_flood_are_sent_about_once(worker_connec
     with running_workers(standin.url):
         apply_changes([ProfileChange(ProfileInput(customer_id="warm"), {1: True})])
         wait_until(lambda: "warm" in standin.people("site-us"), message="the workers to be up")
-        for memberships in rounds:  # four Firehose messages about the same people, 50 ms apart
+        for memberships in rounds:  # four Firehose messages about the same people, 20 ms apart
             apply_changes([ProfileChange(ProfileInput(customer_id=c), memberships) for c in people])
-            time.sleep(0.05)
+            time.sleep(0.02)
         wait_until(
             lambda: all(standin.people("site-us").get(c, {}).get("SegmentMembership") == "'2','3'" for c in people),
             message="every person's final state at the stand-in",
@@ -170,13 +171,13 @@ def test_a_flood_that_never_pauses_is_still_sent_while_it_lasts(worker_connectio
         apply_changes([ProfileChange(ProfileInput(customer_id="first"), {1: True})])
         started = time.monotonic()
 
-        def stream() -> None:  # a new change every 50 ms: never the quiet moment
+        def stream() -> None:  # a new change every 20 ms: never the quiet moment
             i = 0
             try:
                 while not stop.is_set() and time.monotonic() - started < 30:
                     apply_changes([ProfileChange(ProfileInput(customer_id=f"s{i}"), {1: True})])
                     i += 1
-                    time.sleep(0.05)
+                    time.sleep(0.02)
             finally:
                 db.close()  # this thread's own database connection
 

@@ -4,21 +4,19 @@ A claim names a thousand profiles and three thousand outbox rows. With `__in`, D
 placeholder per value and psycopg parses the statement for its placeholders on every call: for
 a claim of 1,000 profiles that cost more than the database spent on the statements. `__any`
 gives PostgreSQL `column = ANY(%s)` with the whole list as one array parameter; other databases
-(SQLite) get the ordinary `IN (...)`, so every query reads the same everywhere.
+(SQLite) get the ordinary `IN (...)`, so every query reads the same everywhere. Raw SQL has
+`services.bulk.in_values` for the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-
 from django.core.exceptions import EmptyResultSet
-from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field
 from django.db.models.fields.related import ForeignObject
 from django.db.models.fields.related_lookups import RelatedIn
 from django.db.models.lookups import In
 
-__all__ = ["Any", "RelatedAny", "in_values_sql"]
+__all__ = ["Any", "RelatedAny"]
 
 
 def _as_array(lookup: In, compiler, connection):  # type: ignore[no-untyped-def]
@@ -45,11 +43,3 @@ class RelatedAny(RelatedIn):
 
     lookup_name = "any"
     as_postgresql = _as_array
-
-
-def in_values_sql(connection: BaseDatabaseWrapper, column: str, values: Iterable[int]) -> tuple[str, Sequence]:
-    """(`column` is one of `values`, its parameters) for raw SQL, as `__any` writes it."""
-    values = list(values)
-    if connection.vendor == "postgresql":
-        return f"{column} = ANY(%s)", [values]
-    return f"{column} IN ({', '.join(['%s'] * len(values))})", values

@@ -21,8 +21,8 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from connections.lookups import in_values_sql
 from connections.models import Forward
+from connections.services.bulk import in_values
 from connections.services.payloads import ClaimedRow
 
 
@@ -132,7 +132,7 @@ def requeue(token: str, row_ids: list[int], *, due_at: datetime | None = None, a
     if not row_ids:
         return
     table = Forward._meta.db_table
-    ids_sql, ids_args = in_values_sql(db_connection, "id", row_ids)
+    ids_sql, ids_args = in_values(db_connection, "id", row_ids)
     adapted = db_connection.ops.adapt_datetimefield_value(due_at) if due_at is not None else None
     due_sql, due_args = ("%s", [adapted]) if due_at is not None else ("due_at", [])
     attempts_sql, attempts_args = ("%s", [attempts]) if attempts is not None else ("attempts", [])

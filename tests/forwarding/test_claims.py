@@ -196,11 +196,11 @@ def test_renew_extends_a_lease_just_under_half_left(frozen, connection):
 
 def test_renew_names_only_the_rows_no_other_worker_took_over(frozen, connection):
     mine = row(connection, ProfileFactory(), token="t", lease=1)
-    taken = row(connection, ProfileFactory(), token="other", lease=40)
+    taken = row(connection, ProfileFactory(), token="other", lease=10)  # ending soon too
 
     assert claims.renew("t", [mine.pk, taken.pk]) == {mine.pk}
     taken.refresh_from_db()
-    assert taken.claimed_until == NOW + timedelta(seconds=40), "another claim's lease is left alone"
+    assert taken.claimed_until == NOW + timedelta(seconds=10), "another claim's lease is left alone"
 
 
 def test_only_the_claim_that_holds_rows_deletes_them(frozen, connection):

@@ -64,6 +64,10 @@ def test_a_quiet_of_zero_turns_holding_off():
     assert seconds_to_hold(at(0), at(0), at(0), 0.0, CEILING) == 0.0
 
 
+def test_a_ceiling_under_a_second_is_honoured():
+    assert seconds_to_hold(at(0), at(0.45), at(0.45), QUIET, 0.5) == pytest.approx(0.05)
+
+
 @pytest.fixture
 def flooded(workspace_connection, standin):
     connection = workspace_connection("site-us", rate_limit=10_000)
@@ -84,6 +88,38 @@ def test_one_caller_takes_the_hold_and_the_others_leave_it_to_it(flooded):
     # The task the hold scheduled may take it again (it came back early, or changes kept coming).
     _, again = flood_hold.hold(flooded.pk, held_until=come_back_at)
     assert again is not None
+
+
+@pytest.mark.django_db
+def test_a_connection_with_holding_off_or_nothing_due_is_not_held(flooded, settings):
+    settings.FORWARD_HOLD_QUIET_SECONDS = 0
+    assert flood_hold.hold(flooded.pk) == (0.0, None)
+    settings.FORWARD_HOLD_QUIET_SECONDS = QUIET
+    Forward.objects.all().delete()
+    assert flood_hold.hold(flooded.pk) == (0.0, None)
+    assert Connection.objects.get(pk=flooded.pk).forward_hold_until is None
+
+
+@pytest.mark.django_db
+def test_one_connections_flood_neither_holds_nor_takes_another_connections_hold(flooded, workspace_connection):
+    # The other connection has a backlog (an outage's rows) and no hold; this one is flooding.
+    backlog = workspace_connection("site-eu", rate_limit=10_000)
+    subscriptions.subscribe(AudienceFactory(audience_id=8, name="Backlog"), backlog)
+    apply_changes([ProfileChange(ProfileInput(customer_id="b1"), {8: True})])
+    Forward.objects.filter(connection=backlog).update(due_at=timezone.now() - timedelta(seconds=600))
+
+    assert flood_hold.hold(backlog.pk) == (0.0, None)  # sent at once, whatever the flood elsewhere
+    _, come_back_at = flood_hold.hold(flooded.pk)
+    assert come_back_at is not None
+    assert Connection.objects.get(pk=backlog.pk).forward_hold_until is None
+
+
+@pytest.mark.django_db
+def test_the_returning_task_takes_the_hold_again_once_it_was_released(flooded):
+    earlier = timezone.now() - timedelta(seconds=5)  # the hold it was scheduled for, long over
+    Connection.objects.filter(pk=flooded.pk).update(forward_hold_until=None)
+    _, come_back_at = flood_hold.hold(flooded.pk, held_until=earlier)
+    assert come_back_at is not None
 
 
 @pytest.mark.django_db

@@ -208,13 +208,24 @@ def freshness(port: int, results: list[dict], since: int) -> tuple[list[float], 
             break
         position = page["next"]
     delays, unsent = [], 0
-    for r in results:
-        if r["status"] != 200:
-            continue
+    # Each (person, attribute)'s changes in the order they were sent. A change that repeats the
+    # value before it changes nothing, so nothing is sent for it; a change that the next one
+    # overrode before the value reached the stand-in was coalesced. Neither may be matched to a
+    # later send of the same value (the person set back to it messages later).
+    history: dict[tuple[str, str], list[tuple[float, str]]] = {}
+    answered = [r for r in results if r["status"] == 200]
+    for r in sorted(answered, key=lambda r: r["sent_wall"]):
         for person, name, value in r["changes"]:
+            history.setdefault((person, name), []).append((r["sent_wall"], value))
+    for r in answered:
+        for person, name, value in r["changes"]:
+            changes = history[(person, name)]
+            at = changes.index((r["sent_wall"], value))
+            before = changes[at - 1][1] if at else None
+            overridden_at = next((t for t, v in changes[at + 1 :] if v != value), float("inf"))
             arrivals = [t for t, v in seen.get((person, name), ()) if v == value and t >= r["sent_wall"]]
-            if not arrivals:
-                # Nothing to send (the person already had this value) or coalesced into a later
+            if before == value or not arrivals or min(arrivals) > overridden_at:
+                # Nothing to send (the person already had this value), or coalesced into a later
                 # change of the same attribute: the stand-in never sees this value on its own.
                 unsent += 1
                 continue

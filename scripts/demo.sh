@@ -7,6 +7,16 @@
 # Ctrl-C stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Another demo (or anything else) on the demo's ports would answer in its place: the admin would
+# be someone else's, and the demo connection would forward to a stand-in that rejects its key.
+for port in 8000 8025; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "make demo: 127.0.0.1:$port is already in use (an earlier demo still running?)." >&2
+    echo "Stop what listens there first; 'ss -ltnp sport = :$port' names it." >&2
+    exit 1
+  fi
+done
 PY=.venv/bin/python
 DEMO=var/demo
 mkdir -p "$DEMO"

@@ -2,6 +2,8 @@
 
 import os
 import secrets
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +69,27 @@ def test_behind_a_proxy_that_sets_x_forwarded_proto_https_requests_are_served():
 def test_the_deployment_checks_pass_behind_a_proxy_too():
     result = manage("check", "--deploy", "--fail-level", "WARNING", **production(TRUST_X_FORWARDED_PROTO="1"))
     assert result.returncode == 0, result.stderr
+
+
+def test_make_demo_refuses_to_start_beside_something_on_its_ports():
+    # A demo left running kept port 8025: a new demo forwarded to the old stand-in, which
+    # rejected the new demo's key and faulted its connection. Now it refuses, before starting anything.
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind(("127.0.0.1", 8025))
+            listener.listen()
+        except OSError:
+            pass  # something listens there already: the demo must refuse just the same
+        demo = subprocess.Popen(
+            ["bash", "scripts/demo.sh"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )
+        try:
+            _, stderr = demo.communicate(timeout=30)
+        finally:
+            if demo.poll() is None:  # it started after all: stop everything it started
+                os.killpg(demo.pid, signal.SIGINT)
+                demo.wait(timeout=30)
+    assert demo.returncode == 1
+    assert "is already in use" in stderr and "make demo" in stderr

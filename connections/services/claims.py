@@ -141,7 +141,9 @@ def requeue(token: str, row_ids: list[int], *, due_at: datetime | None = None, a
             f"INSERT INTO {table} (connection_id, profile_id, audience_id, reason, created_at, due_at, attempts,"  # noqa: S608
             f" claim_token, claimed_until) SELECT connection_id, profile_id, audience_id, reason, created_at,"
             f" {due_sql}, {attempts_sql}, '', NULL FROM {table} WHERE claim_token = %s AND {ids_sql}"
-            " ON CONFLICT DO NOTHING",
+            # Every outbox writer's insertion order (outbox._order): a writer queueing the same
+            # keys meanwhile waits for this one instead of deadlocking with it.
+            " ORDER BY connection_id, profile_id, COALESCE(audience_id, 0) ON CONFLICT DO NOTHING",
             [*due_args, *attempts_args, token, *ids_args],
         )
         cursor.execute(

@@ -39,7 +39,12 @@ def enqueue(keys: Iterable[ForwardKey], reason: str) -> int:
 
 def enqueue_by_reason(keys_by_reason: dict[str, set[ForwardKey]]) -> int:
     """`enqueue` for keys with different reasons, in one statement (a VALUES list off PostgreSQL)."""
-    rows = [(c, p, a, reason) for reason, keys in keys_by_reason.items() for c, p, a in sorted(keys, key=_order)]
+    # All keys in one order, whatever their reason (a key under two reasons keeps the first given).
+    position = {reason: i for i, reason in enumerate(keys_by_reason)}
+    rows = sorted(
+        ((c, p, a, reason) for reason, keys in keys_by_reason.items() for c, p, a in keys),
+        key=lambda row: (*_order(row[:3]), position[row[3]]),
+    )
     if not rows:
         return 0
     db = bulk.database(Forward)

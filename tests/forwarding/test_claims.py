@@ -14,7 +14,7 @@ import pytest
 from django.utils import timezone
 
 from connections.models import Forward
-from connections.services import claims
+from connections.services import claims, outbox
 from tests.factories import AudienceFactory, ConnectionFactory, ProfileFactory
 
 pytestmark = pytest.mark.django_db
@@ -240,6 +240,37 @@ def test_a_newer_waiting_row_wins_over_a_row_given_back(frozen, connection):
     claims.requeue("t", [ours.pk], due_at=NOW + timedelta(minutes=1), attempts=4)
 
     assert list(Forward.objects.values_list("pk", "reason", "attempts")) == [(waiting.pk, "rename", 0)]
+
+
+def test_rows_given_back_are_written_in_every_outbox_writers_key_order(frozen, connection):
+    # Writers inserting the same keys in different orders deadlock (seen: a worker giving rows
+    # back during an outage while a message queued the same people). Every writer inserts in
+    # (connection, profile, audience or 0) order; the new rows' ids show the order of the INSERT.
+    early, late = ProfileFactory(), ProfileFactory()
+    first, second = AudienceFactory(), AudienceFactory()
+    claimed = [
+        row(connection, late, second, token="t", lease=10),
+        row(connection, early, second, token="t", lease=10),
+        row(connection, late, None, token="t", lease=10, reason="identity"),
+        row(connection, early, first, token="t", lease=10),
+    ]
+
+    claims.requeue("t", [r.pk for r in reversed(claimed)])
+
+    written = [(r.profile_id, r.audience_id or 0) for r in Forward.objects.order_by("pk")]
+    assert written == sorted(written) and len(written) == 4
+
+
+def test_keys_of_several_reasons_are_queued_in_one_key_order(frozen, connection):
+    early, late = ProfileFactory(), ProfileFactory()
+    audience = AudienceFactory()
+    outbox.enqueue_by_reason(
+        {"identity": {(connection.pk, late.pk, None)}, "membership": {(connection.pk, early.pk, audience.pk)}}
+    )
+    assert list(Forward.objects.order_by("pk").values_list("profile_id", "reason")) == [
+        (early.pk, "membership"),
+        (late.pk, "identity"),
+    ]
 
 
 def test_requeue_moves_only_this_claims_rows_and_nothing_for_no_rows(frozen, connection):

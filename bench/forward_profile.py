@@ -19,7 +19,6 @@ import cProfile
 import io
 import json
 import pstats
-import secrets
 import statistics
 import time
 from datetime import timedelta
@@ -35,14 +34,7 @@ def main() -> None:
     args = parser.parse_args()
 
     port = harness.free_port()
-    env = harness.bench_env(
-        "cio_forward_profile_bench",
-        port,
-        DEBUG="0",
-        SECRET_KEY=secrets.token_urlsafe(48),
-        ALLOWED_HOSTS="testserver",
-        SECURE_SSL_REDIRECT="0",
-    )
+    env = harness.deployed_env("cio_forward_profile_bench", port, allowed_hosts="testserver")
     harness.recreate_database(env)
     with harness.processes() as group:
         harness.start_standin(group, env, port, [f"{SITE_PRODUCT}:{KEY_PRODUCT}:us:100"], validate_share=0.2)

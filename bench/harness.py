@@ -61,6 +61,22 @@ def bench_env(db_name: str, standin_port: int, **extra: str) -> dict[str, str]:
     return env
 
 
+def deployed_env(db_name: str, standin_port: int, allowed_hosts: str, **extra: str) -> dict[str, str]:
+    """`bench_env` as deployed: DEBUG off (no query log, so no development aid slows the product),
+    a throwaway secret key, plain HTTP on loopback."""
+    import secrets
+
+    return bench_env(
+        db_name,
+        standin_port,
+        DEBUG="0",
+        SECRET_KEY=secrets.token_urlsafe(48),
+        ALLOWED_HOSTS=allowed_hosts,
+        SECURE_SSL_REDIRECT="0",
+        **extra,
+    )
+
+
 def recreate_database(env: dict[str, str]) -> None:
     """Drop and create the benchmark's PostgreSQL database, migrate it, empty the broker."""
     url = env["DATABASE_URL"]

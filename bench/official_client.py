@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import secrets
 import threading
 import time
 import uuid
@@ -280,15 +279,7 @@ def main() -> None:
     args = parser.parse_args()
 
     port, web_port = harness.free_port(), harness.free_port()
-    # As deployed: DEBUG off (no query log), so the product is not slowed by development aids.
-    env = harness.bench_env(
-        "cioaudience_bench_official",
-        port,
-        DEBUG="0",
-        SECRET_KEY=secrets.token_urlsafe(48),
-        ALLOWED_HOSTS="127.0.0.1",
-        SECURE_SSL_REDIRECT="0",
-    )
+    env = harness.deployed_env("cioaudience_bench_official", port, allowed_hosts="127.0.0.1")
     harness.recreate_database(env)
     all_changes = changes()
     expected = final_state(all_changes)

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from connections.firehose import inbox
 from connections.models import Audience, Connection, Delivery, ErasureCall, Forward
 from connections.services import alerts, backfill, erasure_calls, forwarding, outbox, resync, retention, tallies
 
@@ -88,7 +89,19 @@ def sweep() -> int:
         forward_connection.delay(connection_id)
     if connection_ids:
         log.info("sweep re-enqueued connections=%s", connection_ids)
+    if inbox.has_pending():
+        apply_firehose_messages.delay()
+        log.info("sweep re-enqueued the Firehose messages waiting to be applied")
     return len(connection_ids)
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def apply_firehose_messages() -> int:
+    """Apply the Firehose messages that requests stored (FIREHOSE_APPLY=worker), oldest first."""
+    applied, more = inbox.apply_pending(time_budget=TIME_BUDGET_SECONDS)
+    if more:
+        apply_firehose_messages.delay()  # a fresh task for the rest, as forwarding does
+    return applied
 
 
 @shared_task(ignore_result=True, acks_late=True)

@@ -12,6 +12,7 @@ from django.template.response import TemplateResponse
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from connections.firehose import inbox
 from connections.models import ErasureCall, ErasureRecord, Profile, SuppressedIdentifier
 from connections.services import erasure
 from connections.services.erasure_rules import EMAIL, ID, identifier_hash
@@ -36,6 +37,9 @@ def erase_people(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Q
         }
         request.current_app = modeladmin.admin_site.name
         return TemplateResponse(request, CONFIRMATION_TEMPLATE, context)
+    # Messages accepted before this erasure and still waiting for a worker are applied first:
+    # the erasure must cover what they store (FIREHOSE_APPLY=worker).
+    inbox.apply_pending()
     erased = 0
     for profile in profiles:
         result = erasure.erase(

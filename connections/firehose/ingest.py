@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
@@ -36,7 +37,7 @@ from connections.firehose.messages import (
     UserProfile,
 )
 from connections.models import Audience, Connection, FirehoseMessage, Subscription
-from connections.services import bulk, subscriptions
+from connections.services import bulk, subscriptions, wakeup
 from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
 from connections.services.segment_ids import store_segment_ids
 
@@ -51,10 +52,19 @@ class Outcome:
     replayed: bool = False
 
 
-def handle(message: Message) -> Outcome:
-    """Apply a message (once) and return the answer to give. Raises MessageError for what cannot be applied."""
+StoredMessage = AudienceSubscriptionRequest | AudienceMembershipChangeRequest | DsrProcessingRequest
+
+
+def handle(message: Message, body: str | None = None) -> Outcome:
+    """Apply a message (once) and return the answer to give. Raises MessageError for what cannot be applied.
+
+    With FIREHOSE_APPLY=worker and the message's `body`, it is stored for a worker to apply
+    (`accept`) instead.
+    """
     if isinstance(message, ModuleRegistrationRequest):
         return Outcome(responses.module_registration_response(message))
+    if body is not None and settings.FIREHOSE_APPLY == "worker":
+        return accept(message, body)
     message_id = message.envelope.id
     for attempt in (1, 2):
         failure: Exception
@@ -63,7 +73,7 @@ def handle(message: Message) -> Outcome:
         except AlreadyApplied as applied:
             failure = applied
         except (IntegrityError, OperationalError) as exc:
-            if isinstance(exc, OperationalError) and not _is_transient(exc):
+            if isinstance(exc, OperationalError) and not is_transient(exc):
                 raise
             failure = exc
         stored = stored_response(message_id)
@@ -75,11 +85,31 @@ def handle(message: Message) -> Outcome:
     raise AssertionError("unreachable")
 
 
+def accept(message: StoredMessage, body: str) -> Outcome:
+    """Store a checked message, pending, for a worker to apply in order (`inbox`); answer at once.
+
+    Everything that refuses a message when it is applied in the request refuses it here too,
+    before anything is stored: its fields (parsed already) and its Connection Key. A replayed id
+    gets the first answer, whether or not a worker has applied the first copy yet.
+    """
+    named_connection(message.connection_key)
+    response = answer_for(message)
+    for _ in (1, 2):
+        if record_message(message.envelope, response, body=body):
+            wakeup.wake_message_applier()
+            return Outcome(response)
+        stored = stored_response(message.envelope.id)
+        if stored is not None:
+            return Outcome(stored, replayed=True)
+        # Recorded and gone before we could read it (pruned): record it as new.
+    raise AlreadyApplied(message.envelope.id)
+
+
 class AlreadyApplied(Exception):
     """The message's id is recorded already (a replay, or a copy another request just applied)."""
 
 
-def _is_transient(exc: OperationalError) -> bool:
+def is_transient(exc: OperationalError) -> bool:
     """A deadlock or serialization failure: PostgreSQL rolled the transaction back; running it again is safe."""
     return getattr(exc.__cause__, "sqlstate", None) in ("40P01", "40001")
 
@@ -88,43 +118,56 @@ def stored_response(message_id: str) -> dict[str, Any] | None:
     return FirehoseMessage.objects.filter(message_id=message_id).values_list("response", flat=True).first()
 
 
-def _apply_once(
-    message: AudienceSubscriptionRequest | AudienceMembershipChangeRequest | DsrProcessingRequest,
-) -> dict[str, Any]:
+def _apply_once(message: StoredMessage) -> dict[str, Any]:
     with transaction.atomic():
-        if isinstance(message, AudienceSubscriptionRequest):
-            response = in_stored_key_order(responses.audience_subscription_response(message))
-        elif isinstance(message, DsrProcessingRequest):
-            response = in_stored_key_order(responses.dsr_processing_response(message))
-        else:
-            response = in_stored_key_order(responses.audience_membership_change_response(message))
+        response = answer_for(message)
         # Recorded first: a concurrent copy of this message waits here for this one's transaction,
         # then finds the id taken, rather than doing the work twice. No lookup before: a replay is
         # rare, and a lookup would cost every message a round trip.
         if not record_message(message.envelope, response):
             raise AlreadyApplied(message.envelope.id)
-        if isinstance(message, AudienceSubscriptionRequest):
-            apply_subscription(message)
-        elif isinstance(message, DsrProcessingRequest):
-            dsr_ingest.apply_dsr(message, named_connection(message.connection_key))
-        else:
-            apply_membership_change(message)
+        apply(message)
     return response
 
 
-def record_message(envelope: Envelope, response: dict[str, Any]) -> bool:
-    """Record a message as applied with its answer; False when its id is recorded already."""
+def answer_for(message: StoredMessage) -> dict[str, Any]:
+    """The protocol's answer to a message (it depends on the message alone), keys in stored order."""
+    if isinstance(message, AudienceSubscriptionRequest):
+        return in_stored_key_order(responses.audience_subscription_response(message))
+    if isinstance(message, DsrProcessingRequest):
+        return in_stored_key_order(responses.dsr_processing_response(message))
+    return in_stored_key_order(responses.audience_membership_change_response(message))
+
+
+def apply(message: StoredMessage) -> None:
+    """Make a message's changes (inside the caller's transaction)."""
+    if isinstance(message, AudienceSubscriptionRequest):
+        apply_subscription(message)
+    elif isinstance(message, DsrProcessingRequest):
+        dsr_ingest.apply_dsr(message, named_connection(message.connection_key))
+    else:
+        apply_membership_change(message)
+
+
+def record_message(envelope: Envelope, response: dict[str, Any], body: str | None = None) -> bool:
+    """Record a message with its answer; False when its id is recorded already.
+
+    With a `body` the message is recorded as pending: accepted, for a worker to apply (`inbox`).
+    """
     db = bulk.database(FirehoseMessage)
     field = FirehoseMessage._meta.get_field("response")
     with db.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {FirehoseMessage._meta.db_table} (message_id, message_type, response, received_at)"  # noqa: S608
-            " VALUES (%s, %s, %s, %s) ON CONFLICT (message_id) DO NOTHING",
+            f"INSERT INTO {FirehoseMessage._meta.db_table}"  # noqa: S608 - our names
+            " (message_id, message_type, response, received_at, pending, body)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (message_id) DO NOTHING",
             [
                 envelope.id,
                 envelope.type,
                 field.get_db_prep_save(response, db),
                 bulk.timestamp(db, timezone.now()),
+                body is not None,
+                body,
             ],
         )
         return cursor.rowcount == 1

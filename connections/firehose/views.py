@@ -50,8 +50,8 @@ def firehose(request: HttpRequest) -> JsonResponse:
     if request.method != "POST":
         return error_response(405, f"method {request.method} is not allowed; use POST", {"Allow": "POST"})
     try:
-        message = read_message(request)
-        outcome = ingest.handle(message)
+        message, body = read_message(request)
+        outcome = ingest.handle(message, body)
     except Refused as refused:
         return error_response(refused.status, refused.error, refused.headers)
     except MessageError as invalid:
@@ -59,8 +59,8 @@ def firehose(request: HttpRequest) -> JsonResponse:
     return JsonResponse(outcome.response)
 
 
-def read_message(request: HttpRequest) -> Message:
-    """The request's message, authenticated unless it is a registration request (which carries no token)."""
+def read_message(request: HttpRequest) -> tuple[Message, str]:
+    """The request's message and body, authenticated unless it is a registration request (which carries no token)."""
     if request.content_type != "application/json":
         raise Refused(415, f"Content-Type must be application/json, not {(request.content_type or 'missing')[:64]!r}")
     charset = request.content_params.get("charset", "utf-8").lower()
@@ -79,7 +79,8 @@ def read_message(request: HttpRequest) -> Message:
     request.firehose_type = data.get("type")  # type: ignore[attr-defined]  # for connections.firehose.counting
     if unauthenticated is not None and message_type(data) != MODULE_REGISTRATION:
         raise unauthenticated
-    return parse_message(data)
+    # `decode_body` checked that the body is UTF-8 JSON.
+    return parse_message(data), body.decode()
 
 
 def read_body(request: HttpRequest, limit: int) -> bytes:

@@ -32,17 +32,31 @@ class InboundToken(models.Model):
 
 
 class FirehoseMessage(models.Model):
-    """A Firehose message already applied: replaying its id changes nothing and gets the same answer."""
+    """A Firehose message accepted: replaying its id changes nothing and gets the same answer.
+
+    With FIREHOSE_APPLY=worker the request stores the checked message (`body`, `pending`) and a
+    worker applies it; the body is cleared once it is applied.
+    """
 
     message_id = models.CharField(_("message ID"), max_length=64, unique=True, help_text=_("The message's `id`."))
     message_type = models.CharField(_("type"), max_length=64, help_text=_("The message's `type`."))
     response = models.JSONField(_("response"), help_text=_("The answer given, repeated on a replay."))
-    received_at = models.DateTimeField(_("received at"), auto_now_add=True, help_text=_("When it was applied."))
+    received_at = models.DateTimeField(_("received at"), auto_now_add=True, help_text=_("When it was accepted."))
+    pending = models.BooleanField(
+        _("pending"), default=False, help_text=_("Accepted and stored, not yet applied by a worker.")
+    )
+    body = models.TextField(
+        _("body"), null=True, blank=True, help_text=_("The message as received, kept until a worker applies it.")
+    )
 
     class Meta:
         verbose_name = _("Firehose message")
         verbose_name_plural = _("Firehose messages")
-        indexes = [models.Index(fields=["received_at"], name="firehose_received")]
+        indexes = [
+            models.Index(fields=["received_at"], name="firehose_received"),
+            # The worker's queue: the pending messages in the order they were accepted.
+            models.Index(fields=["id"], condition=models.Q(pending=True), name="firehose_pending"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.message_type} {self.message_id}"

@@ -16,7 +16,15 @@ from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from connections.models import Connection, ConnectionStateChange, Delivery, Forward, ImportRun, ResyncRun
+from connections.models import (
+    Connection,
+    ConnectionStateChange,
+    Delivery,
+    FirehoseMessage,
+    Forward,
+    ImportRun,
+    ResyncRun,
+)
 from connections.services import firehose_counts, tallies
 
 PREFIX = "cioaudience"
@@ -36,6 +44,7 @@ class DatabaseCollector(Collector):
         yield from _deliveries(labels)
         yield _state_changes(labels)
         yield _firehose()
+        yield from _firehose_pending(now)
         yield from _resyncs(labels)
         yield from _imports()
 
@@ -140,6 +149,20 @@ def _firehose() -> Metric:
     for (message_type, outcome), n in sorted(firehose_counts.counts().items()):
         family.add_metric([message_type, outcome], n)
     return family
+
+
+def _firehose_pending(now: datetime) -> Iterator[Metric]:
+    waiting = FirehoseMessage.objects.filter(pending=True).aggregate(count=Count("pk"), oldest=Min("received_at"))
+    yield GaugeMetricFamily(
+        f"{PREFIX}_firehose_pending_messages",
+        "Firehose messages accepted and stored, waiting for a worker to apply them (FIREHOSE_APPLY=worker).",
+        value=waiting["count"],
+    )
+    yield GaugeMetricFamily(
+        f"{PREFIX}_firehose_pending_oldest_age_seconds",
+        "How long the oldest of them has waited; 0 when none waits.",
+        value=(now - waiting["oldest"]).total_seconds() if waiting["oldest"] else 0.0,
+    )
 
 
 def _resyncs(labels: dict[int, list[str]]) -> Iterator[Metric]:

@@ -61,7 +61,8 @@ def prune_deliveries(
 
 
 def prunable_firehose_messages(cutoff: datetime) -> QuerySet[FirehoseMessage]:
-    return FirehoseMessage.objects.filter(received_at__lt=cutoff)
+    # A message still waiting for a worker (FIREHOSE_APPLY=worker) is kept, however old.
+    return FirehoseMessage.objects.filter(received_at__lt=cutoff, pending=False)
 
 
 def count_prunable_firehose_messages(older_than: timedelta) -> tuple[datetime, int]:

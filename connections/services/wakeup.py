@@ -6,9 +6,10 @@ import graph one-way (tasks -> services) and lets services run where no worker i
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from django.conf import settings
 from django.db import transaction
@@ -20,6 +21,9 @@ log = logging.getLogger("cioaudience.outbox")
 
 FORWARD_TASK = "connections.tasks.forward_connection"
 RESYNC_TASK = "connections.tasks.resync_connection"
+APPLY_TASK = "connections.tasks.apply_firehose_messages"
+# The message applier's key in the wake-up throttle, beside the connections' ids (which are > 0).
+APPLIER = 0
 
 
 def send_task(name: str, args: list, countdown: float | None = None) -> bool:
@@ -58,19 +62,27 @@ def wake_workers(connection_ids: Iterable[int]) -> None:
     the change succeeds.
     """
     ids = sorted(set(connection_ids))
-    if not ids:
-        return
+    if ids:
+        transaction.on_commit(lambda: _publish([(i, functools.partial(forward_now, i)) for i in ids]))
 
-    def send() -> None:
-        # Eager tasks ignore a countdown: there every change wakes at once.
-        window = 0.0 if settings.CELERY_TASK_ALWAYS_EAGER else settings.FORWARD_WAKE_WINDOW_SECONDS
-        now = time.monotonic()
-        for connection_id in ids:
-            delay = _throttle.delay(connection_id, now, window)
-            if delay is None:
-                continue
-            if not forward_now(connection_id, countdown=delay or None):
-                _throttle.forget(connection_id)  # none is coming: the next change tries again
-                return
 
-    transaction.on_commit(send)
+def wake_message_applier() -> None:
+    """Ask a worker to apply the stored Firehose messages (FIREHOSE_APPLY=worker), once the transaction commits.
+
+    Throttled like the connections' wake-ups; a task applies every message pending when it runs.
+    """
+    transaction.on_commit(lambda: _publish([(APPLIER, functools.partial(send_task, APPLY_TASK, []))]))
+
+
+def _publish(wakeups: list[tuple[int, Callable[..., bool]]]) -> None:
+    """Publish each (throttle key, publish(countdown=...)) unless a wake-up already ahead covers it."""
+    # Eager tasks ignore a countdown: there every change wakes at once.
+    window = 0.0 if settings.CELERY_TASK_ALWAYS_EAGER else settings.FORWARD_WAKE_WINDOW_SECONDS
+    now = time.monotonic()
+    for key, publish in wakeups:
+        delay = _throttle.delay(key, now, window)
+        if delay is None:
+            continue
+        if not publish(countdown=delay or None):
+            _throttle.forget(key)  # none is coming: the next change tries again
+            return

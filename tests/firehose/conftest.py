@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from connections.firehose import inbox
 from connections.services import tokens
 from tests.factories import ConnectionFactory
 from tests.firehose.builders import TEST_CONNECTION_KEY, URL, official
@@ -25,9 +26,30 @@ def connection(db):
     return ConnectionFactory(connection_key=TEST_CONNECTION_KEY)
 
 
+@pytest.fixture(params=["request", "worker"], autouse=True)
+def firehose_apply(request, settings) -> str:
+    """Every test here runs with both FIREHOSE_APPLY modes: the same answers, the same changes.
+
+    With "worker", `post` then applies what the request stored, as a worker would.
+    """
+    settings.FIREHOSE_APPLY = request.param
+    return request.param
+
+
 @pytest.fixture
-def post(client, token, connection):
-    """POST a message (a dict, or raw bytes) with the token; returns the response."""
+def apply_stored(firehose_apply):
+    """Apply what requests stored, as a worker would (nothing to do when requests apply their messages)."""
+
+    def apply() -> None:
+        if firehose_apply == "worker":
+            inbox.apply_pending()
+
+    return apply
+
+
+@pytest.fixture
+def post(client, token, connection, apply_stored):
+    """POST a message (a dict, or raw bytes) with the token; returns the response (the message applied)."""
 
     def send(message: dict[str, Any] | bytes | str, auth: str | None = "default", **extra: Any):
         body = message if isinstance(message, bytes | str) else json.dumps(message)
@@ -37,7 +59,9 @@ def post(client, token, connection):
         elif auth is not None:
             headers["HTTP_AUTHORIZATION"] = auth
         content_type = extra.pop("content_type", "application/json")
-        return client.post(URL, data=body, content_type=content_type, **headers, **extra)
+        response = client.post(URL, data=body, content_type=content_type, **headers, **extra)
+        apply_stored()
+        return response
 
     return send
 

@@ -108,7 +108,7 @@ def test_a_concurrent_profile_insert_is_retried_once(post, monkeypatch):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_identical_messages_at_once_are_applied_once():
+def test_two_identical_messages_at_once_are_applied_once(apply_stored):
     _, token = tokens.create_token("mParticle")
     SubscriptionFactory(audience=AudienceFactory(audience_id=1), connection__connection_key=TEST_CONNECTION_KEY)
     body = json.dumps(a_change())
@@ -130,6 +130,7 @@ def test_two_identical_messages_at_once_are_applied_once():
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
+    apply_stored()
 
     assert len(answers) == 2
     assert answers[0] == answers[1] and answers[0][0] == 200
@@ -139,7 +140,7 @@ def test_two_identical_messages_at_once_are_applied_once():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_messages_about_the_same_new_people_at_once_are_both_applied():
+def test_messages_about_the_same_new_people_at_once_are_both_applied(apply_stored):
     _, token = tokens.create_token("mParticle")
     named = ConnectionFactory(connection_key=TEST_CONNECTION_KEY)  # the connection the messages name
     for audience_id in (1, 2):
@@ -169,6 +170,7 @@ def test_messages_about_the_same_new_people_at_once_are_both_applied():
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
+    apply_stored()
 
     assert answers == [200, 200]
     assert Profile.objects.count() == len(people)  # each person created once, by one of the two

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from cioaudience.celery import app
-from connections.models import Forward
+from connections.models import FirehoseMessage, Forward
 from connections.services import subscriptions, tokens
 from tests.factories import AudienceFactory
 from tests.firehose.builders import URL, membership_request, user_profile
@@ -45,9 +45,11 @@ def redis_broker(settings, monkeypatch):
     app._after_fork()
 
 
+@pytest.mark.parametrize("apply_in", ["request", "worker"])
 def test_the_endpoint_keeps_accepting_during_a_broker_outage_and_nothing_is_lost(
-    redis_broker, standin, workspace_connection, client
+    apply_in, redis_broker, standin, workspace_connection, client, settings
 ):
+    settings.FIREHOSE_APPLY = apply_in
     connection = workspace_connection("site-us", rate_limit=10_000)
     subscriptions.subscribe(AudienceFactory(audience_id=456, name="Example Audience Name"), connection)
     _, token = tokens.create_token("mparticle")
@@ -80,7 +82,10 @@ def test_the_endpoint_keeps_accepting_during_a_broker_outage_and_nothing_is_lost
         response = post(during[start : start + 10])
         assert response.status_code == 200, response.content
         assert time.monotonic() - started < 2, "the endpoint must not hang on the broker"
-    assert Forward.objects.count() == 50
+    if apply_in == "request":
+        assert Forward.objects.count() == 50
+    else:  # stored, for a worker to apply once one can be woken
+        assert FirehoseMessage.objects.filter(pending=True).count() == 5
     time.sleep(1)
     assert not set(during) & set(standin.people("site-us"))
 
@@ -89,7 +94,7 @@ def test_the_endpoint_keeps_accepting_during_a_broker_outage_and_nothing_is_lost
     with running_workers(standin.url, beat=True, **env):
         # Beat's sweep (every 30 s) finds what was accepted during the outage: nothing was enqueued then.
         wait_until(
-            lambda: not Forward.objects.exists(),
+            lambda: not Forward.objects.exists() and not FirehoseMessage.objects.filter(pending=True).exists(),
             timeout=120,
             interval=1,
             message="the sweep to deliver what was accepted during the outage",

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from connections.firehose import inbox
 from connections.models import ErasureRecord
 from connections.services import erasure
 
@@ -36,6 +37,7 @@ class Command(BaseCommand):
             self._describe(plan, "Dry run: would erase")
             self.stdout.write("Nothing was changed.")
             return
+        inbox.apply_pending()  # the erasure covers what messages accepted before it store (FIREHOSE_APPLY=worker)
         result = erasure.erase(query, source=ErasureRecord.Source.COMMAND, requested_by=_os_user())
         if result.record is None:
             self.stdout.write(f"No profile or log row matches this {query.matched_on}: nothing to erase.")

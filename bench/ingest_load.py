@@ -168,7 +168,11 @@ def setup(env: dict[str, str]) -> str:
 
 
 def outbox_size(env: dict[str, str]) -> int:
-    code = "import django;django.setup();from connections.models import Forward;print(Forward.objects.count())"
+    """Work left: forwards queued, and (FIREHOSE_APPLY=worker) messages not yet applied."""
+    code = (
+        "import django;django.setup();from connections.models import FirehoseMessage,Forward;"
+        "print(Forward.objects.count()+FirehoseMessage.objects.filter(pending=True).count())"
+    )
     out = subprocess.run([PYTHON, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
     return int(out.stdout.strip().splitlines()[-1])
 
@@ -253,7 +257,10 @@ def main() -> None:
 
             redis.Redis.from_url(env["CELERY_BROKER_URL"]).flushdb()
         token = setup(env)
-        print(f"Sustained Firehose load: {database}, gunicorn -w {args.web_workers}, {args.workers} Celery worker(s)")
+        print(
+            f"Sustained Firehose load: {database}, gunicorn -w {args.web_workers}, {args.workers} Celery worker(s), "
+            f"FIREHOSE_APPLY={env.get('FIREHOSE_APPLY', 'request')}"
+        )
         print(f"  machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, load average {os.getloadavg()}")
         with processes() as group:
             start_standin(

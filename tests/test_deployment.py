@@ -25,6 +25,14 @@ def test_debug_is_off_unless_set_and_then_a_secret_key_is_required():
     assert "SECRET_KEY must be set" in result.stderr
 
 
+def test_firehose_apply_takes_request_or_worker_and_refuses_anything_else():
+    for mode in ("request", "worker"):
+        assert manage("check", DEBUG="1", FIREHOSE_APPLY=mode).returncode == 0
+    result = manage("check", DEBUG="1", FIREHOSE_APPLY="later")
+    assert result.returncode != 0
+    assert "FIREHOSE_APPLY must be 'request' or 'worker', not 'later'" in result.stderr
+
+
 def test_the_deployment_checks_pass_with_production_settings():
     result = manage(
         "check", "--deploy", "--fail-level", "WARNING", DEBUG="0", SECRET_KEY=secrets.token_urlsafe(60)

@@ -14,10 +14,13 @@ from datetime import datetime
 from django.db.models import Count, Min
 from django.utils import timezone
 
-from connections.models import AlertEpisode, Connection, Forward, ImportRun, ResyncRun
+from connections.models import AlertEpisode, Connection, FirehoseMessage, Forward, ImportRun, ResyncRun
 from connections.services import health
 
 FAILURE_RATE_ATTENTION = 0.10  # the connection list's own alarm level (admin/connection.py)
+# Firehose messages stored for a worker (FIREHOSE_APPLY=worker) are applied within a second or so;
+# one waiting longer than this means no worker applies them.
+MESSAGES_WAITING_ATTENTION_SECONDS = 60
 ACTIVITY_ITEMS = 8
 
 
@@ -51,11 +54,20 @@ class Activity:
     item: object  # the run
 
 
+@dataclass(frozen=True)
+class MessagesWaiting:
+    """Firehose messages accepted and not applied, the oldest past MESSAGES_WAITING_ATTENTION_SECONDS."""
+
+    count: int
+    oldest: datetime
+
+
 @dataclass
 class Overview:
     rows: list[ConnectionRow] = field(default_factory=list)
     attention: list[Attention] = field(default_factory=list)
     activity: list[Activity] = field(default_factory=list)
+    messages_waiting: MessagesWaiting | None = None
 
 
 def recent_resyncs(limit: int) -> list[Activity]:
@@ -101,7 +113,16 @@ def build(now: datetime | None = None) -> Overview:
         overview.attention.extend(needs_attention(row))
     activity = [item for source in ACTIVITY_SOURCES for item in source(ACTIVITY_ITEMS)]
     overview.activity = sorted(activity, key=lambda a: a.at, reverse=True)[:ACTIVITY_ITEMS]
+    overview.messages_waiting = messages_waiting(now)
     return overview
+
+
+def messages_waiting(now: datetime) -> MessagesWaiting | None:
+    found = FirehoseMessage.objects.filter(pending=True).aggregate(n=Count("pk"), oldest=Min("received_at"))
+    oldest = found["oldest"]
+    if oldest is None or (now - oldest).total_seconds() < MESSAGES_WAITING_ATTENTION_SECONDS:
+        return None
+    return MessagesWaiting(count=found["n"], oldest=oldest)
 
 
 def needs_attention(row: ConnectionRow) -> list[Attention]:

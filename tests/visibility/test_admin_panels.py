@@ -10,7 +10,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from connections.models import Audience, Connection, Delivery, ImportRun, Profile
+from connections.models import Audience, Connection, Delivery, FirehoseMessage, ImportRun, Profile
 from connections.services import forwarding, resync, subscriptions
 from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
 from tests.admin.helpers import admin_url, make_delivery, make_forward
@@ -88,6 +88,29 @@ def test_the_home_page_says_when_all_is_well(as_role):
 
     assert "Every connection is working: nothing needs attention." in page
     assert "No resync or import yet." in page
+
+
+def test_the_home_page_says_when_firehose_messages_wait_for_a_worker(as_role):
+    ConnectionFactory(name="Fine", last_success_at=timezone.now())
+    for n, waited in enumerate((30, 5 * 60, 2 * 60)):
+        FirehoseMessage.objects.create(
+            message_id=f"m{n}", message_type="audience_membership_change_request", response={}, pending=True, body="{}"
+        )
+        received = timezone.now() - timedelta(seconds=waited)
+        FirehoseMessage.objects.filter(message_id=f"m{n}").update(received_at=received)
+    FirehoseMessage.objects.create(message_id="applied", message_type="x", response={})  # applied: not counted
+
+    page = text(as_role("log_viewer").get(INDEX))
+
+    assert (
+        "mParticle's messages 3 messages accepted from mParticle have waited up to 5 minutes for a worker to apply"
+        " them. Is a Celery worker running?" in page
+    )
+    assert "Every connection is working" not in page
+    FirehoseMessage.objects.filter(received_at__lt=timezone.now() - timedelta(seconds=45)).update(pending=False)
+    page = text(as_role("log_viewer").get(INDEX))
+    assert "accepted from mParticle" not in page, "30 seconds is not yet worth a word"
+    assert "Every connection is working: nothing needs attention." in page
 
 
 def test_the_home_page_of_an_empty_install_says_where_to_start(as_role):

@@ -22,9 +22,9 @@ from django.utils import timezone
 from connections import tasks
 from connections.firehose import inbox, ingest
 from connections.firehose.messages import parse_message
-from connections.models import Connection, FirehoseMessage, Forward, Membership, Profile
+from connections.models import Connection, ErasureRecord, FirehoseMessage, Forward, Membership, Profile
 from connections.services import retention, wakeup
-from tests.erasure.helpers import dsr_message
+from tests.erasure.helpers import dsr_message, erase_in_admin
 from tests.factories import AudienceFactory, SubscriptionFactory
 from tests.firehose.builders import audience, membership_request, row_counts, user_profile
 
@@ -166,9 +166,23 @@ def test_erase_person_applies_the_waiting_messages_first(post, connection):
 
     call_command("erase_person", "--customer-id", "erase-me-4711", stdout=io.StringIO())
 
-    assert not Profile.objects.exists()
+    assert ErasureRecord.objects.count() == 1  # the person the waiting message names was found
     assert not FirehoseMessage.objects.filter(pending=True).exists()
     assert not FirehoseMessage.objects.filter(body__contains="erase-me-4711").exists()
+    inbox.apply_pending()  # a worker, later
+    assert not Profile.objects.exists()
+
+
+def test_the_admins_erasure_applies_the_waiting_messages_first(post, connection, client, marketer):
+    post(membership_request(named("erase-me-4711", "Grace")))
+    inbox.apply_pending()
+    post(membership_request(named("erase-me-4711", "Grace", audience_id=2)))  # waiting
+    client.force_login(marketer)
+
+    assert erase_in_admin(client, [Profile.objects.get().pk]).status_code == 302
+
+    inbox.apply_pending()  # a worker, later: nothing is left to bring the person back
+    assert not Profile.objects.exists() and not Membership.objects.exists()
 
 
 def test_a_message_whose_connection_was_deleted_after_it_was_accepted_changes_nothing(post, connection, caplog):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -60,3 +62,9 @@ class FirehoseMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_type} {self.message_id}"
+
+    @classmethod
+    def waiting(cls) -> tuple[int, datetime | None]:
+        """How many accepted messages wait for a worker, and when the oldest was accepted (None: none waits)."""
+        found = cls.objects.filter(pending=True).aggregate(n=models.Count("pk"), oldest=models.Min("received_at"))
+        return found["n"], found["oldest"]

@@ -152,16 +152,16 @@ def _firehose() -> Metric:
 
 
 def _firehose_pending(now: datetime) -> Iterator[Metric]:
-    waiting = FirehoseMessage.objects.filter(pending=True).aggregate(count=Count("pk"), oldest=Min("received_at"))
+    count, oldest = FirehoseMessage.waiting()
     yield GaugeMetricFamily(
         f"{PREFIX}_firehose_pending_messages",
         "Firehose messages accepted and stored, waiting for a worker to apply them (FIREHOSE_APPLY=worker).",
-        value=waiting["count"],
+        value=count,
     )
     yield GaugeMetricFamily(
         f"{PREFIX}_firehose_pending_oldest_age_seconds",
         "How long the oldest of them has waited; 0 when none waits.",
-        value=(now - waiting["oldest"]).total_seconds() if waiting["oldest"] else 0.0,
+        value=(now - oldest).total_seconds() if oldest else 0.0,
     )
 
 

@@ -118,11 +118,10 @@ def build(now: datetime | None = None) -> Overview:
 
 
 def messages_waiting(now: datetime) -> MessagesWaiting | None:
-    found = FirehoseMessage.objects.filter(pending=True).aggregate(n=Count("pk"), oldest=Min("received_at"))
-    oldest = found["oldest"]
+    count, oldest = FirehoseMessage.waiting()
     if oldest is None or (now - oldest).total_seconds() < MESSAGES_WAITING_ATTENTION_SECONDS:
         return None
-    return MessagesWaiting(count=found["n"], oldest=oldest)
+    return MessagesWaiting(count=count, oldest=oldest)
 
 
 def needs_attention(row: ConnectionRow) -> list[Attention]:

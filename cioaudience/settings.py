@@ -215,6 +215,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(FIREHOSE_MAX_BODY_BYTES, 2_621_440)
 FIREHOSE_APPLY = env.str("FIREHOSE_APPLY", default="request")
 if FIREHOSE_APPLY not in ("request", "worker"):
     raise ImproperlyConfigured(f"FIREHOSE_APPLY must be 'request' or 'worker', not {FIREHOSE_APPLY[:32]!r}.")
+# An admin or erase_person erasure applies the Firehose messages accepted before it first, for at
+# most this long; past it the erasure waits behind them for a worker (well within gunicorn's 30 s).
+ERASURE_WAIT_SECONDS = env.float("ERASURE_WAIT_SECONDS", default=5.0)
 
 # --- Celery ---
 BROKER_DIR = Path(env.str("BROKER_DIR", default=str(VAR_DIR / "broker")))

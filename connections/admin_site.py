@@ -28,6 +28,7 @@ class CioAdminSite(admin.AdminSite):
             "can_view_connections": user.has_perm("connections.view_connection"),
             "can_view_log": user.has_perm("connections.view_delivery"),
             "can_view_audiences": user.has_perm("connections.view_audience"),
+            "can_view_erasures": user.has_perm("connections.view_erasurerecord"),
             **(extra_context or {}),
         }
         return super().index(request, context)

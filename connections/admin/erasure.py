@@ -37,18 +37,29 @@ def erase_people(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Q
         }
         request.current_app = modeladmin.admin_site.name
         return TemplateResponse(request, CONFIRMATION_TEMPLATE, context)
-    # Messages accepted before this erasure and still waiting for a worker are applied first:
-    # the erasure must cover what they store (FIREHOSE_APPLY=worker).
-    inbox.apply_pending()
-    erased = 0
-    for profile in profiles:
-        result = erasure.erase(
-            erasure.PersonQuery.for_profile(profile),
-            source=ErasureRecord.Source.ADMIN,
-            requested_by=request.user.get_username(),
+    # Messages accepted before this erasure and still waiting for a worker are applied first, for
+    # a few seconds at most; past that the erasure waits behind them (FIREHOSE_APPLY=worker).
+    done = inbox.erase_in_order(
+        [erasure.PersonQuery.for_profile(profile) for profile in profiles],
+        source=ErasureRecord.Source.ADMIN,
+        requested_by=request.user.get_username(),
+    )
+    if done.queued:
+        message = ngettext(
+            "%(count)d person will be erased by a worker right after the %(waiting)d Firehose messages accepted "
+            "before this request, which are still being applied; nothing of them is sent until then. "
+            "Erasures lists the erasure once it is done.",
+            "%(count)d people will be erased by a worker right after the %(waiting)d Firehose messages accepted "
+            "before this request, which are still being applied; nothing of them is sent until then. "
+            "Erasures lists the erasures once they are done.",
+            len(done.queued),
         )
-        if result.record is not None and not result.already_done:
-            erased += 1  # who asked is on the record (requested_by); the admin's history keeps nothing of the person
+        modeladmin.message_user(
+            request, message % {"count": len(done.queued), "waiting": done.waiting_before}, messages.WARNING
+        )
+        return None
+    # Who asked is on the record (requested_by); the admin's history keeps nothing of the person.
+    erased = sum(1 for result in done.erased if result.record is not None and not result.already_done)
     message = ngettext(
         "Erased %(count)d person. The Customer.io calls are sent by the workers; see Erasures for their outcome.",
         "Erased %(count)d people. The Customer.io calls are sent by the workers; see Erasures for their outcome.",

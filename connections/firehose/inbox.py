@@ -10,20 +10,29 @@ messages before it stored. Each message is applied whole or not at all (a savepo
 is cleared once applied, so personal data does not linger in the queue.
 
 Nothing accepted is lost: a batch that fails (a deadlock, the database restarting) is rolled
-back and its messages stay pending; the next wake-up or the periodic sweep applies them.
+back and its messages stay pending; the next wake-up or the periodic sweep applies them. A
+message whose connection was deleted after it was accepted is applied all the same, less what
+belonged to the connection (`ingest.apply`): a DSR still erases, a membership change still
+reaches the other connections.
+
+The admin's and `erase_person`'s erasures take their place in the same order
+(`erase_in_order`): what waits is applied first, within `ERASURE_WAIT_SECONDS`; past that the
+erasure is queued behind it (`queued_erasure`) and a worker carries it out in its turn.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import IntegrityError, OperationalError, transaction
 
-from connections.firehose import ingest
+from connections.firehose import ingest, queued_erasure
 from connections.firehose.messages import MessageError, decode_body, parse_message
 from connections.models import FirehoseMessage
-from connections.services import bulk
+from connections.services import bulk, erasure, wakeup
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +78,14 @@ def _apply_batch(batch_size: int) -> int:
     with transaction.atomic():
         _take_applier_lock()
         rows = list(
-            FirehoseMessage.objects.filter(pending=True).order_by("id").values_list("id", "message_id", "body")[
-                :batch_size
-            ]
+            FirehoseMessage.objects.filter(pending=True)
+            .order_by("id")
+            .values_list("id", "message_id", "message_type", "body")[:batch_size]
         )
-        for _, message_id, body in rows:
-            _apply_stored(message_id, body or "")
+        for _, message_id, message_type, body in rows:
+            _apply_stored(message_id, message_type, body or "")
         if rows:
-            FirehoseMessage.objects.filter(pk__any=[pk for pk, _, _ in rows]).update(pending=False, body=None)
+            FirehoseMessage.objects.filter(pk__any=[row[0] for row in rows]).update(pending=False, body=None)
     return len(rows)
 
 
@@ -88,17 +97,59 @@ def _take_applier_lock() -> None:
     # SQLite: the transaction began IMMEDIATE (settings), holding the database's write lock.
 
 
-def _apply_stored(message_id: str, body: str) -> None:
-    """Apply one stored message whole, or (refused now) not at all.
+def _apply_stored(message_id: str, message_type: str, body: str) -> None:
+    """Apply one stored message whole (a savepoint).
 
-    It was checked when accepted. What can refuse it now is what changed since: its connection
-    deleted (an unknown Connection Key). The request was answered long ago, so that is logged.
+    It was checked when it was accepted, and is applied now whatever changed since: a connection
+    deleted meanwhile leaves out only what was the connection's (`ingest.apply`).
     """
-    try:
-        message = parse_message(decode_body(body.encode()))
+    with transaction.atomic():
+        if message_type == queued_erasure.MESSAGE_TYPE:
+            queued_erasure.apply(body)
+            return
+        try:
+            message = parse_message(decode_body(body.encode()))
+        except MessageError as refused:
+            # Only a change of this code's parsing since the message was accepted can land here.
+            logger.error("Firehose message %s was accepted but no longer parses: %s", message_id, refused)
+            return
         if not isinstance(message, ingest.StoredMessage):
-            raise MessageError("type", f"{message.envelope.type} is answered, never stored")
-        with transaction.atomic():
-            ingest.apply(message)
-    except MessageError as refused:
-        logger.warning("Firehose message %s was accepted but cannot be applied now: %s", message_id, refused)
+            logger.error("Firehose message %s is a %s, which is answered, never stored", message_id, message_type)
+            return
+        connection = None
+        if message.connection_key is not None:
+            connection = ingest.connection_if_kept(message.connection_key)
+            if connection is None:
+                logger.warning(
+                    "Firehose message %s: its connection was deleted after it was accepted; "
+                    "applying what every connection shares",
+                    message_id,
+                )
+        ingest.apply(message, connection)
+
+
+@dataclass
+class InOrder:
+    """What `erase_in_order` did: erased now, or queued behind the messages accepted before."""
+
+    erased: list[erasure.ErasureResult] = field(default_factory=list)
+    queued: list[str] = field(default_factory=list)  # the request ids a worker will record
+    waiting_before: int = 0  # messages accepted before the queued erasures and not applied yet
+
+
+def erase_in_order(
+    queries: list[erasure.PersonQuery], *, source: str, requested_by: str = "", time_budget: float | None = None
+) -> InOrder:
+    """Erase people after every Firehose message accepted before now, waiting at most `time_budget` seconds.
+
+    The messages waiting are applied first (they may store the person again); what the budget
+    (default `ERASURE_WAIT_SECONDS`) leaves is for a worker, and the erasures queue behind it.
+    """
+    budget = settings.ERASURE_WAIT_SECONDS if time_budget is None else time_budget
+    _, more = apply_pending(time_budget=budget)
+    if not more:
+        return InOrder(erased=[erasure.erase(q, source=source, requested_by=requested_by) for q in queries])
+    waiting, _ = FirehoseMessage.waiting()
+    queued = [queued_erasure.queue(q, source=source, requested_by=requested_by) for q in queries]
+    wakeup.wake_message_applier()
+    return InOrder(queued=queued, waiting_before=waiting)

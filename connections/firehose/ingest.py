@@ -126,7 +126,7 @@ def _apply_once(message: StoredMessage) -> dict[str, Any]:
         # rare, and a lookup would cost every message a round trip.
         if not record_message(message.envelope, response):
             raise AlreadyApplied(message.envelope.id)
-        apply(message)
+        apply(message, named_connection(message.connection_key))
     return response
 
 
@@ -139,14 +139,21 @@ def answer_for(message: StoredMessage) -> dict[str, Any]:
     return in_stored_key_order(responses.audience_membership_change_response(message))
 
 
-def apply(message: StoredMessage) -> None:
-    """Make a message's changes (inside the caller's transaction)."""
+def apply(message: StoredMessage, connection: Connection | None) -> None:
+    """Make a message's changes (inside the caller's transaction).
+
+    `connection` is the one the message's Connection Key names. None: the message names no
+    account (a DSR may not), or a worker applies a message whose connection was deleted after it
+    was accepted (`inbox`). An accepted message is still applied then: what belongs to the
+    connection (its subscription, its segment IDs) is left out, and what every connection shares
+    (audiences, profiles, memberships, an erasure) is applied.
+    """
     if isinstance(message, AudienceSubscriptionRequest):
-        apply_subscription(message)
+        apply_subscription(message, connection)
     elif isinstance(message, DsrProcessingRequest):
-        dsr_ingest.apply_dsr(message, named_connection(message.connection_key))
+        dsr_ingest.apply_dsr(message, connection)
     else:
-        apply_membership_change(message)
+        apply_membership_change(message, connection)
 
 
 def record_message(envelope: Envelope, response: dict[str, Any], body: str | None = None) -> bool:
@@ -193,15 +200,7 @@ def named_connection(connection_key: str | None) -> Connection | None:
     """
     if connection_key is None:
         return None
-    # Every message pays for this lookup: a raw SELECT by the unique key costs a third of the
-    # ORM's query building (0.27 against 0.82 ms here). The API keys are left out (deferred):
-    # they are decrypted only where a caller reads them, and most messages never do.
-    columns = ", ".join(f.column for f in Connection._meta.concrete_fields if f.name not in SECRET_FIELDS)
-    found = Connection.objects.raw(
-        f"SELECT {columns} FROM {Connection._meta.db_table} WHERE connection_key = %s",  # noqa: S608 - our names
-        [connection_key],
-    )
-    connection = next(iter(found), None)
+    connection = connection_if_kept(connection_key)
     if connection is None:
         raise MessageError(
             f"account.account_settings.{CONNECTION_KEY_SETTING}",
@@ -210,13 +209,27 @@ def named_connection(connection_key: str | None) -> Connection | None:
     return connection
 
 
-def apply_subscription(message: AudienceSubscriptionRequest) -> None:
-    """add: create or activate; update: rename (creating the subscription if missing); remove: deactivate."""
-    connection = named_connection(message.connection_key)
-    assert connection is not None  # an audience message always names an account
+def connection_if_kept(connection_key: str) -> Connection | None:
+    """The connection with this Connection Key, or None when there is none (deleted, say)."""
+    # Every message pays for this lookup: a raw SELECT by the unique key costs a third of the
+    # ORM's query building (0.27 against 0.82 ms here). The API keys are left out (deferred):
+    # they are decrypted only where a caller reads them, and most messages never do.
+    columns = ", ".join(f.column for f in Connection._meta.concrete_fields if f.name not in SECRET_FIELDS)
+    found = Connection.objects.raw(
+        f"SELECT {columns} FROM {Connection._meta.db_table} WHERE connection_key = %s",  # noqa: S608 - our names
+        [connection_key],
+    )
+    return next(iter(found), None)
+
+
+def apply_subscription(message: AudienceSubscriptionRequest, connection: Connection | None) -> None:
+    """add: create or activate; update: rename (creating the subscription if missing); remove: deactivate.
+
+    Without its connection (deleted after the message was accepted) only the audience is kept up to date.
+    """
     audience = Audience.objects.filter(audience_id=message.audience_id).first()
     if message.action == "remove":
-        if audience is not None:
+        if audience is not None and connection is not None:
             for sub in Subscription.objects.filter(audience=audience, connection=connection):
                 subscriptions.deactivate(sub)
         return
@@ -224,6 +237,9 @@ def apply_subscription(message: AudienceSubscriptionRequest) -> None:
         audience = Audience.objects.create(audience_id=message.audience_id, name=message.audience_name)
     else:
         subscriptions.rename_audience(audience, message.audience_name)
+    if connection is None:
+        logger.warning("Firehose %s of audience %s: its connection is gone", message.action, message.audience_id)
+        return
     if message.action == "add" or not Subscription.objects.filter(audience=audience, connection=connection).exists():
         # An `update` leaves an existing subscription's status alone: it may have been paused here on purpose.
         subscriptions.subscribe(audience, connection)
@@ -261,13 +277,16 @@ def source_time(timestamp_ms: int) -> datetime | None:
         return None
 
 
-def apply_membership_change(message: AudienceMembershipChangeRequest) -> None:
-    """All of the message's profiles in one bulk `apply_changes`; a verification request changes nothing."""
-    connection = named_connection(message.connection_key)
-    assert connection is not None  # an audience message always names an account
+def apply_membership_change(message: AudienceMembershipChangeRequest, connection: Connection | None) -> None:
+    """All of the message's profiles in one bulk `apply_changes`; a verification request changes nothing.
+
+    Without its connection (deleted after the message was accepted) the memberships, which every
+    connection subscribed to the audiences shares, are applied all the same.
+    """
     if message.is_verification:
         return
-    store_segment_ids(connection, message.segment_settings())
+    if connection is not None:
+        store_segment_ids(connection, message.segment_settings())
     changes = [c for c in (profile_change(p) for p in message.user_profiles or ()) if c is not None]
     if not changes:
         return

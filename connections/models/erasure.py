@@ -3,6 +3,8 @@ the identifiers a `suppress` erasure keeps from being forwarded again."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
@@ -158,6 +160,14 @@ class ErasureCall(models.Model):
     @property
     def is_open(self) -> bool:
         return self.status in (self.Status.PENDING, self.Status.RETRYING)
+
+    @classmethod
+    def waiting(cls) -> tuple[int, datetime | None]:
+        """How many calls are still to be answered by Customer.io, and when the oldest one's erasure ran here."""
+        found = cls.objects.filter(status__in=[cls.Status.PENDING, cls.Status.RETRYING]).aggregate(
+            n=models.Count("pk"), oldest=models.Min("record__created_at")
+        )
+        return found["n"], found["oldest"]
 
 
 class SuppressedIdentifier(models.Model):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from django.db import models
@@ -60,11 +61,19 @@ class FirehoseMessage(models.Model):
             models.Index(fields=["id"], condition=models.Q(pending=True), name="firehose_pending"),
         ]
 
+    # An admin or erase_person erasure queued behind waiting messages (firehose/queued_erasure.py).
+    QUEUED_ERASURE = "cioaudience_erasure"
+    # The stored types that erase a person: mParticle's DSR (firehose/envelope.py) and the above.
+    ERASURE_TYPES = ("dsr_processing_request", QUEUED_ERASURE)
+
     def __str__(self) -> str:
         return f"{self.message_type} {self.message_id}"
 
     @classmethod
-    def waiting(cls) -> tuple[int, datetime | None]:
-        """How many accepted messages wait for a worker, and when the oldest was accepted (None: none waits)."""
-        found = cls.objects.filter(pending=True).aggregate(n=models.Count("pk"), oldest=models.Min("received_at"))
+    def waiting(cls, types: Collection[str] | None = None) -> tuple[int, datetime | None]:
+        """How many accepted messages (of these types) wait for a worker, and when the oldest was accepted."""
+        pending = cls.objects.filter(pending=True)
+        if types is not None:
+            pending = pending.filter(message_type__in=types)
+        found = pending.aggregate(n=models.Count("pk"), oldest=models.Min("received_at"))
         return found["n"], found["oldest"]

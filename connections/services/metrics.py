@@ -20,6 +20,7 @@ from connections.models import (
     Connection,
     ConnectionStateChange,
     Delivery,
+    ErasureCall,
     FirehoseMessage,
     Forward,
     ImportRun,
@@ -45,6 +46,7 @@ class DatabaseCollector(Collector):
         yield _state_changes(labels)
         yield _firehose()
         yield from _firehose_pending(now)
+        yield from _erasures_waiting(now)
         yield from _resyncs(labels)
         yield from _imports()
 
@@ -163,6 +165,29 @@ def _firehose_pending(now: datetime) -> Iterator[Metric]:
         "How long the oldest of them has waited; 0 when none waits.",
         value=(now - oldest).total_seconds() if oldest else 0.0,
     )
+
+
+def _erasures_waiting(now: datetime) -> Iterator[Metric]:
+    count = GaugeMetricFamily(
+        f"{PREFIX}_erasures_waiting",
+        "Erasures not finished, by stage: 'here' (a DSR or a queued admin/command erasure waiting for the "
+        "Firehose applier), 'customerio' (suppress/delete calls Customer.io has not accepted yet).",
+        labels=["stage"],
+    )
+    age = GaugeMetricFamily(
+        f"{PREFIX}_erasures_waiting_oldest_age_seconds",
+        "How long the oldest erasure at that stage has waited since it was asked for (here) or carried out "
+        "here (customerio); 0 when none waits.",
+        labels=["stage"],
+    )
+    for stage, (n, oldest) in (
+        ("here", FirehoseMessage.waiting(FirehoseMessage.ERASURE_TYPES)),
+        ("customerio", ErasureCall.waiting()),
+    ):
+        count.add_metric([stage], n)
+        age.add_metric([stage], max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+    yield count
+    yield age
 
 
 def _resyncs(labels: dict[int, list[str]]) -> Iterator[Metric]:

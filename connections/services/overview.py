@@ -14,7 +14,7 @@ from datetime import datetime
 from django.db.models import Count, Min
 from django.utils import timezone
 
-from connections.models import AlertEpisode, Connection, FirehoseMessage, Forward, ImportRun, ResyncRun
+from connections.models import AlertEpisode, Connection, ErasureCall, FirehoseMessage, Forward, ImportRun, ResyncRun
 from connections.services import health
 
 FAILURE_RATE_ATTENTION = 0.10  # the connection list's own alarm level (admin/connection.py)
@@ -62,12 +62,24 @@ class MessagesWaiting:
     oldest: datetime
 
 
+@dataclass(frozen=True)
+class ErasuresWaiting:
+    """Erasures not finished: to carry out here (a DSR or a queued erasure) and calls to Customer.io."""
+
+    here: int
+    here_oldest: datetime | None
+    calls: int
+    calls_oldest: datetime | None
+    level: str  # "bad" once one has waited MESSAGES_WAITING_ATTENTION_SECONDS, else "warn"
+
+
 @dataclass
 class Overview:
     rows: list[ConnectionRow] = field(default_factory=list)
     attention: list[Attention] = field(default_factory=list)
     activity: list[Activity] = field(default_factory=list)
     messages_waiting: MessagesWaiting | None = None
+    erasures_waiting: ErasuresWaiting | None = None
 
 
 def recent_resyncs(limit: int) -> list[Activity]:
@@ -114,7 +126,19 @@ def build(now: datetime | None = None) -> Overview:
     activity = [item for source in ACTIVITY_SOURCES for item in source(ACTIVITY_ITEMS)]
     overview.activity = sorted(activity, key=lambda a: a.at, reverse=True)[:ACTIVITY_ITEMS]
     overview.messages_waiting = messages_waiting(now)
+    overview.erasures_waiting = erasures_waiting(now)
     return overview
+
+
+def erasures_waiting(now: datetime) -> ErasuresWaiting | None:
+    """Every erasure not finished, whatever its age: an erasure is owed to a person, so it is always shown."""
+    here, here_oldest = FirehoseMessage.waiting(FirehoseMessage.ERASURE_TYPES)
+    calls, calls_oldest = ErasureCall.waiting()
+    if not here and not calls:
+        return None
+    oldest = min(moment for moment in (here_oldest, calls_oldest) if moment is not None)
+    level = "bad" if (now - oldest).total_seconds() >= MESSAGES_WAITING_ATTENTION_SECONDS else "warn"
+    return ErasuresWaiting(here, here_oldest, calls, calls_oldest, level)
 
 
 def messages_waiting(now: datetime) -> MessagesWaiting | None:

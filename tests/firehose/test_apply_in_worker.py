@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -22,11 +23,20 @@ from django.utils import timezone
 from connections import tasks
 from connections.firehose import inbox, ingest
 from connections.firehose.messages import parse_message
-from connections.models import Connection, ErasureRecord, FirehoseMessage, Forward, Membership, Profile
-from connections.services import retention, wakeup
+from connections.models import (
+    Audience,
+    Connection,
+    ErasureRecord,
+    FirehoseMessage,
+    Forward,
+    Membership,
+    Profile,
+    Subscription,
+)
+from connections.services import erasure, retention, wakeup
 from tests.erasure.helpers import dsr_message, erase_in_admin
-from tests.factories import AudienceFactory, SubscriptionFactory
-from tests.firehose.builders import audience, membership_request, row_counts, user_profile
+from tests.factories import AudienceFactory, ConnectionFactory, SubscriptionFactory
+from tests.firehose.builders import TEST_CONNECTION_KEY, audience, membership_request, row_counts, user_profile
 
 pytestmark = pytest.mark.django_db
 
@@ -125,9 +135,9 @@ def test_two_workers_at_once_apply_each_message_once_and_in_order(post, monkeypa
     expected = list(FirehoseMessage.objects.order_by("id").values_list("message_id", flat=True))
     applied, apply = [], ingest.apply
 
-    def recording(message):
+    def recording(message, connection):
         applied.append(message.envelope.id)
-        apply(message)
+        apply(message, connection)
 
     monkeypatch.setattr(ingest, "apply", recording)
     barrier = threading.Barrier(2)
@@ -185,18 +195,122 @@ def test_the_admins_erasure_applies_the_waiting_messages_first(post, connection,
     assert not Profile.objects.exists() and not Membership.objects.exists()
 
 
-def test_a_message_whose_connection_was_deleted_after_it_was_accepted_changes_nothing(post, connection, caplog):
-    message = membership_request(named("c1", "Ada"))
-    post(message)
+def dsr_for_connection(**fields) -> dict:
+    """A DSR that carries the account's settings, as one sent to a configured output does."""
+    message = dsr_message(email=None, **fields)
+    message["account"] = {"account_id": 1, "account_settings": {"connectionKey": TEST_CONNECTION_KEY}}
+    return message
+
+
+def test_a_dsr_whose_connection_was_deleted_after_it_was_accepted_still_erases_the_person(post, connection, caplog):
+    post(membership_request(named("erase-me-4711", "Grace")))
+    inbox.apply_pending()
+    message = dsr_for_connection()
+    assert post(message).status_code == 200  # accepted: mParticle takes it as done
     Connection.objects.all().delete()
 
     with caplog.at_level(logging.WARNING, logger="connections.firehose.inbox"):
         assert inbox.apply_pending() == (1, False)
 
-    assert not Profile.objects.exists()
-    assert f"Firehose message {message['id']} was accepted but cannot be applied now" in caplog.text
-    assert "Connection Key" in caplog.text
+    assert not Profile.objects.filter(customer_id="erase-me-4711").exists()
+    record = ErasureRecord.objects.get()
+    assert (record.source, record.request_id) == ("mparticle", message["subject_request_id"])
+    assert f"Firehose message {message['id']}: its connection was deleted after it was accepted" in caplog.text
     assert not FirehoseMessage.objects.filter(pending=True).exists()
+
+
+def test_a_membership_change_whose_connection_was_deleted_still_reaches_the_other_connections(post, connection):
+    other = ConnectionFactory()
+    SubscriptionFactory(audience=AudienceFactory(audience_id=1), connection=connection)
+    SubscriptionFactory(audience=Audience.objects.get(audience_id=1), connection=other)
+    message = membership_request(named("c1", "Ada"))
+    post(message)
+    connection.delete()
+
+    assert inbox.apply_pending() == (1, False)
+
+    assert Profile.objects.get().first_name == "Ada"
+    assert Membership.objects.get().audience.audience_id == 1
+    assert list(Forward.objects.values_list("connection_id", flat=True)) == [other.pk]
+
+
+def test_a_subscription_whose_connection_was_deleted_still_renames_the_audience(post, connection, subscription_request):
+    AudienceFactory(audience_id=9, name="Old name")
+    post(subscription_request(action="update", audience_id=9, audience_name="New name"))
+    connection.delete()
+
+    assert inbox.apply_pending() == (1, False)
+
+    assert Audience.objects.get(audience_id=9).name == "New name"
+    assert not Subscription.objects.exists()
+
+
+def waiting_backlog(post, customer_id: str, count: int) -> None:
+    """`count` messages waiting for a worker, the last of them naming the person again."""
+    for n in range(count - 1):
+        post(membership_request(named(f"someone-{n}", "Ada")))
+    post(membership_request(named(customer_id, "Grace", audience_id=2)))
+
+
+def test_the_admins_erasure_past_its_wait_is_queued_behind_the_waiting_messages(
+    post, connection, client, marketer, settings
+):
+    """ERASURE_WAIT_SECONDS shortened to 0; the default is exercised by the two tests above (a short backlog)."""
+    settings.ERASURE_WAIT_SECONDS = 0
+    post(membership_request(named("erase-me-4711", "Grace")))
+    inbox.apply_pending()
+    waiting_backlog(post, "erase-me-4711", 3 * inbox.BATCH_SIZE)
+    client.force_login(marketer)
+
+    response = erase_in_admin(client, [Profile.objects.get(customer_id="erase-me-4711").pk])
+
+    page = client.get(response["Location"]).content.decode()
+    assert "1 person will be erased by a worker right after the" in page
+    assert not ErasureRecord.objects.exists()  # not yet: its turn has not come
+    assert FirehoseMessage.objects.filter(pending=True).count() == 2 * inbox.BATCH_SIZE + 1  # one batch applied
+
+    inbox.apply_pending()  # a worker, later: the waiting messages, then the erasure
+
+    assert not Profile.objects.filter(customer_id="erase-me-4711").exists()
+    assert not Membership.objects.filter(profile__customer_id="erase-me-4711").exists()
+    assert Profile.objects.count() == 3 * inbox.BATCH_SIZE - 1  # everyone else's changes applied
+    record = ErasureRecord.objects.get()
+    assert (record.source, record.requested_by) == ("admin", marketer.username)
+    assert not FirehoseMessage.objects.filter(body__contains="erase-me-4711").exists()
+
+
+def test_erase_person_past_its_wait_is_queued_behind_the_waiting_messages(post, connection, settings):
+    settings.ERASURE_WAIT_SECONDS = 0
+    waiting_backlog(post, "erase-me-4711", 2 * inbox.BATCH_SIZE)
+    out = io.StringIO()
+
+    call_command("erase_person", "--customer-id", "erase-me-4711", stdout=out)
+
+    request_id = FirehoseMessage.objects.get(message_type=FirehoseMessage.QUEUED_ERASURE).response["request_id"]
+    assert f"the erasure is queued behind them as {request_id}" in out.getvalue()
+    assert not ErasureRecord.objects.exists()
+    inbox.apply_pending()
+    assert ErasureRecord.objects.get().request_id == request_id
+    assert not Profile.objects.filter(customer_id="erase-me-4711").exists()
+
+
+def test_an_erasure_waits_in_the_request_no_longer_than_its_budget(post, connection, settings, monkeypatch):
+    """A slow backlog: the erasure applies what its budget allows and queues itself, leaving the rest to a worker."""
+    settings.ERASURE_WAIT_SECONDS = 0.2
+    waiting_backlog(post, "erase-me-4711", 6 * inbox.BATCH_SIZE)
+    apply = ingest.apply
+
+    def slow(message, connection):
+        time.sleep(0.05)
+        apply(message, connection)
+
+    monkeypatch.setattr(ingest, "apply", slow)
+
+    done = inbox.erase_in_order([erasure.PersonQuery(customer_id="erase-me-4711")], source="command")
+
+    assert done.erased == [] and len(done.queued) == 1
+    assert 0 < done.waiting_before < 6 * inbox.BATCH_SIZE  # stopped at the budget, the rest left waiting
+    assert FirehoseMessage.objects.filter(pending=True).count() == done.waiting_before + 1
 
 
 def test_a_batch_that_fails_stays_pending_and_is_applied_by_the_next_worker(post, monkeypatch):
@@ -205,9 +319,9 @@ def test_a_batch_that_fails_stays_pending_and_is_applied_by_the_next_worker(post
     apply = ingest.apply
     calls = []
 
-    def failing_second(message):
+    def failing_second(message, connection):
         calls.append(message.envelope.id)
-        apply(message)
+        apply(message, connection)
         if len(calls) == 2:
             raise OperationalError("the database went away")
 
@@ -232,8 +346,8 @@ def test_a_deadlock_is_run_again_at_once(post, monkeypatch):
     class Deadlock(Exception):
         sqlstate = "40P01"
 
-    def deadlocking_once(message):
-        apply(message)
+    def deadlocking_once(message, connection):
+        apply(message, connection)
         if failures:
             failures.pop()
             raise OperationalError("deadlock detected") from Deadlock()

@@ -37,8 +37,19 @@ class Command(BaseCommand):
             self._describe(plan, "Dry run: would erase")
             self.stdout.write("Nothing was changed.")
             return
-        inbox.apply_pending()  # the erasure covers what messages accepted before it store (FIREHOSE_APPLY=worker)
-        result = erasure.erase(query, source=ErasureRecord.Source.COMMAND, requested_by=_os_user())
+        # The erasure covers what messages accepted before it store (FIREHOSE_APPLY=worker): they are
+        # applied first, for a few seconds at most; past that the erasure waits behind them for a worker.
+        done = inbox.erase_in_order([query], source=ErasureRecord.Source.COMMAND, requested_by=_os_user())
+        if done.queued:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"{done.waiting_before} Firehose message(s) accepted before this erasure are still being "
+                    f"applied: the erasure is queued behind them as {done.queued[0]}, and a worker carries it out "
+                    "in its turn (admin: Erasures lists it once done)."
+                )
+            )
+            return
+        result = done.erased[0]
         if result.record is None:
             self.stdout.write(f"No profile or log row matches this {query.matched_on}: nothing to erase.")
             return

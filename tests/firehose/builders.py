@@ -17,8 +17,8 @@ URL = "/api/mparticle/firehose"
 # The Connection Key of the `connection` fixture (tests/firehose/conftest.py): every message that
 # names an account must name an existing connection (SPEC section 5).
 TEST_CONNECTION_KEY = "test-connection-key"
-# The reference folder sits beside the clone (as in CI): <root>/../shared/reference.
-REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "mparticle-firehose"
+# mParticle's official messages and schemas, vendored with their licence (tests/fixtures/README.md).
+REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "mparticle-firehose"
 
 
 def official(name: str) -> dict[str, Any]:

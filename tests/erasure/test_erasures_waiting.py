@@ -75,8 +75,8 @@ def test_the_admin_home_names_the_erasures_waiting_and_their_age(client, markete
 
     page = text(client.get("/admin/"))
 
-    assert "1 erasure waits for a worker to carry it out here, for 1 minute" in page
-    assert "1 suppress or delete call waits for Customer.io to accept it, for 5 minutes" in page
+    assert "1 erasure has waited 1 minute for a worker to carry it out here" in page
+    assert "1 suppress or delete call has waited 5 minutes for Customer.io to accept it" in page
     assert "Every connection is working" not in page
 
 
@@ -88,4 +88,4 @@ def test_the_admin_home_says_nothing_of_erasures_once_they_are_done(client, mark
     page = text(client.get("/admin/"))
 
     assert "Erasures" not in page.split("Connections")[0]
-    assert "erasure waits" not in page and "call waits" not in page
+    assert "erasure has waited" not in page and "call has waited" not in page

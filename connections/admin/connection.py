@@ -58,7 +58,7 @@ class ConnectionAdmin(ConnectionListColumns, admin.ModelAdmin):
     change_form_template = "admin/connections/connection/change_form.html"
     change_list_template = "admin/connections/connection/change_list.html"
 
-    @method_decorator(sensitive_post_parameters("api_key", "app_api_key"))
+    @method_decorator(sensitive_post_parameters(*Connection.SECRET_FIELDS))
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):  # type: ignore[no-untyped-def]
         # An error report of a failed save must not show the typed keys (SPEC §8).
         return super().changeform_view(request, object_id, form_url, extra_context)
@@ -66,7 +66,7 @@ class ConnectionAdmin(ConnectionListColumns, admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Connection]:
         # The ciphertexts are not even loaded: no page needs the keys (a new one is written
         # through the form, and a deferred column is left alone by save()).
-        return super().get_queryset(request).defer("api_key", "app_api_key")
+        return super().get_queryset(request).defer(*Connection.SECRET_FIELDS)
 
     def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:  # type: ignore[no-untyped-def]
         return ConnectionChangeList

@@ -9,9 +9,6 @@ from django.utils.translation import gettext_lazy as _
 from connections.admin.common import PlainHelpTextForm
 from connections.models import Connection
 
-# The two keys the form takes but never shows: (form field, label, help text for a new connection).
-SECRET_FIELDS = ("api_key", "app_api_key")
-
 UPDATE_ONLY_NEEDS_V2 = _(
     'Update existing people only works with the v2 batch transport: it is Customer.io\'s "_update" flag on '
     "v2 identify actions, which this product sends only there. With v1 every identify would create the "
@@ -38,7 +35,7 @@ class ConnectionForm(PlainHelpTextForm):
         # `exclude`, not `fields`: the admin passes its fieldsets as `fields`, and only an
         # exclusion keeps the model fields out of the form's initial data and out of
         # construct_instance (which would otherwise write a blank key over the stored one).
-        exclude = SECRET_FIELDS
+        exclude = Connection.SECRET_FIELDS
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
@@ -77,7 +74,7 @@ class ConnectionForm(PlainHelpTextForm):
 
     def _post_clean(self) -> None:
         super()._post_clean()
-        for name in SECRET_FIELDS:
+        for name in Connection.SECRET_FIELDS:
             if key := self.cleaned_data.get(name):
                 setattr(self.instance, name, key)
 

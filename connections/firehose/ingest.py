@@ -43,8 +43,6 @@ from connections.services.segment_ids import store_segment_ids
 
 logger = logging.getLogger(__name__)
 
-SECRET_FIELDS = ("api_key", "app_api_key")
-
 
 @dataclass(frozen=True)
 class Outcome:
@@ -214,7 +212,7 @@ def connection_if_kept(connection_key: str) -> Connection | None:
     # Every message pays for this lookup: a raw SELECT by the unique key costs a third of the
     # ORM's query building (0.27 against 0.82 ms here). The API keys are left out (deferred):
     # they are decrypted only where a caller reads them, and most messages never do.
-    columns = ", ".join(f.column for f in Connection._meta.concrete_fields if f.name not in SECRET_FIELDS)
+    columns = ", ".join(f.column for f in Connection._meta.concrete_fields if f.name not in Connection.SECRET_FIELDS)
     found = Connection.objects.raw(
         f"SELECT {columns} FROM {Connection._meta.db_table} WHERE connection_key = %s",  # noqa: S608 - our names
         [connection_key],

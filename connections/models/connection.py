@@ -17,6 +17,9 @@ def new_connection_key() -> str:
 class Connection(models.Model):
     """One Customer.io workspace that audience membership is forwarded to."""
 
+    # The fields that hold secrets: encrypted at rest, never shown, deferred wherever they are not used.
+    SECRET_FIELDS = ("api_key", "app_api_key")
+
     class Region(models.TextChoices):
         US = "us", _("US")
         EU = "eu", _("EU")
@@ -214,7 +217,7 @@ class Connection(models.Model):
 
     @sensitive_variables()  # every frame below holds the plaintext key: keep them out of error reports
     def save(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        for field in ("api_key", "app_api_key"):
+        for field in self.SECRET_FIELDS:
             raw = self.__dict__.get(field)
             if raw and not isinstance(raw, Ciphertext):
                 setattr(self, f"{field}_last4", raw[-4:])

@@ -50,7 +50,7 @@ def snapshots() -> dict[int, tuple[Connection, ConnectionSnapshot]]:
     waiting = Forward.objects.values("connection_id").annotate(t=Min("created_at")).order_by()
     oldest = dict(waiting.values_list("connection_id", "t"))
     found = {}
-    for connection in Connection.objects.defer("api_key", "app_api_key").order_by("pk"):
+    for connection in Connection.objects.defer(*Connection.SECRET_FIELDS).order_by("pk"):
         found[connection.pk] = (
             connection,
             ConnectionSnapshot(

@@ -99,7 +99,7 @@ ACTIVITY_SOURCES: list[Callable[[int], list[Activity]]] = [recent_resyncs, recen
 
 def build(now: datetime | None = None) -> Overview:
     now = now or timezone.now()
-    connections = list(Connection.objects.defer("api_key", "app_api_key").order_by("name"))
+    connections = list(Connection.objects.defer(*Connection.SECRET_FIELDS).order_by("name"))
     ids = [c.pk for c in connections]
     waiting = {
         row["connection_id"]: row

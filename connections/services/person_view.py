@@ -38,7 +38,7 @@ def forwarded_to(profile: Profile) -> list[Connection]:
         .values_list("connection_id", flat=True)
         .distinct()
     )
-    return list(Connection.objects.filter(pk__in=ids).defer("api_key", "app_api_key").order_by("name"))
+    return list(Connection.objects.filter(pk__in=ids).defer(*Connection.SECRET_FIELDS).order_by("name"))
 
 
 def build(profile: Profile) -> PersonView:

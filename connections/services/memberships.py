@@ -23,20 +23,9 @@ from django.utils import timezone
 
 from connections.models import Audience, Forward, Membership, Profile, Subscription
 from connections.services import bulk, membership_rows, outbox, profile_rows
-from connections.services.profile_rows import IDENTITY_FIELDS
+from connections.services.profile_rows import IDENTITY_FIELDS, ProfileInput
 
 __all__ = ["IDENTITY_FIELDS", "ApplyResult", "ProfileChange", "ProfileInput", "apply_changes"]
-
-
-@dataclass(frozen=True)
-class ProfileInput:
-    """Who a change is about. `None` means "not given": the stored value is kept."""
-
-    customer_id: str = ""
-    mpid: str | None = None
-    email: str | None = None
-    first_name: str | None = None
-    last_name: str | None = None
 
 
 @dataclass(frozen=True)

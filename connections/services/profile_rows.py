@@ -11,19 +11,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from connections.models import Profile
 from connections.services import bulk
 
-if TYPE_CHECKING:
-    from connections.services.memberships import ProfileInput
-
 IDENTITY_FIELDS = ("email", "first_name", "last_name")
 COLUMNS = ("customer_id", "mpid", *IDENTITY_FIELDS)
 Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class ProfileInput:
+    """Who a change is about. `None` means "not given": the stored value is kept."""
+
+    customer_id: str = ""
+    mpid: str | None = None
+    email: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
 
 
 @dataclass(slots=True)

@@ -55,15 +55,13 @@ Errors are 400 ``{"error": "..."}``; unknown paths 404.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs
 
 from . import erasure
 from .model import BodyError, Faults, Workspace
 from .outage import Outage
-
-if TYPE_CHECKING:
-    from .handler import StandinHandler
+from .ports import Exchange
 
 DEFAULT_PAGE = 1000
 
@@ -72,7 +70,7 @@ class ControlError(Exception):
     pass
 
 
-def _json_body(handler: StandinHandler) -> Any:
+def _json_body(handler: Exchange) -> Any:
     raw = handler.read_body()
     if not raw.strip():
         return {}
@@ -92,7 +90,7 @@ def _int_param(params: dict[str, list[str]], name: str, default: int) -> int:
         raise ControlError(f"{name} must be an integer") from None
 
 
-def _site_id(handler: StandinHandler, params: dict[str, list[str]], *, required: bool) -> str | None:
+def _site_id(handler: Exchange, params: dict[str, list[str]], *, required: bool) -> str | None:
     values = params.get("site_id")
     if values:
         return values[0]
@@ -109,7 +107,7 @@ def _outage_json(state: Any) -> dict[str, Any]:
     return {"outage": outage.to_json() if outage else None, "failed_requests": state.outage.failed_requests}
 
 
-def _create_segment(handler: StandinHandler, body: Any) -> dict[str, Any]:
+def _create_segment(handler: Exchange, body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ControlError("a segment is a JSON object")
     unknown = set(body) - {"site_id", "name", "description"}
@@ -126,7 +124,7 @@ def _create_segment(handler: StandinHandler, body: Any) -> dict[str, Any]:
     return handler.server.state.directory.create_segment(site_id, name, description).to_json()
 
 
-def handle_control(handler: StandinHandler, path: str, query: str) -> None:
+def handle_control(handler: Exchange, path: str, query: str) -> None:
     try:
         status, payload = _route(handler, handler.command, path.rstrip("/"), parse_qs(query))
     except BodyError as error:
@@ -140,7 +138,7 @@ def handle_control(handler: StandinHandler, path: str, query: str) -> None:
 
 
 def _route(
-    handler: StandinHandler, method: str, path: str, params: dict[str, list[str]]
+    handler: Exchange, method: str, path: str, params: dict[str, list[str]]
 ) -> tuple[int, Any]:
     state = handler.server.state
     # Bodies are read up front so that a keep-alive connection stays in step whatever happens.

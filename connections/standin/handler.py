@@ -16,17 +16,15 @@ import time
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .control import handle_control
 from .model import BodyError, ClientGone, RecordedRequest, Workspace
+from .ports import ServerSide
 from .routes import Call, Route, match
 from .state import Admission
 from .track import Outcome
-
-if TYPE_CHECKING:
-    from .server import StandinHTTPServer
 
 logger = logging.getLogger("connections.standin")
 
@@ -53,7 +51,7 @@ class StandinHandler(BaseHTTPRequestHandler):
     server_version = "cio-standin"
     sys_version = ""
     timeout = 120  # an idle keep-alive connection is closed after two minutes
-    server: StandinHTTPServer
+    server: ServerSide  # type: ignore[assignment]  # a StandinHTTPServer (server.py)
 
     # --- plumbing -------------------------------------------------------------------------
 

@@ -29,8 +29,8 @@ from connections.customerio.http import (
     parse_retry_after,
     str_or_none,
 )
+from connections.customerio.identifiers import Identifier
 from connections.customerio.limits import AttributeValue, as_identifier, v2_action
-from connections.services.attributes import Identifier
 
 __all__ = [
     "REGION_HOSTS",

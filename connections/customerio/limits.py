@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from connections.services.attributes import Identifier
+from connections.customerio.identifiers import Identifier
 
 MAX_IDENTIFIER_BYTES = 150
 MAX_ATTRIBUTE_NAME_BYTES = 150

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, overload
 
+from connections.customerio.identifiers import Identifier
+
 SEGMENT_MEMBERSHIP_ATTRIBUTE = "SegmentMembership"
 AUDIENCE_ATTRIBUTE_PREFIX = "In "
 
@@ -40,7 +42,6 @@ NOT_AN_EMAIL_REASON = (
 
 IDENTIFY_BY_CHOICES = ("customer_id", "customer_id_or_email", "email")
 
-IdentifierKind = Literal["id", "email"]
 SegmentAction = Literal["add", "remove"]
 
 
@@ -57,19 +58,6 @@ class AudienceState:
     audience_id: int
     name: str
     is_member: bool
-
-
-@dataclass(frozen=True)
-class Identifier:
-    """Who a person is to Customer.io: `kind` is the v2 `identifiers` key and the segment
-    endpoints' `id_type` ("id" or "email"); `value` is sent as it is stored."""
-
-    kind: IdentifierKind
-    value: str
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("id", "email"):
-            raise ValueError(f"unknown identifier kind {self.kind!r}; expected 'id' or 'email'")
 
 
 @dataclass(frozen=True)

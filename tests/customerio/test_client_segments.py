@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from connections.customerio.client import SEGMENT_MAX_IDS, CustomerIOClient, Outcome
-from connections.services.attributes import Identifier
+from connections.customerio.identifiers import Identifier
 from connections.standin import Faults, StandinServer, Workspace
 from connections.standin.contract import validate_segment_body
 

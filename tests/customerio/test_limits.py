@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from connections.customerio.identifiers import Identifier
 from connections.customerio.limits import (
     MAX_ATTRIBUTE_VALUE_BYTES,
     MAX_V2_ACTION_BYTES,
@@ -17,7 +18,7 @@ from connections.customerio.limits import (
     pack_v2_batches,
     v2_action,
 )
-from connections.services.attributes import Identifier, segment_membership_value
+from connections.services.attributes import segment_membership_value
 
 TRANSPORTS = ["v1", "v2_batch"]
 

@@ -7,6 +7,16 @@
          suppressed identifiers remembered (hashed)
       -> on commit: a worker per connection sends the calls (services/erasure_calls.py)
 
+A forward in flight is outlasted, so Customer.io's last word on the person is the erasure call.
+A request naming a person goes out only after `outcomes.log_pending` wrote its row, which it
+does only for a profile that still exists, locking it (FOR KEY SHARE) until the row commits; a
+worker renews its lease on the person's outbox rows just before that. The erasure locks the
+profiles, then the outbox rows (waiting for a claim or renewal under way). So either the worker
+logs after the erasure (the person is gone: dropped from the request), or its row and lease were
+committed first and the erasure reads that lease: each call is due a request timeout after the
+later of the claim's lease end and now. A request begins within its lease (half a lease at
+least is left after a renewal) and ends within CUSTOMERIO_TIMEOUT, so the call comes after it.
+
 Idempotent: a request id already recorded changes nothing, and a person already erased is not
 found again. Stored Firehose messages keep only ids, types and answers (never a person), so
 there is nothing of the person to remove from them; a test holds that true.
@@ -16,14 +26,17 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, QuerySet, Value
 from django.db.models.functions import Replace
+from django.utils import timezone
 
-from connections.models import Connection, Delivery, ErasureCall, ErasureRecord, Membership, Profile
+from connections.models import Connection, Delivery, ErasureCall, ErasureRecord, Forward, Membership, Profile
 from connections.models import SuppressedIdentifier as Suppressed
 from connections.services import erasure_rules as rules
 from connections.services import wakeup
@@ -175,8 +188,9 @@ def erase(
         identifiers, values = _personal_values(query, profiles)
         scrub_deliveries(_deliveries(plan.profile_ids, identifiers), values)
         _scrub_admin_history(plan.profile_ids)
+        fences = _claim_fences(plan.profile_ids)
         Profile.objects.filter(pk__in=plan.profile_ids).delete()  # memberships and outbox rows cascade
-        _queue_calls(record, plan)
+        _queue_calls(record, plan, fences)
     return ErasureResult(plan=plan, record=record)
 
 
@@ -207,7 +221,24 @@ def _scrub_admin_history(profile_ids: list[int]) -> None:
     )
 
 
-def _queue_calls(record: ErasureRecord, plan: ErasurePlan) -> None:
+def _claim_fences(profile_ids: list[int]) -> dict[int, datetime]:
+    """Per connection whose worker holds a claim on the person: when their erasure call may go.
+
+    The outbox rows are locked, so a claim or lease renewal under way is waited for and then seen
+    (module docstring); a lease already run out still counts from now, for a slow worker's request.
+    """
+    now = timezone.now()
+    grace = timedelta(seconds=settings.CUSTOMERIO_TIMEOUT)
+    fences: dict[int, datetime] = {}
+    rows = Forward.objects.filter(profile_id__in=profile_ids).select_for_update().order_by("pk")
+    for connection_id, token, claimed_until in rows.values_list("connection_id", "claim_token", "claimed_until"):
+        if token and claimed_until is not None:
+            due = max(claimed_until, now) + grace
+            fences[connection_id] = max(due, fences.get(connection_id, due))
+    return fences
+
+
+def _queue_calls(record: ErasureRecord, plan: ErasurePlan, fences: dict[int, datetime]) -> None:
     calls, seen = [], set()
     for planned in plan.calls:
         decision = planned.decision
@@ -225,7 +256,7 @@ def _queue_calls(record: ErasureRecord, plan: ErasurePlan) -> None:
                 identifier=decision.identifier,
                 id_kind=decision.kind,
                 error=decision.skip,
-                due_at=None if decision.skip else record.created_at,
+                due_at=None if decision.skip else fences.get(planned.connection_id, record.created_at),
             )
         )
         if decision.action == rules.SUPPRESS and not decision.skip:
@@ -237,5 +268,11 @@ def _queue_calls(record: ErasureRecord, plan: ErasurePlan) -> None:
     ErasureCall.objects.bulk_create(calls)
     to_wake = sorted({c.connection_id for c in calls if c.status == ErasureCall.Status.PENDING})
     if to_wake:
-        # The forwarding task sends a connection's due erasure calls before its forwards.
-        transaction.on_commit(lambda: [wakeup.forward_now(connection_id) for connection_id in to_wake])
+        # The forwarding task sends a connection's due erasure calls before its forwards; a call
+        # held back by a claim in flight wakes it when due (the sweep finds it too).
+        transaction.on_commit(lambda: [_wake(connection_id, fences.get(connection_id)) for connection_id in to_wake])
+
+
+def _wake(connection_id: int, due: datetime | None) -> None:
+    countdown = (due - timezone.now()).total_seconds() if due is not None else 0.0
+    wakeup.forward_now(connection_id, countdown=countdown if countdown > 0 else None)

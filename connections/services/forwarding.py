@@ -2,7 +2,8 @@
 
     claims.claim (SKIP LOCKED + conditional UPDATE, a renewed lease)
       -> payloads.plan (the current database state, coalesced per profile)
-      -> outcomes.log_pending (log rows written before the call)
+      -> outcomes.log_pending (log rows written before the call; a profile erased since the plan
+         is dropped here, the last check before its request: see services/erasure.py)
       -> breaker checks (paused? backing off?) -> rate limiter -> Customer.io client
       -> outcomes.record_result (log rows completed; outbox rows deleted or put back)
       -> breaker.record (the run of failures, the pause, the breaker's state)
@@ -169,6 +170,13 @@ def send_claimed(connection: Connection, token: str, rows: list[ClaimedRow], *, 
         if not group:
             continue
         logged = log_pending(connection, group)
+        if len(logged) < len(group):  # erased since the plan: not sent, nothing of them logged
+            gone = [p for p in group if p.profile_id not in logged]
+            claims.delete(token, [i for p in gone for i in p.row_ids])  # went with the profile; any left over too
+            report.cancelled += len(gone)
+            group = [p for p in group if p.profile_id in logged]
+            if not group:
+                continue
         if v1:
             results = _send_v1(client, connection, group)
             outcomes = [(p, result.outcome, result.error) for p, result in zip(group, results, strict=True)]

@@ -48,10 +48,13 @@ def send_segment_operations(
             chunk = profiles[start : start + SEGMENT_MAX_IDS]
             ratelimit.acquire(connection.pk, connection.rate_limit)
             kind = f"segment_{action}"
-            logged = list(log_pending(connection, chunk, action=kind, segment_id=segment_id, one_request=True).values())
+            logged = log_pending(connection, chunk, action=kind, segment_id=segment_id, one_request=True)
+            chunk = [p for p in chunk if p.profile_id in logged]  # erased since the identify: left out
+            if not chunk:
+                continue
             send = client.add_to_segment if action == "add" else client.remove_from_segment
             result = send(segment_id, [p.customer_id for p in chunk], id_type)
-            _complete(connection, logged, result, chunk)
+            _complete(connection, list(logged.values()), result, chunk)
             connection_state.note_results(connection, [result])
             report.requests += 1
             if result.outcome in (Outcome.RETRY, Outcome.CREDENTIALS_REJECTED):

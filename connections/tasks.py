@@ -56,7 +56,8 @@ def sweep() -> int:
 
     Due forwards of an active connection that is not paused, and the due probe of a connection
     that is backing off. Log rows left `pending` by a worker that died are closed as `retrying`
-    (their forwards are still in the outbox).
+    (their forwards are still in the outbox). A large audience's backfill that no worker holds
+    (its task's message was lost, or its worker died) is handed to a worker again.
     """
     now = timezone.now()
     stale = now - timezone.timedelta(seconds=settings.FORWARD_CLAIM_SECONDS)
@@ -89,6 +90,8 @@ def sweep() -> int:
         forward_connection.delay(connection_id)
     if connection_ids:
         log.info("sweep re-enqueued connections=%s", connection_ids)
+    if resumed := backfill.resume_stalled():
+        log.info("sweep resumed backfill runs=%s", resumed)
     if inbox.has_pending():
         apply_firehose_messages.delay()
         log.info("sweep re-enqueued the Firehose messages waiting to be applied")

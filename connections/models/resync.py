@@ -48,6 +48,12 @@ class ResyncRun(models.Model):
     started_at = models.DateTimeField(_("started at"), auto_now_add=True, help_text=_("When it started."))
     updated_at = models.DateTimeField(_("updated at"), auto_now=True, help_text=_("Last progress."))
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True, help_text=_("When it finished."))
+    claimed_until = models.DateTimeField(
+        _("claimed until"),
+        null=True,
+        blank=True,
+        help_text=_("A worker is queuing it until then (renewed chunk by chunk); after that the sweep resumes it."),
+    )
 
     class Meta:
         verbose_name = _("resync")

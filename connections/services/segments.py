@@ -2,7 +2,8 @@
 
 - `create_manual_segment`: with the connection's App API key, create a Customer.io manual
   segment named after the subscription's audience and store its id on the subscription.
-- `set_segment_id`: the one way a subscription's segment id changes; on an active
+- `set_segment_id`: the admin's way to change a subscription's segment id, through the one
+  place it changes (`segment_ids`, which the Firehose's setting uses too); on an active
   subscription the audience's members are queued, so the new segment is backfilled (the
   worker adds them after identifying them, as on activation).
 - `segment_membership_conflicts`: other connections to the same workspace (Site ID) that also
@@ -12,12 +13,11 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import transaction
 
 from connections.crypto import EncryptionError
 from connections.customerio.app_client import AppAPIError, CustomerIOAppClient
-from connections.models import Connection, Forward, Subscription
-from connections.services import outbox
+from connections.models import Connection, Subscription
+from connections.services import segment_ids
 
 
 class SegmentError(Exception):
@@ -90,24 +90,18 @@ def create_manual_segment(subscription: Subscription) -> int:
     return segment_id
 
 
-@transaction.atomic
 def set_segment_id(subscription: Subscription, segment_id: int | None) -> bool:
     """Store the subscription's manual segment id; True when it changed.
 
-    An active subscription that now names a (different) segment queues its audience's
-    members, so that the segment is backfilled; clearing the id sends nothing (the old
-    segment keeps its members, as attributes are kept on deactivation).
+    An active subscription that now names a (different) segment has its audience's members
+    queued, so that the segment is backfilled; clearing the id sends nothing (the old segment
+    keeps its members, as attributes are kept on deactivation). `segment_ids.change_segment_id`
+    does it, for the Firehose's setting too.
     """
     if segment_id is not None and (isinstance(segment_id, bool) or segment_id < 1):
         raise ValueError("a segment id is a positive integer")
-    locked = Subscription.objects.select_for_update().get(pk=subscription.pk)
-    if locked.customerio_segment_id == segment_id:
-        subscription.customerio_segment_id = segment_id
-        return False
-    locked.customerio_segment_id = segment_id
-    locked.save(update_fields=["customerio_segment_id", "updated_at"])
+    changed = segment_ids.change_segment_id(Subscription.objects.filter(pk=subscription.pk), segment_id)
     subscription.customerio_segment_id = segment_id
-    subscription.updated_at = locked.updated_at
-    if segment_id is not None and locked.status == Subscription.Status.ACTIVE:
-        outbox.enqueue_audience_members(locked.connection_id, locked.audience_id, Forward.Reason.ACTIVATION)
-    return True
+    if changed:
+        subscription.updated_at = Subscription.objects.values_list("updated_at", flat=True).get(pk=subscription.pk)
+    return bool(changed)

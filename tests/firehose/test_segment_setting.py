@@ -2,7 +2,9 @@
 
 import pytest
 
-from connections.models import Subscription
+from connections.models import Forward, Subscription
+from connections.services.forwarding import forward_pending
+from tests.conftest import STANDIN_WORKSPACES
 from tests.firehose.builders import audience, membership_request, official, row_counts, user_profile
 
 pytestmark = pytest.mark.django_db
@@ -89,3 +91,64 @@ def test_a_membership_message_with_a_bad_value_is_refused(post, subscription_req
     error = response.json()["error"]
     assert error.startswith("user_profiles[0].audiences[0].audience_subscription_settings.customerioSegmentId: ")
     assert row_counts() == before
+
+
+# --- backfilling the segment (issue 26 item 6) ----------------------------------------------
+
+
+@pytest.fixture
+def members_sent(connection, standin, post, subscription_request):
+    """Audience 456 on a connection to the stand-in, with c1 and c2 already sent (no segment yet)."""
+    key, _region = STANDIN_WORKSPACES["site-us"]
+    connection.site_id, connection.api_key = "site-us", key
+    connection.save()
+    post(subscription_request(action="add", audience_id=456))
+    post(membership_request(user_profile("c1", audiences=[audience(456, "add")])))
+    post(membership_request(user_profile("c2", audiences=[audience(456, "add")])))
+    forward_pending(connection.pk)
+    assert set(standin.people("site-us")) == {"c1", "c2"} and not Forward.objects.exists()
+    return connection
+
+
+def segment_adds(standin, segment) -> list[set[str]]:
+    return [
+        set(r.body["ids"]) for r in standin.requests("site-us") if r.path == f"/api/v1/segments/{segment}/add_customers"
+    ]
+
+
+def test_setting_it_backfills_the_existing_members_into_the_segment(
+    members_sent, standin, post, subscription_request
+):
+    segment = standin.create_segment("site-us", "VIPs")
+
+    settings = {SETTING: str(segment)}
+    update = subscription_request(action="update", audience_id=456, audience_subscription_settings=settings)
+    assert post(update).status_code == 200
+
+    # Queued exactly as the admin's path queues them: the members, for the activation backfill.
+    assert sorted(Forward.objects.values_list("profile__customer_id", "reason")) == [
+        ("c1", "activation"), ("c2", "activation")
+    ]
+    forward_pending(members_sent.pk)
+    assert standin.segment_members("site-us", segment) == {"c1", "c2"}
+
+
+def test_the_same_id_again_sends_nothing_and_a_new_one_backfills_only_the_new_segment(
+    members_sent, standin, post, subscription_request
+):
+    first, second = standin.create_segment("site-us", "A"), standin.create_segment("site-us", "B")
+    post(subscription_request(action="update", audience_id=456, audience_subscription_settings={SETTING: f"{first}"}))
+    forward_pending(members_sent.pk)
+
+    # The same id, in a subscription message and in a membership message: nothing to send.
+    post(subscription_request(action="update", audience_id=456, audience_subscription_settings={SETTING: f"{first}"}))
+    same = audience(456, "add", audience_subscription_settings={SETTING: f"{first}"})
+    post(membership_request(user_profile("c1", audiences=[same])))
+    assert not Forward.objects.exists()
+
+    post(subscription_request(action="update", audience_id=456, audience_subscription_settings={SETTING: f"{second}"}))
+    forward_pending(members_sent.pk)
+
+    assert segment_adds(standin, first) == [{"c1", "c2"}]  # sent once
+    assert segment_adds(standin, second) == [{"c1", "c2"}]
+    assert standin.segment_members("site-us", second) == {"c1", "c2"}

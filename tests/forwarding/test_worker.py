@@ -9,7 +9,7 @@ from django.conf import settings as django_settings
 from django.db import connection as db
 from django.utils import timezone
 
-from connections.models import Delivery, Forward
+from connections.models import Audience, Delivery, Forward, ResyncRun
 from connections.services import subscriptions, wakeup
 from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
 from tests.factories import AudienceFactory
@@ -64,6 +64,27 @@ def test_the_sweep_delivers_forwards_whose_broker_message_was_lost(connection, s
 
     with running_workers(standin.url, beat=True):  # beat runs the sweep every 30 s, as in production
         wait_until(lambda: "lost" in standin.people("site-us"), timeout=60, message="the swept forward delivered")
+
+
+def test_the_sweep_finishes_a_large_backfill_whose_broker_message_was_lost(connection, standin, settings):
+    """Beat's sweep at its default 30 s resumes the run once it has waited the default lease (45 s)."""
+    settings.BACKFILL_INLINE_MAX = 3  # scaffolding (rule 3): five members make the audience "large"
+    apply_changes([ProfileChange(ProfileInput(customer_id=f"big{i}"), {777: True}) for i in range(5)])
+    audience = Audience.objects.get(audience_id=777)
+    subscriptions.subscribe(audience, connection)  # the activation commits and publishes the backfill task
+    purge_broker()  # that message is gone; only the run remains
+    run = ResyncRun.objects.get(audience=audience)
+    assert run.status == "running" and not Forward.objects.filter(audience=audience).exists()
+
+    with running_workers(standin.url, beat=True):  # beat runs the sweep every 30 s, as in production
+        wait_until(
+            lambda: {f"big{i}" for i in range(5)} <= set(standin.people("site-us")),
+            timeout=150,
+            message="the backfill to reach the stand-in",
+        )
+
+    run.refresh_from_db()
+    assert (run.status, run.queued) == ("done", 5)
 
 
 def test_a_burst_of_changes_all_reach_customer_io_with_a_few_wake_ups(connection, standin, monkeypatch):

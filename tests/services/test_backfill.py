@@ -4,12 +4,16 @@ Small ones are handled at once (tests/services/test_memberships.py); past BACKFI
 (1,000 by default; 3 here, so that a test needs few rows) the request only records the intent.
 """
 
+from datetime import timedelta
+
 import pytest
+from django.conf import settings
+from django.utils import timezone
 
 from connections.models import Delivery, Forward, ResyncRun, Subscription
-from connections.services import backfill, subscriptions
+from connections.services import backfill, resync, subscriptions, wakeup
 from connections.services.forwarding import forward_pending
-from connections.tasks import backfill_audience
+from connections.tasks import backfill_audience, sweep
 from tests.factories import AudienceFactory, ConnectionFactory, MembershipFactory
 
 pytestmark = pytest.mark.django_db
@@ -114,3 +118,81 @@ def test_ten_reactivations_keep_one_row_per_member(small_inline):
 
 def test_a_backfill_of_a_deleted_audience_does_nothing():
     assert backfill.queue_for(10**9, 10**9, "activation", 1.0) == (None, True)
+
+
+# --- resuming a backfill whose task was lost (issue 26 item 5) -------------------------------
+
+
+def age(run: ResyncRun, seconds: float, **fields) -> None:
+    """Make the run look untouched for `seconds` (and set `fields`), as time passing would."""
+    ResyncRun.objects.filter(pk=run.pk).update(updated_at=timezone.now() - timedelta(seconds=seconds), **fields)
+
+
+def test_the_sweep_resumes_the_unfinished_backfills_no_worker_holds(small_inline, monkeypatch):
+    published = []
+    monkeypatch.setattr(wakeup, "send_task", lambda name, args, countdown=None: published.append((name, args)) or True)
+    lease = settings.FORWARD_CLAIM_SECONDS
+    now = timezone.now()
+    runs = {}
+    for name in ("lost", "fresh", "held", "dead worker", "done", "admin resync"):
+        audience, connection = audience_with(members=5), ConnectionFactory()
+        subscriptions.subscribe(audience, connection)
+        runs[name] = ResyncRun.objects.get(audience=audience)
+    age(runs["lost"], lease + 1)  # its task's broker message never came
+    age(runs["fresh"], lease - 5)  # its task may still be on its way
+    age(runs["held"], lease + 1, claimed_until=now + timedelta(seconds=10))  # a worker is on it
+    age(runs["dead worker"], lease + 1, claimed_until=now - timedelta(seconds=1), last_profile_id=7)
+    age(runs["done"], lease + 1, status="done")
+    age(runs["admin resync"], lease + 1, reason="resync", status="interrupted")  # the admin's to resume
+
+    sweep()
+
+    expected = [runs["lost"], runs["dead worker"]]
+    assert sorted(published) == sorted(
+        (backfill.BACKFILL_TASK, [run.connection_id, run.audience_id, "activation"]) for run in expected
+    )
+    published.clear()
+    sweep()  # the next sweep gives the published tasks a lease's length before publishing again
+    assert published == []
+
+
+def test_a_resumed_backfill_continues_from_its_checkpoint(small_inline):
+    audience = audience_with(members=5)
+    connection = ConnectionFactory()
+    subscriptions.subscribe(audience, connection)
+    run = ResyncRun.objects.get()
+    scope = resync.Scope(connection, audience, (audience.pk,), "activation")
+    resync.queue_next_chunk(run, scope, chunk_size=2)  # a worker queued one chunk, then died
+    Forward.objects.all().delete()  # and those two were sent meanwhile
+
+    assert backfill_audience(connection.pk, audience.pk, "activation") == 5
+
+    assert Forward.objects.count() == 3  # the three after the checkpoint, not the two again
+    assert ResyncRun.objects.get().status == "done"
+
+
+def test_a_task_finds_the_run_held_by_another_worker_and_leaves_it(small_inline):
+    audience = audience_with(members=5)
+    connection = ConnectionFactory()
+    subscriptions.subscribe(audience, connection)
+    ResyncRun.objects.update(claimed_until=timezone.now() + timedelta(seconds=30))
+
+    assert backfill_audience(connection.pk, audience.pk, "activation") == 0
+
+    assert not Forward.objects.exists()
+    assert ResyncRun.objects.get().status == "running"
+
+
+def test_a_new_backfill_during_an_unfinished_run_queues_every_member_again(small_inline):
+    audience = audience_with(members=5)
+    connection = ConnectionFactory()
+    subscription, _ = subscriptions.subscribe(audience, connection)
+    run = ResyncRun.objects.get()
+    resync.queue_next_chunk(run, resync.Scope(connection, audience, (audience.pk,), "activation"), chunk_size=2)
+    subscriptions.deactivate(subscription)  # before the worker's next turn: the two queued are cancelled
+    forward_pending(connection.pk)
+    subscriptions.activate(subscription)
+
+    backfill_audience(connection.pk, audience.pk, "activation")
+
+    assert Forward.objects.count() == 5

@@ -6,4 +6,7 @@ class ConnectionsConfig(AppConfig):
     verbose_name = "Customer.io audiences"
 
     def ready(self) -> None:
-        from connections import lookups  # noqa: F401 - registers the `__any` lookup
+        from connections import (
+            lookups,  # noqa: F401 - registers the `__any` lookup
+            signals,  # noqa: F401 - connects the receivers
+        )

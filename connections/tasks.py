@@ -57,7 +57,8 @@ def sweep() -> int:
     Due forwards of an active connection that is not paused, and the due probe of a connection
     that is backing off. Log rows left `pending` by a worker that died are closed as `retrying`
     (their forwards are still in the outbox). A large audience's backfill that no worker holds
-    (its task's message was lost, or its worker died) is handed to a worker again.
+    (its task's message was lost, or its worker died) is handed to a worker again. Erasure calls
+    of deleted connections are ended.
     """
     now = timezone.now()
     stale = now - timezone.timedelta(seconds=settings.FORWARD_CLAIM_SECONDS)
@@ -85,6 +86,8 @@ def sweep() -> int:
     )
     if orphans := outbox.remove_orphans():
         log.info("sweep removed forwards of deleted connections count=%d", orphans)
+    if orphaned_calls := erasure_calls.end_orphaned():
+        log.info("sweep ended erasure calls of deleted connections count=%d", orphaned_calls)
     connection_ids = sorted({*due, *probes, *erasures})
     for connection_id in connection_ids:
         forward_connection.delay(connection_id)

@@ -10,10 +10,8 @@ plumbing (sessions, classification, scrubbing credentials) is in `http.py`.
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from urllib.parse import quote
 
 import requests
 from django.conf import settings
@@ -112,13 +110,14 @@ class CustomerIOClient(HTTPClient):
         Customer.io tells them apart by their shape. A plain string is a customer ID.
         """
         chosen = as_identifier(identifier)
-        try:
-            path = f"/api/v1/customers/{quote(chosen.value, safe='')}"
-        except UnicodeEncodeError as exc:
-            label = "customer_id" if chosen.kind == "id" else "email"
-            error = f"{label} cannot be encoded as UTF-8: {exc.reason}"
-            return self._failed_before_sending(Outcome.FAILED, error, time.monotonic(), 0)
-        return self._send("PUT", path, dict(attributes))[0]
+        email = attributes.get("email")
+        return self._send(
+            "PUT",
+            "/api/v1/customers/{identifier}",
+            dict(attributes),
+            segments={"identifier": chosen.value},
+            personal=[email] if isinstance(email, str) else [],
+        )[0]
 
     def delete_person(self, identifier: str) -> SendResult:
         """DELETE /api/v1/customers/{identifier}: remove the person (an id, or an email in workspaces that allow it)."""
@@ -130,12 +129,8 @@ class CustomerIOClient(HTTPClient):
 
     def _person_call(self, method: str, identifier: str, suffix: str) -> SendResult:
         # The OpenAPI document defines no request body for either call: none is sent.
-        try:
-            path = f"/api/v1/customers/{quote(identifier, safe='')}{suffix}"
-        except UnicodeEncodeError as exc:
-            error = f"identifier cannot be encoded as UTF-8: {exc.reason}"
-            return self._failed_before_sending(Outcome.FAILED, error, time.monotonic(), 0)
-        return self._send(method, path, None)[0]
+        route = "/api/v1/customers/{identifier}" + suffix
+        return self._send(method, route, None, segments={"identifier": identifier})[0]
 
     def batch_identify(
         self, items: Sequence[tuple[Identifier | str, Mapping[str, AttributeValue]]]
@@ -144,10 +139,12 @@ class CustomerIOClient(HTTPClient):
         if not items:
             raise ValueError("batch_identify needs at least one item")
         body = {"batch": [v2_action(identifier, attributes) for identifier, attributes in items]}
-        overall, response = self._send("POST", "/api/v2/batch", body)
         values = [as_identifier(identifier).value for identifier, _ in items]
+        emails = [email for _, attributes in items if isinstance(email := attributes.get("email"), str)]
+        personal = [*values, *emails]
+        overall, response = self._send("POST", "/api/v2/batch", body, personal=personal)
         if overall.http_status == 207 and response is not None:
-            return self._partial_batch_result(overall, values, response)
+            return self._partial_batch_result(overall, values, response, personal)
         return BatchResult(
             overall=overall,
             items=[ItemResult(index, value, overall.outcome, overall.error) for index, value in enumerate(values)],
@@ -191,9 +188,11 @@ class CustomerIOClient(HTTPClient):
         if len(ids) > SEGMENT_MAX_IDS:
             raise ValueError(f"{len(ids):,} ids; Customer.io allows at most {SEGMENT_MAX_IDS:,} per segment request")
         path = f"/api/v1/segments/{segment_id}/{operation}"
-        return self._send("POST", path, {"ids": list(ids)}, params={"id_type": id_type})[0]
+        return self._send("POST", path, {"ids": list(ids)}, params={"id_type": id_type}, personal=list(ids))[0]
 
-    def _partial_batch_result(self, overall: SendResult, values: list[str], response: requests.Response) -> BatchResult:
+    def _partial_batch_result(
+        self, overall: SendResult, values: list[str], response: requests.Response, personal: list[str]
+    ) -> BatchResult:
         data = json_or_none(response.content)
         errors = data.get("errors") if isinstance(data, dict) else None
         if not isinstance(errors, list):
@@ -209,9 +208,10 @@ class CustomerIOClient(HTTPClient):
         for entry in errors:
             index = entry.get("batch_index") if isinstance(entry, dict) else None
             if isinstance(index, int) and 0 <= index < len(values):
-                item_errors.setdefault(index, []).append(self._scrub(describe_error(entry)))
+                item_errors.setdefault(index, []).append(self._scrub(describe_error(entry), personal))
             else:
-                unattributed.append(self._scrub(describe_error(entry) if isinstance(entry, dict) else str(entry)))
+                text = describe_error(entry) if isinstance(entry, dict) else str(entry)
+                unattributed.append(self._scrub(text, personal))
         items = [
             ItemResult(index, value, Outcome.FAILED, "; ".join(item_errors[index]))
             if index in item_errors

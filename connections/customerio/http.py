@@ -3,7 +3,8 @@
 
 Every call returns a `SendResult` whose `outcome` says what the caller should do next
 (record success, retry later, fail for good, or fault the connection); no exception from
-the HTTP stack escapes, and every text in a result is scrubbed of the credentials.
+the HTTP stack escapes, and every text in a result is scrubbed of the credentials; error texts
+name a request by its route template, never its URL, and hold no identifier of a person.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ import email.utils
 import http.client
 import http.cookiejar
 import json
+import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+from urllib.parse import quote
 
 import requests
 import urllib3
@@ -27,6 +30,7 @@ from requests.adapters import HTTPAdapter
 
 import connections
 from connections.customerio.limits import encode_json
+from connections.services.erasure_rules import scrub_text
 
 DEFAULT_VERSION = "0.1.0"
 USER_AGENT = f"cioaudience/{getattr(connections, '__version__', DEFAULT_VERSION)}"
@@ -34,6 +38,7 @@ USER_AGENT = f"cioaudience/{getattr(connections, '__version__', DEFAULT_VERSION)
 MAX_RESPONSE_TEXT_CHARS = 2000
 MAX_CONNECT_TIMEOUT_SECONDS = 5.0
 REDACTED = "[redacted]"
+PERSONAL_VALUE = "[identifier]"  # in place of a person's identifier in an error text
 
 # Each thread owns its session (requests.Session is not thread-safe), so a pool never
 # serves more than one request at a time; what matters is keeping a warm connection
@@ -91,15 +96,36 @@ class HTTPClient:
         self._secrets = [secret for secret in secrets if secret]
 
     def _send(
-        self, method: str, path: str, body: Any, params: Mapping[str, str] | None = None
+        self,
+        method: str,
+        route: str,
+        body: Any,
+        params: Mapping[str, str] | None = None,
+        *,
+        segments: Mapping[str, str] | None = None,
+        personal: Sequence[str] = (),
     ) -> tuple[SendResult, requests.Response | None]:
+        """One request to `route`, a path template whose `{name}` parts are filled from `segments`
+        (each percent-encoded as one path segment).
+
+        The values in `segments` and `personal` (identifiers the body carries) are personal: no error
+        text holds them in any encoding. Errors name the request by its method and template
+        ("PUT /api/v1/customers/{identifier}"), never by its URL.
+        """
         started = time.monotonic()
+        request = f"{method} {route}"
+        personal = [*(segments or {}).values(), *personal]
+        try:
+            path = _fill(route, segments or {})
+        except UnicodeEncodeError as exc:
+            error = f"{request}: the identifier cannot be encoded as UTF-8: {exc.reason}"
+            return self._failed_before_sending(Outcome.FAILED, error, started, 0, personal), None
         try:
             data = encode_json(body) if body is not None else None
         except UnicodeEncodeError as exc:
             # Lone surrogates from JSON input have no UTF-8 form; no request can carry them.
-            error = f"request body cannot be encoded as UTF-8: {exc.reason}"
-            return self._failed_before_sending(Outcome.FAILED, error, started, 0), None
+            error = f"{request}: the request body cannot be encoded as UTF-8: {exc.reason}"
+            return self._failed_before_sending(Outcome.FAILED, error, started, 0, personal), None
         bytes_sent = len(data) if data is not None else 0
         headers = {
             "Authorization": self._authorization,
@@ -126,7 +152,7 @@ class HTTPClient:
             raise
         except Exception as exc:  # every failure is classified below, none swallowed
             outcome, error = _classify_exception(exc, self.timeout)
-            return self._failed_before_sending(outcome, error, started, bytes_sent), None
+            return self._failed_before_sending(outcome, f"{request}: {error}", started, bytes_sent, personal), None
         outcome, error = _classify_response(response, self.credentials)
         retry_after = response.headers.get("Retry-After") if outcome is Outcome.RETRY else None
         result = SendResult(
@@ -135,12 +161,14 @@ class HTTPClient:
             response_text=self._scrub(_decode(response.content))[:MAX_RESPONSE_TEXT_CHARS],
             retry_after=parse_retry_after(retry_after),
             duration_ms=_elapsed_ms(started),
-            error=self._scrub(error),
+            error=self._scrub(error, personal),  # Customer.io's message may echo the person
             bytes_sent=bytes_sent,
         )
         return result, response
 
-    def _failed_before_sending(self, outcome: Outcome, error: str, started: float, bytes_sent: int) -> SendResult:
+    def _failed_before_sending(
+        self, outcome: Outcome, error: str, started: float, bytes_sent: int, personal: Sequence[str] = ()
+    ) -> SendResult:
         """A result for a request that got no HTTP response at all."""
         return SendResult(
             outcome=outcome,
@@ -148,14 +176,15 @@ class HTTPClient:
             response_text="",
             retry_after=None,
             duration_ms=_elapsed_ms(started),
-            error=self._scrub(error),
+            error=self._scrub(error, personal),
             bytes_sent=bytes_sent,
         )
 
-    def _scrub(self, text: str) -> str:
+    def _scrub(self, text: str, personal: Sequence[str] = ()) -> str:
+        """The text without the credentials, nor the personal values in any encoding."""
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
-        return text
+        return scrub_text(text, list(personal), PERSONAL_VALUE) if text and personal else text
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -215,20 +244,60 @@ def _classify_response(response: requests.Response, credentials: str) -> tuple[O
 
 
 def _classify_exception(exc: Exception, timeout: float) -> tuple[Outcome, str]:
+    """What to do, and what happened in words of our own: an exception's text names the URL
+    (and so the person in it), so it is never quoted; its kind and its root OS error are."""
     if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return Outcome.RETRY, f"timed out connecting to Customer.io: {exc}"
+        return Outcome.RETRY, "timed out connecting to Customer.io"
     if isinstance(exc, requests.exceptions.Timeout):
-        return Outcome.RETRY, f"Customer.io did not answer within {timeout:g}s: {exc}"
+        return Outcome.RETRY, f"Customer.io did not answer within {timeout:g}s"
     if isinstance(exc, ValueError):
         # Invalid URL, header or body encoding: our configuration, not a network blip.
-        return Outcome.FAILED, f"request to Customer.io could not be built: {exc}"
+        return Outcome.FAILED, f"the request to Customer.io could not be built ({type(exc).__name__})"
     if isinstance(
         exc,
         requests.exceptions.RequestException | urllib3.exceptions.HTTPError | http.client.HTTPException | OSError,
     ):
-        return Outcome.RETRY, f"connection to Customer.io failed: {exc}"
+        return Outcome.RETRY, f"connection to Customer.io failed ({_network_cause(exc)})"
     # Anything else is a bug in the HTTP stack or here; retrying keeps the data.
-    return Outcome.RETRY, f"unexpected error talking to Customer.io: {type(exc).__name__}: {exc}"
+    return Outcome.RETRY, f"unexpected error talking to Customer.io ({type(exc).__name__})"
+
+
+def _network_cause(exc: BaseException) -> str:
+    """The innermost cause, as the operating system words it ("connection refused", "name or
+    service not known") or by its kind; never an exception's text, which names the URL."""
+    innermost = exc
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS error: {cause.reason or type(cause).__name__}"
+        if isinstance(cause, http.client.RemoteDisconnected):
+            return "the connection was closed without an answer"
+        if isinstance(cause, OSError) and isinstance(cause.strerror, str) and cause.strerror:
+            return cause.strerror[:1].lower() + cause.strerror[1:]
+        innermost = cause
+    return type(innermost).__name__
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and what it wraps (requests and urllib3 keep the cause in args and `reason`),
+    the innermost first."""
+    chain: list[BaseException] = []
+    pending = [exc]
+    while pending:
+        cause = pending.pop()
+        if any(cause is seen for seen in chain) or len(chain) > 20:
+            continue
+        chain.append(cause)
+        wrapped = [cause.__cause__, cause.__context__, getattr(cause, "reason", None), *cause.args]
+        pending.extend(inner for inner in wrapped if isinstance(inner, BaseException))
+    return chain[::-1]
+
+
+def _fill(route: str, segments: Mapping[str, str]) -> str:
+    """The route with each `{name}` replaced by its value, percent-encoded as one path segment."""
+    path = route
+    for name, value in segments.items():
+        path = path.replace(f"{{{name}}}", quote(value, safe=""))
+    return path
 
 
 def _customerio_message(text: str) -> str:

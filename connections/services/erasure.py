@@ -27,6 +27,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.admin.models import LogEntry
@@ -36,7 +37,16 @@ from django.db.models import F, Q, QuerySet, Value
 from django.db.models.functions import Replace
 from django.utils import timezone
 
-from connections.models import Connection, Delivery, ErasureCall, ErasureRecord, Forward, Membership, Profile
+from connections.models import (
+    Connection,
+    ConnectionStateChange,
+    Delivery,
+    ErasureCall,
+    ErasureRecord,
+    Forward,
+    Membership,
+    Profile,
+)
 from connections.models import SuppressedIdentifier as Suppressed
 from connections.services import erasure_rules as rules
 from connections.services import wakeup
@@ -187,6 +197,7 @@ def erase(
             return ErasureResult(plan=ErasurePlan(), record=None, already_done=True)
         identifiers, values = _personal_values(query, profiles)
         scrub_deliveries(_deliveries(plan.profile_ids, identifiers), values)
+        _scrub_connection_texts(values)
         _scrub_admin_history(plan.profile_ids)
         fences = _claim_fences(plan.profile_ids)
         Profile.objects.filter(pk__in=plan.profile_ids).delete()  # memberships and outbox rows cascade
@@ -204,13 +215,37 @@ def scrub_deliveries(deliveries: QuerySet[Delivery], values: list[str]) -> int:
     pks, request_ids = [pk for pk, _ in rows], {r for _, r in rows if r is not None}
     # By primary key from here: once scrubbed, the rows no longer match `deliveries`.
     scrubbed = Delivery.objects.filter(pk__in=pks).update(customer_id="", attributes={}, profile=None)
-    texts = Delivery.objects.filter(Q(pk__in=pks) | Q(request_id__in=request_ids))
-    for value in sorted({v for v in values if len(v) >= 3}, key=len, reverse=True):
-        texts.filter(Q(response__contains=value) | Q(error__contains=value)).update(
-            response=Replace(F("response"), Value(value), Value(rules.ERASED)),
-            error=Replace(F("error"), Value(value), Value(rules.ERASED)),
-        )
+    scrub_texts(Delivery.objects.filter(Q(pk__in=pks) | Q(request_id__in=request_ids)), ("response", "error"), values)
     return scrubbed
+
+
+def scrub_texts(rows: QuerySet[Any], fields: tuple[str, ...], values: list[str]) -> int:
+    """Replace the values, in every encoding (raw, percent-encoded, JSON-escaped), in the rows'
+    text fields: one UPDATE of the rows that hold any. Returns how many rows changed."""
+    forms = rules.scrubbed_forms(values)
+    if not forms:
+        return 0
+    holding = Q()
+    for name in fields:
+        for form in forms:
+            holding |= Q(**{f"{name}__contains": form})
+    replaced = {}
+    for name in fields:
+        expression: Any = F(name)
+        for form in forms:  # the longest first: it is the innermost Replace, applied first
+            expression = Replace(expression, Value(form), Value(rules.ERASED))
+        replaced[name] = expression
+    return rows.filter(holding).update(**replaced)
+
+
+def _scrub_connection_texts(values: list[str]) -> None:
+    """Texts that quote Customer.io's errors: a connection's last error (the admin, alert emails), its
+    state history, open erasure calls' errors (a finished call's was scrubbed when it ended). The
+    client keeps identifiers out of them; this is the second line."""
+    scrub_texts(Connection.objects.all(), ("last_error",), values)
+    scrub_texts(ConnectionStateChange.objects.all(), ("reason",), values)
+    open_calls = ErasureCall.objects.filter(status__in=(ErasureCall.Status.PENDING, ErasureCall.Status.RETRYING))
+    scrub_texts(open_calls, ("error",), values)
 
 
 def _scrub_admin_history(profile_ids: list[int]) -> None:

@@ -9,6 +9,8 @@
 
 Transient failures (429, 5xx, timeouts) are retried with backoff for as long as they last, never
 given up; a 400 fails the call for good; 401/403 leave it queued until the connection is resumed.
+A call whose connection is deleted ends failed, identifier blanked (`end_orphaned`: on the delete,
+and in the sweep).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ log = logging.getLogger("cioaudience.erasure")
 
 CLAIM_SIZE = 50
 OPEN = (ErasureCall.Status.PENDING, ErasureCall.Status.RETRYING)
+CONNECTION_DELETED = "The connection was deleted before the call was sent; Customer.io was not told."
 
 
 def _unclaimed(now) -> Q:  # type: ignore[no-untyped-def]
@@ -109,6 +112,28 @@ def send_due(connection_id: int) -> int:
     finally:
         release(token)  # what was not sent (or done) goes back to the queue at once
     return sent
+
+
+def end_orphaned(connection_ids: list[int] | None = None) -> int:
+    """End the open calls of these connections (being deleted), or of none at all (deleted since).
+
+    Nothing can send them any more; left open, they would keep the identifier forever. Each ends
+    `failed`, saying why, with the identifier blanked, so its erasure shows it finished. Returns how many.
+    """
+    calls = ErasureCall.objects.filter(status__in=OPEN)
+    if connection_ids is None:
+        calls = calls.filter(connection__isnull=True)
+    else:
+        calls = calls.filter(connection_id__in=connection_ids)
+    return calls.update(
+        status=ErasureCall.Status.FAILED,
+        identifier="",
+        error=CONNECTION_DELETED,
+        finished_at=timezone.now(),
+        due_at=None,
+        claim_token="",
+        claimed_until=None,
+    )
 
 
 def _refused_here(problem: str) -> SendResult:

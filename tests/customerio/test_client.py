@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -354,3 +355,40 @@ def test_results_are_immutable_records(client):
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.outcome = Outcome.FAILED  # type: ignore[misc]
+
+
+# --- no person in an error text (issue 26, defect 3) --------------------------------------
+
+PERSON = "jane.doe+vip@example.com"
+PERSON_FORMS = (PERSON, quote(PERSON, safe=""), quote_plus(PERSON), "jane.doe%2Bvip%40example.com")
+PERSON_CALLS = {
+    "identify": ("PUT /api/v1/customers/{identifier}", lambda client: client.identify(PERSON, {"email": PERSON})),
+    "delete": ("DELETE /api/v1/customers/{identifier}", lambda client: client.delete_person(PERSON)),
+    "suppress": ("POST /api/v1/customers/{identifier}/suppress", lambda client: client.suppress_person(PERSON)),
+}
+
+
+@pytest.mark.parametrize("call", PERSON_CALLS)
+def test_a_refused_connection_is_described_by_route_not_by_the_url_holding_the_person(cio, call):
+    url = cio.url
+    cio.stop()
+    client = CustomerIOClient(SITE_ID, API_KEY, "us", base_url=url, timeout=1.0)
+    route, send = PERSON_CALLS[call]
+
+    result = send(client)
+
+    assert (result.outcome, result.http_status) == (Outcome.RETRY, None)
+    assert result.error == f"{route}: connection to Customer.io failed (connection refused)"
+    assert not [form for form in PERSON_FORMS if form in result.error]
+
+
+@pytest.mark.parametrize("faults", [Faults(drop_share=1.0), Faults(timeout_share=1.0, timeout_seconds=5.0)])
+def test_a_dropped_or_unanswered_request_is_described_without_the_person(cio, faults):
+    cio.set_faults(faults)
+    client = CustomerIOClient(SITE_ID, API_KEY, "us", base_url=cio.url, timeout=0.3)
+
+    result = client.identify(PERSON, {"email": PERSON})
+
+    assert (result.outcome, result.http_status) == (Outcome.RETRY, None)
+    assert result.error.startswith("PUT /api/v1/customers/{identifier}: ")
+    assert not [form for form in PERSON_FORMS if form in result.error]

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, formatdate
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -234,3 +235,39 @@ NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 )
 def test_parse_retry_after(header, seconds):
     assert parse_retry_after(header, now=NOW) == seconds
+
+
+# --- no person in an error text (issue 26, defect 3) --------------------------------------
+
+PERSON = "jane.doe@example.com"
+ECHO = f"no such person {PERSON} ({quote(PERSON, safe='')}, {quote_plus(PERSON.upper()).lower()})"
+
+
+@pytest.mark.parametrize(
+    "send",
+    [
+        pytest.param(lambda client: client.identify(PERSON, {}), id="identify-path"),
+        pytest.param(lambda client: client.identify("cust-1", {"email": PERSON}), id="identify-body"),
+        pytest.param(lambda client: client.suppress_person(PERSON), id="suppress"),
+        pytest.param(lambda client: client.add_to_segment(7, [PERSON], "email"), id="segment"),
+        pytest.param(lambda client: client.batch_identify([(PERSON, {})]).overall, id="batch"),
+    ],
+)
+def test_an_answer_echoing_the_person_leaves_them_out_of_the_error(server, client, send):
+    server.answer = Answer(400, {"meta": {"error": ECHO}})
+
+    result = send(client)
+
+    assert result.outcome is Outcome.FAILED
+    assert result.error.endswith("no such person [identifier] ([identifier], [identifier])")
+
+
+def test_207_errors_echoing_a_person_leave_them_out(server, client):
+    server.answer = Answer(
+        207, {"errors": [{"batch_index": 0, "message": f"bad {PERSON}"}, {"message": f"odd {quote(PERSON)}"}]}
+    )
+
+    batch = client.batch_identify([(PERSON, {}), ("cust-2", {})])
+
+    assert batch.items[0].error == "bad [identifier]"
+    assert "odd [identifier]" in batch.overall.error and "%40" not in batch.overall.error

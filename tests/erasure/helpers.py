@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from django.core.management import call_command
 from django.db import connection as db
@@ -69,10 +70,16 @@ def erase_in_admin(client: Client, profile_ids: list[int]) -> Any:
     )
 
 
+def encoded_forms(value: str) -> set[str]:
+    """The value as a text may hold it: as it is, percent-encoded (a URL path; `+` for spaces), JSON-escaped."""
+    return {value, quote(value, safe=""), quote(value), quote_plus(value), json.dumps(value)[1:-1]}
+
+
 def tables_holding(*values: str) -> dict[str, list[str]]:
-    """Every table (and column) of the database whose text holds one of the values (emails in any case)."""
+    """Every table (and column) of the database whose text holds one of the values, in any encoding
+    (`encoded_forms`) and any case."""
     found: dict[str, list[str]] = {}
-    needles = [v.lower() for v in values]
+    needles = sorted({form.lower() for v in values for form in encoded_forms(v)})
     with db.cursor() as cursor:
         for table in db.introspection.table_names():
             columns = [c.name for c in db.introspection.get_table_description(cursor, table)]

@@ -42,3 +42,13 @@ def test_emails_hash_the_same_in_any_case_and_kinds_do_not_collide():
 def test_scrubbing_replaces_the_longest_values_first():
     text = "rejected ada@example.com (Ada) id c-100"
     assert scrub_text(text, ["Ada", "ada@example.com", "c-100"]) == "rejected [erased] ([erased]) id [erased]"
+
+
+def test_scrubbing_replaces_every_encoding_of_a_value():
+    text = (
+        'url /customers/ada.b%40example.com?e=ada.b%2Bx%40example.com q=Zo%C3%AB+Ann json "Zo\\u00eb Ann" '
+        "ada.b@example.com"
+    )
+    values = ["ADA.B@example.com", "ada.b+x@example.com", "Zoë Ann"]
+
+    assert scrub_text(text, values) == 'url /customers/[erased]?e=[erased] q=[erased] json "[erased]" [erased]'

@@ -30,7 +30,7 @@ from requests.adapters import HTTPAdapter
 
 import connections
 from connections.customerio.limits import encode_json
-from connections.services.erasure_rules import scrub_text
+from connections.scrubbing import scrub_text
 
 DEFAULT_VERSION = "0.1.0"
 USER_AGENT = f"cioaudience/{getattr(connections, '__version__', DEFAULT_VERSION)}"

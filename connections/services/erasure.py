@@ -48,6 +48,7 @@ from connections.models import (
     Profile,
 )
 from connections.models import SuppressedIdentifier as Suppressed
+from connections.scrubbing import scrubbed_forms
 from connections.services import erasure_rules as rules
 from connections.services import wakeup
 
@@ -222,7 +223,7 @@ def scrub_deliveries(deliveries: QuerySet[Delivery], values: list[str]) -> int:
 def scrub_texts(rows: QuerySet[Any], fields: tuple[str, ...], values: list[str]) -> int:
     """Replace the values, in every encoding (raw, percent-encoded, JSON-escaped), in the rows'
     text fields: one UPDATE of the rows that hold any. Returns how many rows changed."""
-    forms = rules.scrubbed_forms(values)
+    forms = scrubbed_forms(values)
     if not forms:
         return 0
     holding = Q()

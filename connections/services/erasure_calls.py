@@ -30,9 +30,10 @@ from connections.customerio.client import CustomerIOClient, Outcome, SendResult
 from connections.logfmt import logfmt
 from connections.models import Connection, Delivery, ErasureCall
 from connections.models.delivery import RESPONSE_MAX_CHARS
+from connections.scrubbing import scrub_text
 from connections.services import connection_state
 from connections.services.erasure import scrub_deliveries
-from connections.services.erasure_rules import SUPPRESS, scrub_text, unsendable_identifier
+from connections.services.erasure_rules import ERASED, SUPPRESS, unsendable_identifier
 
 log = logging.getLogger("cioaudience.erasure")
 
@@ -170,8 +171,8 @@ def backoff_seconds(attempt: int, retry_after: float | None) -> float:
 def _record(connection: Connection, call: ErasureCall, delivery: Delivery, result: SendResult) -> None:
     now = timezone.now()
     identifier = call.identifier
-    error = scrub_text(result.error, [identifier])
-    response = scrub_text(result.response_text, [identifier])[:RESPONSE_MAX_CHARS]
+    error = scrub_text(result.error, [identifier], ERASED)
+    response = scrub_text(result.response_text, [identifier], ERASED)[:RESPONSE_MAX_CHARS]
     done = {"http_status": result.http_status, "finished_at": now, "claim_token": "", "claimed_until": None}
     with transaction.atomic():
         if result.outcome is Outcome.SUCCEEDED:

@@ -1,10 +1,11 @@
 """What an erasure tells each workspace: pure rules (no database)."""
 
+from connections.scrubbing import scrub_text
 from connections.services.erasure_rules import (
+    ERASED,
     PersonIdentifiers,
     decide_call,
     identifier_hash,
-    scrub_text,
 )
 
 PERSON = PersonIdentifiers(customer_id="c-1", email="ada@example.com")
@@ -41,7 +42,7 @@ def test_emails_hash_the_same_in_any_case_and_kinds_do_not_collide():
 
 def test_scrubbing_replaces_the_longest_values_first():
     text = "rejected ada@example.com (Ada) id c-100"
-    assert scrub_text(text, ["Ada", "ada@example.com", "c-100"]) == "rejected [erased] ([erased]) id [erased]"
+    assert scrub_text(text, ["Ada", "ada@example.com", "c-100"], ERASED) == "rejected [erased] ([erased]) id [erased]"
 
 
 def test_scrubbing_replaces_every_encoding_of_a_value():
@@ -51,4 +52,4 @@ def test_scrubbing_replaces_every_encoding_of_a_value():
     )
     values = ["ADA.B@example.com", "ada.b+x@example.com", "Zoë Ann"]
 
-    assert scrub_text(text, values) == 'url /customers/[erased]?e=[erased] q=[erased] json "[erased]" [erased]'
+    assert scrub_text(text, values, ERASED) == 'url /customers/[erased]?e=[erased] q=[erased] json "[erased]" [erased]'

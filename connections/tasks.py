@@ -161,12 +161,7 @@ def backfill_audience(
 @shared_task(ignore_result=True)
 def prune_deliveries_task() -> int:
     """Delete forwarding-log rows older than DELIVERY_RETENTION_DAYS (0 keeps them forever)."""
-    days = settings.DELIVERY_RETENTION_DAYS
-    if days <= 0:
-        return 0
-    result = retention.prune_deliveries(timedelta(days=days))
-    log.info("prune_deliveries deleted=%s batches=%s cutoff=%s", result.deleted, result.batches, result.cutoff)
-    return result.deleted
+    return _prune_by_setting(retention.DELIVERIES)
 
 
 @shared_task(ignore_result=True)
@@ -189,9 +184,13 @@ def check_alerts() -> None:
 @shared_task(ignore_result=True)
 def prune_firehose_messages_task() -> int:
     """Delete stored Firehose messages older than FIREHOSE_RETENTION_DAYS (0 keeps them forever)."""
-    days = settings.FIREHOSE_RETENTION_DAYS
+    return _prune_by_setting(retention.FIREHOSE_MESSAGES)
+
+
+def _prune_by_setting(kind: retention.KeptRows) -> int:
+    days = getattr(settings, kind.retention_setting)
     if days <= 0:
         return 0
-    result = retention.prune_firehose_messages(timedelta(days=days))
-    log.info("prune_firehose_messages deleted=%s batches=%s cutoff=%s", result.deleted, result.batches, result.cutoff)
+    result = kind.prune(timedelta(days=days))
+    log.info("%s deleted=%s batches=%s cutoff=%s", kind.name, result.deleted, result.batches, result.cutoff)
     return result.deleted

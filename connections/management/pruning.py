@@ -1,14 +1,13 @@
 """The shared shape of the prune commands: `--older-than AGE [--dry-run] [--batch-size N]`.
 
-Each command names what it deletes and the two retention services that count and delete it.
+Each command names the kind of row it deletes (`retention.KeptRows`: its words, how to count and prune it).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -25,10 +24,7 @@ def age(value: str) -> timedelta:
 
 
 class PruneCommand(BaseCommand):
-    noun = "rows"  # what is deleted, plural: "deliveries", "Firehose messages"
-    dated = "created"  # the verb of its timestamp: "created", "received"
-    count_prunable: Callable[[timedelta], tuple[datetime, int]]
-    prune: Callable[..., retention.PruneResult]
+    kind: retention.KeptRows
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -36,9 +32,9 @@ class PruneCommand(BaseCommand):
             type=age,
             required=True,
             metavar="AGE",
-            help=f"How old {self.noun} must be to go: a number and d (days), h (hours) or m (minutes), e.g. 30d.",
+            help=f"How old {self.kind.noun} must be to go: a number and d (days), h (hours) or m (minutes), e.g. 30d.",
         )
-        parser.add_argument("--dry-run", action="store_true", help=f"Only count the {self.noun} that would go.")
+        parser.add_argument("--dry-run", action="store_true", help=f"Only count the {self.kind.noun} that would go.")
         parser.add_argument(
             "--batch-size",
             type=positive_int,
@@ -49,10 +45,11 @@ class PruneCommand(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         older_than: timedelta = options["older_than"]
+        what = f"{self.kind.noun} {self.kind.dated}"
         if options["dry_run"]:
-            cutoff, count = type(self).count_prunable(older_than)
+            cutoff, count = self.kind.count_prunable(older_than)
             self.stdout.write(
-                f"Dry run: {count} {self.noun} {self.dated} before {cutoff:%Y-%m-%d %H:%M:%S %Z} would be deleted. "
+                f"Dry run: {count} {what} before {cutoff:%Y-%m-%d %H:%M:%S %Z} would be deleted. "
                 "Nothing was deleted."
             )
             return
@@ -63,10 +60,10 @@ class PruneCommand(BaseCommand):
             if verbose:
                 self.stdout.write(f"  deleted a batch of {count}")
 
-        result = type(self).prune(older_than, batch_size=options["batch_size"], on_batch=report)
+        result = self.kind.prune(older_than, batch_size=options["batch_size"], on_batch=report)
         self.stdout.write(
             self.style.SUCCESS(
-                f"Deleted {result.deleted} {self.noun} {self.dated} before {result.cutoff:%Y-%m-%d %H:%M:%S %Z} "
+                f"Deleted {result.deleted} {what} before {result.cutoff:%Y-%m-%d %H:%M:%S %Z} "
                 f"in {result.batches} batches ({time.monotonic() - started:.1f}s)."
             )
         )

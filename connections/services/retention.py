@@ -86,6 +86,31 @@ def prune_firehose_messages(
     return _prune_in_batches(prunable_firehose_messages(cutoff).order_by("received_at"), cutoff, batch_size, on_batch)
 
 
+@dataclass(frozen=True)
+class KeptRows:
+    """A kind of row kept for a time: how the commands and the daily task name, count and prune it."""
+
+    name: str  # the command and the log's word: "prune_deliveries"
+    noun: str  # what is deleted, plural: "deliveries", "Firehose messages"
+    dated: str  # the verb of its timestamp: "created", "received"
+    retention_setting: str  # the days to keep, 0 for ever
+    count_prunable: Callable[[timedelta], tuple[datetime, int]]
+    prune: Callable[..., PruneResult]
+
+
+DELIVERIES = KeptRows(
+    "prune_deliveries", "deliveries", "created", "DELIVERY_RETENTION_DAYS", count_prunable, prune_deliveries
+)
+FIREHOSE_MESSAGES = KeptRows(
+    "prune_firehose_messages",
+    "Firehose messages",
+    "received",
+    "FIREHOSE_RETENTION_DAYS",
+    count_prunable_firehose_messages,
+    prune_firehose_messages,
+)
+
+
 def _prune_in_batches(
     oldest_first: QuerySet, cutoff: datetime, batch_size: int, on_batch: Callable[[int], None] | None
 ) -> PruneResult:

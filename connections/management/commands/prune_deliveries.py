@@ -12,7 +12,4 @@ class Command(PruneCommand):
         "short transaction, so workers writing the log are never blocked for long. A daily task does the same "
         "with DELIVERY_RETENTION_DAYS."
     )
-    noun = "deliveries"
-    dated = "created"
-    count_prunable = staticmethod(retention.count_prunable)
-    prune = staticmethod(retention.prune_deliveries)
+    kind = retention.DELIVERIES

@@ -12,7 +12,4 @@ class Command(PruneCommand):
         "changes nothing) received more than --older-than ago, in short batches. A daily task does the same with "
         "FIREHOSE_RETENTION_DAYS."
     )
-    noun = "Firehose messages"
-    dated = "received"
-    count_prunable = staticmethod(retention.count_prunable_firehose_messages)
-    prune = staticmethod(retention.prune_firehose_messages)
+    kind = retention.FIREHOSE_MESSAGES

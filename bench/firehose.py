@@ -125,7 +125,7 @@ def _setup() -> None:
 
     django.setup()
     from connections.models import Audience, Connection
-    from connections.services import subscriptions, tokens
+    from connections.services.ingest import subscriptions, tokens
 
     connection = Connection.objects.create(
         name="Bench workspace", site_id="bench-site", api_key="bench-key-0000", connection_key=BENCH_CONNECTION_KEY

@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> None:
     from django.utils import timezone
 
     from connections.models import Audience, Connection, Forward
-    from connections.services import forwarding, subscriptions, tokens
+    from connections.services.forwarding import worker as forwarding
+    from connections.services.ingest import subscriptions, tokens
 
     connection = Connection.objects.create(name="product", site_id=SITE_PRODUCT, api_key=KEY_PRODUCT, rate_limit=100)
     for audience_id in AUDIENCES:

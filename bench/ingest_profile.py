@@ -68,7 +68,7 @@ def run(args: argparse.Namespace, database: str) -> None:
     from firehose import AUDIENCES, BENCH_CONNECTION_KEY
 
     from connections.models import Audience, Connection
-    from connections.services import subscriptions, tokens
+    from connections.services.ingest import subscriptions, tokens
 
     site = Connection.objects.create(
         name="Bench workspace", site_id="bench-site", api_key="bench-key-0000", connection_key=BENCH_CONNECTION_KEY
@@ -167,15 +167,15 @@ STEPS = [
     ("connections.firehose.ingest", "named_connection", "the connection"),
     ("connections.firehose.ingest", "store_segment_ids", "segment ids"),
     ("connections.firehose.ingest", "apply_changes", "apply_changes"),
-    ("connections.services.memberships", "ensure_audiences", "  audiences"),
-    ("connections.services.profile_rows", "resolve", "  profiles"),
-    ("connections.services.profile_rows", "_fetch", "    found (stored ones, locked)"),
-    ("connections.services.profile_rows", "_insert", "    inserted (new ones)"),
-    ("connections.services.profile_rows", "_update", "    updated (changed ones)"),
-    ("connections.services.membership_rows", "record", "  memberships and outbox"),
-    ("connections.services.memberships", "connections_forwarding_profiles", "  identity forwards"),
-    ("connections.services.outbox", "wake_workers", "  wake workers"),
-    ("connections.services.firehose_counts", "count_request", "the request count"),
+    ("connections.services.ingest.memberships", "ensure_audiences", "  audiences"),
+    ("connections.services.ingest.profile_rows", "resolve", "  profiles"),
+    ("connections.services.ingest.profile_rows", "_fetch", "    found (stored ones, locked)"),
+    ("connections.services.ingest.profile_rows", "_insert", "    inserted (new ones)"),
+    ("connections.services.ingest.profile_rows", "_update", "    updated (changed ones)"),
+    ("connections.services.ingest.membership_rows", "record", "  memberships and outbox"),
+    ("connections.services.ingest.memberships", "connections_forwarding_profiles", "  identity forwards"),
+    ("connections.services.outbox.queue", "wake_workers", "  wake workers"),
+    ("connections.services.visibility.firehose_counts", "count_request", "the request count"),
 ]
 
 

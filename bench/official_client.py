@@ -97,7 +97,7 @@ def message(connection_key: str, batch: list[tuple[str, int, bool]]) -> dict:
 def run_product(env, port, web_port, all_changes, expected, clients: int, *, forwarding: bool) -> tuple[float, int]:
     harness.setup_django(env)
     from connections.models import Audience, Connection
-    from connections.services import subscriptions, tokens
+    from connections.services.ingest import subscriptions, tokens
 
     connection = Connection.objects.create(name="product", site_id=SITE_PRODUCT, api_key=KEY_PRODUCT, rate_limit=100)
     for audience_id in AUDIENCES:

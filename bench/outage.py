@@ -47,7 +47,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def apply_round(profiles: int, round_: int, per_round: int) -> None:
-    from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
+    from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
 
     start = (round_ * per_round) % profiles
     ids = [(start + n) % profiles for n in range(per_round)]
@@ -72,7 +72,7 @@ def main() -> None:
     from django.utils import timezone
 
     from connections.models import Audience, Connection, Delivery, Forward
-    from connections.services import subscriptions
+    from connections.services.ingest import subscriptions
 
     print(f"machine: {machine()}")
     print(f"outage {args.outage_seconds} s, {args.profiles:,} profiles, {args.changes:,} changes, v1, defaults")

@@ -33,8 +33,8 @@ def main() -> None:
     harness.setup_django(env)
 
     from connections.models import Audience, Connection
-    from connections.services import subscriptions
-    from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
+    from connections.services.ingest import subscriptions
+    from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
 
     connection = Connection.objects.create(name="rate", site_id=SITE, api_key=KEY, transport="v1", rate_limit=args.rate)
     subscriptions.subscribe(Audience.objects.create(audience_id=1, name="Backlog"), connection)

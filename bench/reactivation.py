@@ -32,7 +32,7 @@ def main() -> None:
     from django.test import Client
 
     from connections.models import Audience, Connection, Forward, Subscription
-    from connections.services import subscriptions, tokens
+    from connections.services.ingest import subscriptions, tokens
     from connections.tasks import backfill_audience
 
     print(f"machine: {machine()}")

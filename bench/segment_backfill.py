@@ -42,7 +42,7 @@ def main() -> None:
     from django.db import connection as db
 
     from connections.models import Audience, Connection, Forward, Membership, Profile, Subscription
-    from connections.services import segments
+    from connections.services.ingest import segments
 
     print(f"machine: {machine()}")
     audience = Audience.objects.create(audience_id=1, name="Big audience")

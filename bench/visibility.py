@@ -65,7 +65,7 @@ def main() -> None:
     from django.test import Client
 
     from connections.models import Audience, Delivery, Forward, Membership, Profile, TallyMark
-    from connections.services import tallies
+    from connections.services.visibility import tallies
 
     if not args.keep:
         started = time.monotonic()

@@ -158,7 +158,7 @@ FORWARD_V1_CLAIM_SIZE = env.int("FORWARD_V1_CLAIM_SIZE", default=50)  # v1: prof
 # The lease of a claim, renewed before every request its worker sends: a killed worker's rows
 # are free again after at most this long, and the next sweep hands them to another worker.
 FORWARD_CLAIM_SECONDS = env.int("FORWARD_CLAIM_SECONDS", default=45)
-# The circuit breaker (connections/services/breaker.py): opens after BREAKER_FAILURES transient
+# The circuit breaker (connections/services/connection/breaker.py): opens after BREAKER_FAILURES transient
 # failures in a row spanning at least BREAKER_MIN_SECONDS with no answer between; then one probe
 # at a time, BREAKER_PROBE_BASE seconds apart, doubling up to BREAKER_PROBE_MAX (jittered).
 BREAKER_FAILURES = env.int("BREAKER_FAILURES", default=5)
@@ -180,14 +180,14 @@ RATE_LIMIT_REDIS_URL = env.str("RATE_LIMIT_REDIS_URL", default="")
 # Seconds the limiter waits for Redis (connect or answer) before the send fails and is retried later.
 RATE_LIMIT_REDIS_TIMEOUT = env.float("RATE_LIMIT_REDIS_TIMEOUT", default=2.0)
 # Activation and rename backfills of audiences up to this many members are queued in the request
-# itself; larger ones by a worker, chunk by chunk (connections/services/backfill.py).
+# itself; larger ones by a worker, chunk by chunk (connections/services/resync/backfill.py).
 BACKFILL_INLINE_MAX = env.int("BACKFILL_INLINE_MAX", default=1000)
 DELIVERY_RETENTION_DAYS = env.int("DELIVERY_RETENTION_DAYS", default=30)
 
 # --- Visibility (SPEC section 13) ---
 # GET /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, the page does not exist (404).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
-# Alert emails (connections.services.alerts): sent through EMAIL_URL to ALERT_EMAILS, once when a
+# Alert emails (connections.services.visibility.alerts): sent through EMAIL_URL to ALERT_EMAILS, once when a
 # connection's problem starts and once when it ends. Thresholds in minutes.
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="cioaudience@localhost")
@@ -275,7 +275,7 @@ LOGGING = {
 CELERY_BEAT_SCHEDULE = {
     "sweep-outbox": {"task": "connections.tasks.sweep", "schedule": SWEEP_INTERVAL_SECONDS},
     # Daily, at a quiet hour: forwarding-log rows older than DELIVERY_RETENTION_DAYS (0: kept forever).
-    # /metrics: count the settled forwarding-log rows into the running totals (connections.services.tallies).
+    # /metrics: count the settled forwarding-log rows into the running totals (connections.services.visibility.tallies).
     "check-alerts": {"task": "connections.tasks.check_alerts", "schedule": ALERT_CHECK_INTERVAL_SECONDS},
     "advance-delivery-tallies": {"task": "connections.tasks.advance_delivery_tallies", "schedule": 60.0},
     "prune-deliveries": {"task": "connections.tasks.prune_deliveries_task", "schedule": crontab(hour=3, minute=30)},

@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext_lazy as _
 
-from connections.services import overview
+from connections.services.visibility import overview
 
 
 class CioAdminSite(admin.AdminSite):

@@ -13,7 +13,7 @@ from django.db.models.signals import pre_delete
 from django.dispatch import receiver
 
 from connections.models import Connection
-from connections.services import erasure_calls
+from connections.services.erasure import calls as erasure_calls
 
 
 @receiver(pre_delete, sender=Connection, dispatch_uid="connections.end_erasure_calls_of_deleted_connection")

@@ -12,7 +12,13 @@ from django.utils import timezone
 
 from connections.firehose import inbox
 from connections.models import Audience, Connection, Delivery, ErasureCall, Forward
-from connections.services import alerts, backfill, erasure_calls, forwarding, outbox, resync, retention, tallies
+from connections.services.erasure import calls as erasure_calls
+from connections.services.erasure import retention
+from connections.services.forwarding import worker as forwarding
+from connections.services.outbox import queue as outbox
+from connections.services.resync import backfill
+from connections.services.resync import runs as resync
+from connections.services.visibility import alerts, tallies
 
 log = logging.getLogger("cioaudience.tasks")
 

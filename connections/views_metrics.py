@@ -15,7 +15,7 @@ from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_safe
 from prometheus_client.exposition import choose_encoder
 
-from connections.services import metrics
+from connections.services.visibility import metrics
 
 
 @sensitive_variables("header", "expected", "given")

@@ -68,10 +68,10 @@ SLOW_BACKFILL_TEST = "tests/forwarding/test_segments_and_identifiers.py::" + (
 )
 
 TARGETS: dict[str, Target] = {
-    "attributes": Target("connections/services/attributes.py", ATTRIBUTE_TESTS, "pure"),
+    "attributes": Target("connections/services/forwarding/attributes.py", ATTRIBUTE_TESTS, "pure"),
     "limits": Target("connections/customerio/limits.py", LIMIT_TESTS, "pure"),
     "outcomes": Target(
-        "connections/services/outcomes.py",
+        "connections/services/forwarding/delivery_log.py",
         (
             "tests/forwarding/test_outcomes.py",
             "tests/forwarding/test_forward_pending.py",
@@ -80,15 +80,15 @@ TARGETS: dict[str, Target] = {
         "forwarding",
         deselect=(SLOW_RATE_TEST,),
     ),
-    "breaker": Target("connections/services/breaker.py", BREAKER_TESTS, "forwarding"),
+    "breaker": Target("connections/services/connection/breaker.py", BREAKER_TESTS, "forwarding"),
     "claims": Target(
-        "connections/services/claims.py",
+        "connections/services/forwarding/claims.py",
         ("tests/forwarding/test_claims.py", "tests/forwarding/test_forward_pending.py"),
         "forwarding",
         deselect=(SLOW_RATE_TEST,),
     ),
     "payloads": Target(
-        "connections/services/payloads.py",
+        "connections/services/forwarding/payloads.py",
         (
             "tests/forwarding/test_payload_plan.py",
             "tests/forwarding/test_forward_pending.py",
@@ -99,7 +99,7 @@ TARGETS: dict[str, Target] = {
         deselect=(SLOW_RATE_TEST, SLOW_BACKFILL_TEST),
     ),
     "flood_hold": Target(
-        "connections/services/flood_hold.py",
+        "connections/services/forwarding/flood_hold.py",
         ("tests/forwarding/test_flood_hold.py", "tests/forwarding/test_task_rescheduling.py"),
         "forwarding",
     ),

@@ -89,7 +89,7 @@ def workspace_connection(db):
 @pytest.fixture(autouse=True)
 def _fresh_wake_throttle():
     """Each test starts with no wake-up scheduled: one a previous test's workers held is gone with them."""
-    from connections.services import wakeup
+    from connections.services.outbox import wakeup
 
     wakeup.forget_scheduled()
     yield

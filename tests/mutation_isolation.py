@@ -23,7 +23,7 @@ def pytest_sessionstart(session):
     from django.db import connections
 
     from connections.customerio import http, ratelimit
-    from connections.services import forwarding
+    from connections.services.forwarding import worker as forwarding
 
     forwarding._v1_pool = None
     forwarding._v1_pool_lock = threading.Lock()

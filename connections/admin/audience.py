@@ -1,5 +1,5 @@
 """Audiences and their subscriptions. Every activation, deactivation, deletion and rename goes
-through `connections.services.subscriptions`, so backfills happen and queued forwards are cancelled.
+through `connections.services.ingest.subscriptions`, so backfills happen and queued forwards are cancelled.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from django.utils.translation import ngettext
 
 from connections.admin.common import FixedOnceSavedForm, PlainHelpTextForm, summarized_deleted_objects
 from connections.models import Audience, Subscription
-from connections.services import audience_view, segments, subscriptions
+from connections.services.ingest import segments, subscriptions
+from connections.services.visibility import audience_view
 
 ACTIVE = Subscription.Status.ACTIVE
 INACTIVE = Subscription.Status.INACTIVE

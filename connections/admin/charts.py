@@ -13,7 +13,7 @@ from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from connections.services.health import HourOfDeliveries, Outcomes
+from connections.services.visibility.figures import HourOfDeliveries, Outcomes
 
 SLOT = 18  # pixels per hour
 BAR = 14  # bar width within its slot

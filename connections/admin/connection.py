@@ -35,7 +35,12 @@ from connections.admin.connection_form import (
 )
 from connections.admin.connection_list import ConnectionChangeList, ConnectionListColumns, ago, time_until
 from connections.models import Connection, ResyncRun
-from connections.services import background_resync, breaker, connection_state, credentials, health, resync, segments
+from connections.services.connection import breaker, credentials
+from connections.services.connection import transitions as connection_state
+from connections.services.ingest import segments
+from connections.services.resync import background_resync
+from connections.services.resync import runs as resync
+from connections.services.visibility import figures as health
 
 
 @admin.register(Connection)

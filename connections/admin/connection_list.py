@@ -19,7 +19,7 @@ from django.utils.timesince import timesince, timeuntil
 from django.utils.translation import gettext_lazy as _
 
 from connections.models import Connection
-from connections.services import health
+from connections.services.visibility import figures as health
 
 # Failure rates from here up are shown as a problem (and as a warning above zero).
 FAILURE_RATE_ALARM = 0.10

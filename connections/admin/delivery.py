@@ -15,7 +15,7 @@ from django.utils.translation import ngettext
 
 from connections.admin.common import CheapCountPaginator, ReadOnlyAdminMixin
 from connections.models import Connection, Delivery, Forward
-from connections.services import retries
+from connections.services.forwarding import retries
 
 REASONS = dict(Forward.Reason.choices)
 TRANSPORTS = dict(Connection.Transport.choices)

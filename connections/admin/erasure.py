@@ -14,8 +14,8 @@ from django.utils.translation import ngettext
 
 from connections.firehose import inbox
 from connections.models import ErasureCall, ErasureRecord, Profile, SuppressedIdentifier
-from connections.services import erasure
-from connections.services.erasure_rules import EMAIL, ID, identifier_hash
+from connections.services.erasure import local as erasure
+from connections.services.erasure.rules import EMAIL, ID, identifier_hash
 
 CONFIRMATION_TEMPLATE = "admin/connections/profile/erase_confirmation.html"
 

@@ -10,7 +10,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from connections.models import InboundToken
-from connections.services import tokens
+from connections.services.ingest import tokens
 
 
 def _is_superuser(request: HttpRequest) -> bool:

@@ -1,4 +1,4 @@
-"""Profiles and their memberships. Edits go through `connections.services.memberships`, so they are forwarded."""
+"""Profiles and their memberships. Edits go through `connections.services.ingest.memberships`, so they are forwarded."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from django.utils.translation import gettext_lazy as _
 from connections.admin.common import CheapCountPaginator, FixedOnceSavedForm, PlainHelpTextForm
 from connections.admin.erasure import erase_people
 from connections.models import Membership, Profile
-from connections.services import memberships, person_view
+from connections.services.ingest import memberships
+from connections.services.visibility import person_view
 
 
 def _addressable(profile: Profile | None) -> bool:

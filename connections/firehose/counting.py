@@ -14,7 +14,7 @@ from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 
 from connections.firehose.messages import REQUEST_TYPES
-from connections.services import firehose_counts
+from connections.services.visibility import firehose_counts
 
 log = logging.getLogger("cioaudience.firehose")
 

@@ -6,7 +6,7 @@ import logging
 
 from connections.firehose.dsr import DsrProcessingRequest
 from connections.models import Connection, ErasureRecord
-from connections.services import erasure
+from connections.services.erasure import local as erasure
 
 logger = logging.getLogger(__name__)
 

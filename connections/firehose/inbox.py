@@ -32,7 +32,8 @@ from django.db import IntegrityError, OperationalError, transaction
 from connections.firehose import ingest, queued_erasure
 from connections.firehose.messages import MessageError, decode_body, parse_message
 from connections.models import FirehoseMessage
-from connections.services import bulk, erasure, wakeup
+from connections.services.erasure import local as erasure
+from connections.services.outbox import bulk, wakeup
 
 logger = logging.getLogger(__name__)
 

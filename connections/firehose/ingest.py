@@ -37,9 +37,10 @@ from connections.firehose.messages import (
     UserProfile,
 )
 from connections.models import Audience, Connection, FirehoseMessage, Subscription
-from connections.services import bulk, subscriptions, wakeup
-from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
-from connections.services.segment_ids import store_segment_ids
+from connections.services.ingest import subscriptions
+from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
+from connections.services.ingest.segment_ids import store_segment_ids
+from connections.services.outbox import bulk, wakeup
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import json
 import uuid
 
 from connections.models import FirehoseMessage
-from connections.services import erasure
+from connections.services.erasure import local as erasure
 
 MESSAGE_TYPE = FirehoseMessage.QUEUED_ERASURE  # never a Firehose type: mParticle's end in `_request`
 ID_PREFIX = "erasure:"

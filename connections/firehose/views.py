@@ -24,7 +24,7 @@ from connections.firehose.messages import (
     parse_message,
 )
 from connections.models import InboundToken
-from connections.services import tokens
+from connections.services.ingest import tokens
 
 READ_CHUNK = 64 * 1024
 AUTH_HINT = "send the header 'Authorization: Token <token>' with a token made by `manage.py create_inbound_token`"

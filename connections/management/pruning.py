@@ -13,7 +13,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from connections.management.lookup import positive_int
-from connections.services import retention
+from connections.services.erasure import retention
 
 
 def age(value: str) -> timedelta:

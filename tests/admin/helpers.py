@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from connections.models import Delivery, Forward, InboundToken
-from connections.services import tokens
+from connections.services.ingest import tokens
 
 
 def admin_url(model: type | Any, view: str, *args: Any) -> str:

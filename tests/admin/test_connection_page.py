@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from cioaudience.celery import app as celery_app
 from connections.models import Connection, Delivery, Forward, ResyncRun
-from connections.services import resync
+from connections.services.resync import runs as resync
 from connections.tasks import resync_connection
 from tests.admin.helpers import admin_url, make_delivery, make_forward
 from tests.factories import ConnectionFactory, MembershipFactory, ProfileFactory, SubscriptionFactory

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from connections.models import InboundToken
-from connections.services import tokens
+from connections.services.ingest import tokens
 from tests.admin.helpers import admin_url, make_token
 
 pytestmark = pytest.mark.django_db

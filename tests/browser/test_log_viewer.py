@@ -10,7 +10,7 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from connections.models import Connection, Delivery, Forward
-from connections.services import connection_state
+from connections.services.connection import transitions as connection_state
 from tests.admin.helpers import admin_url, make_delivery
 from tests.conftest import STANDIN_WORKSPACES
 from tests.factories import ProfileFactory

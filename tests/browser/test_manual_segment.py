@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from connections.models import Audience, Connection, Delivery, Subscription
-from connections.services import wakeup
+from connections.services.outbox import wakeup
 from tests.admin.helpers import admin_url
 from tests.conftest import STANDIN_APP_KEYS, STANDIN_WORKSPACES
 from tests.factories import AudienceFactory, MembershipFactory, ProfileFactory

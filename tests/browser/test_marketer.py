@@ -9,8 +9,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from connections.models import Audience, Connection, Delivery, Forward, Subscription
-from connections.services import subscriptions
-from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
+from connections.services.ingest import subscriptions
+from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
 from tests.admin.helpers import admin_url
 from tests.conftest import STANDIN_WORKSPACES
 from tests.factories import AudienceFactory

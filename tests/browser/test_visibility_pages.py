@@ -10,8 +10,10 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from connections.models import Audience, Connection, Forward, ImportRun, Profile
-from connections.services import forwarding, resync, subscriptions
-from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
+from connections.services.forwarding import worker as forwarding
+from connections.services.ingest import subscriptions
+from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
+from connections.services.resync import runs as resync
 from tests.admin.helpers import admin_url, make_delivery, make_forward
 from tests.conftest import STANDIN_WORKSPACES
 from tests.factories import ProfileFactory

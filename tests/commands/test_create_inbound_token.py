@@ -8,7 +8,7 @@ from django.core.management import call_command, execute_from_command_line
 from django.core.management.base import CommandError
 
 from connections.models import InboundToken
-from connections.services import tokens
+from connections.services.ingest import tokens
 from tests.factories import ConnectionFactory
 
 pytestmark = pytest.mark.django_db

@@ -290,7 +290,7 @@ def test_a_progress_bar_is_drawn_on_standard_error(tmp_path, audience, capsys):
 
 
 def test_the_checked_rows_are_applied_from_the_spool_in_batches(tmp_path, audience):
-    from connections.services.imports import Row, RowSpool
+    from connections.services.imports.reading import Row, RowSpool
 
     spool = RowSpool(batch_size=2)
     rows = [Row(n, f"c{n}", None if n % 2 else f"ï{n}@example.com", "Zoë", None, n % 3 != 0) for n in range(1, 6)]
@@ -412,9 +412,9 @@ def test_parts_applied_in_parallel_keep_each_persons_last_line(tmp_path):
 def test_an_error_in_one_part_stops_the_others_and_is_raised():
     import threading
 
-    from connections.services.import_parallel import apply_parts
-    from connections.services.imports import Row, RowSpool
-    from connections.services.memberships import ApplyResult
+    from connections.services.imports.parallel import apply_parts
+    from connections.services.imports.reading import Row, RowSpool
+    from connections.services.ingest.memberships import ApplyResult
 
     parts = [RowSpool(batch_size=1) for _ in range(2)]
     for n in range(50):

@@ -10,7 +10,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from connections.models import Delivery
-from connections.services.retention import parse_age
+from connections.services.erasure.retention import parse_age
 from connections.tasks import prune_deliveries_task
 from tests.factories import ConnectionFactory
 

@@ -12,8 +12,8 @@ from django.core.management.base import CommandError
 
 from connections.management.commands import resync as resync_command
 from connections.models import Audience, Connection, Delivery, Forward, ResyncRun
-from connections.services import resync
-from connections.services.attributes import MISSING_CUSTOMER_ID_REASON
+from connections.services.forwarding.attributes import MISSING_CUSTOMER_ID_REASON
+from connections.services.resync import runs as resync
 from connections.standin import Faults
 from connections.tasks import resync_connection
 from tests.factories import AudienceFactory, MembershipFactory, ProfileFactory, SubscriptionFactory

@@ -7,7 +7,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from connections.models import Connection
-from connections.services.credentials import verify_credentials
+from connections.services.connection.credentials import verify_credentials
 from tests.conftest import STANDIN_WORKSPACES
 
 pytestmark = pytest.mark.django_db

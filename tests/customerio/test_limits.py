@@ -18,7 +18,7 @@ from connections.customerio.limits import (
     pack_v2_batches,
     v2_action,
 )
-from connections.services.attributes import segment_membership_value
+from connections.services.forwarding.attributes import segment_membership_value
 
 TRANSPORTS = ["v1", "v2_batch"]
 

@@ -12,7 +12,8 @@ from django.db import connection as db
 from django.test import Client
 
 from connections.models import Audience, Connection
-from connections.services import forwarding, memberships, subscriptions, tokens
+from connections.services.forwarding import worker as forwarding
+from connections.services.ingest import memberships, subscriptions, tokens
 from tests.firehose.builders import URL, official
 
 CUSTOMER_ID = "erase-me-4711"

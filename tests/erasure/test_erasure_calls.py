@@ -6,8 +6,10 @@ import pytest
 from django.utils import timezone
 
 from connections.models import Connection, Delivery, ErasureCall, Forward
-from connections.services import erasure_calls, forwarding, memberships
-from connections.services.suppression import SUPPRESSED_REASON
+from connections.services.erasure import calls as erasure_calls
+from connections.services.erasure.suppression import SUPPRESSED_REASON
+from connections.services.forwarding import worker as forwarding
+from connections.services.ingest import memberships
 from connections.standin import Faults
 from connections.standin import erasure as standin_erasure
 from tests.erasure.helpers import CUSTOMER_ID, EMAIL, erase_by_command, forwarded_person

@@ -8,7 +8,7 @@ import pytest
 from django.contrib.admin.models import LogEntry
 
 from connections.models import Delivery, ErasureCall, ErasureRecord, FirehoseMessage, Profile
-from connections.services import erasure_calls
+from connections.services.erasure import calls as erasure_calls
 from connections.standin import erasure as standin_erasure
 from tests.admin.helpers import changeform_data
 from tests.erasure.helpers import (

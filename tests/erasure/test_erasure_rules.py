@@ -1,7 +1,7 @@
 """What an erasure tells each workspace: pure rules (no database)."""
 
 from connections.scrubbing import scrub_text
-from connections.services.erasure_rules import (
+from connections.services.erasure.rules import (
     ERASED,
     PersonIdentifiers,
     decide_call,

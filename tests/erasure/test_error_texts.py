@@ -13,7 +13,9 @@ import pytest
 from django.utils import timezone
 
 from connections.models import Audience, Connection, ConnectionStateChange, Delivery, ErasureCall
-from connections.services import erasure_calls, forwarding, memberships, subscriptions
+from connections.services.erasure import calls as erasure_calls
+from connections.services.forwarding import worker as forwarding
+from connections.services.ingest import memberships, subscriptions
 from tests.erasure.helpers import (
     CUSTOMER_ID,
     LAST,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from connections.firehose import inbox
-from connections.services import tokens
+from connections.services.ingest import tokens
 from tests.factories import ConnectionFactory
 from tests.firehose.builders import TEST_CONNECTION_KEY, URL, official
 

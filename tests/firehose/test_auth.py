@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 
 from connections.models import InboundToken
-from connections.services import tokens
+from connections.services.ingest import tokens
 from tests.firehose.builders import URL, audience, membership_request, official, row_counts, user_profile
 
 pytestmark = pytest.mark.django_db

@@ -9,7 +9,7 @@ from django.test import Client
 
 from connections.firehose import ingest
 from connections.models import FirehoseMessage, Forward, Membership, Profile
-from connections.services import memberships, tokens
+from connections.services.ingest import memberships, tokens
 from tests.factories import AudienceFactory, ConnectionFactory, SubscriptionFactory
 from tests.firehose.builders import TEST_CONNECTION_KEY, URL, audience, membership_request, row_counts, user_profile
 

@@ -15,7 +15,7 @@ import pytest
 from django.utils import timezone
 
 from connections.models import Forward, Membership
-from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
+from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
 from tests.factories import AudienceFactory, SubscriptionFactory
 from tests.firehose.builders import audience, membership_request, user_profile
 

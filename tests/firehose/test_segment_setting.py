@@ -3,7 +3,7 @@
 import pytest
 
 from connections.models import Forward, Subscription
-from connections.services.forwarding import forward_pending
+from connections.services.forwarding.worker import forward_pending
 from tests.conftest import STANDIN_WORKSPACES
 from tests.firehose.builders import audience, membership_request, official, row_counts, user_profile
 

@@ -11,10 +11,12 @@ import pytest
 from django.utils import timezone
 
 from connections.models import Connection, Delivery, Forward
-from connections.services import breaker, connection_state, subscriptions
-from connections.services.forwarding import forward_pending
-from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
-from connections.services.outcomes import backoff_seconds
+from connections.services.connection import breaker
+from connections.services.connection import transitions as connection_state
+from connections.services.forwarding.delivery_log import backoff_seconds
+from connections.services.forwarding.worker import forward_pending
+from connections.services.ingest import subscriptions
+from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
 from connections.standin import Faults
 from tests.factories import AudienceFactory
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from connections.customerio.client import Outcome, SendResult
 from connections.models import Connection
-from connections.services import breaker
+from connections.services.connection import breaker
 from tests.factories import ConnectionFactory
 
 pytestmark = pytest.mark.django_db

@@ -14,7 +14,8 @@ import pytest
 from django.utils import timezone
 
 from connections.models import Forward
-from connections.services import claims, outbox
+from connections.services.forwarding import claims
+from connections.services.outbox import queue as outbox
 from tests.factories import AudienceFactory, ConnectionFactory, ProfileFactory
 
 pytestmark = pytest.mark.django_db

@@ -10,9 +10,12 @@ renewal is the last step before the log insert; an erasure before it already dro
 import pytest
 
 from connections.models import Delivery
-from connections.services import claims, erasure, forwarding, subscriptions
-from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
-from connections.services.segments import set_segment_id
+from connections.services.erasure import local as erasure
+from connections.services.forwarding import claims
+from connections.services.forwarding import worker as forwarding
+from connections.services.ingest import subscriptions
+from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
+from connections.services.ingest.segments import set_segment_id
 from tests.factories import AudienceFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the log's foreign key is checked at commit, as deployed

@@ -1,5 +1,5 @@
 """A flood's sends wait until its changes pause (or the oldest has waited the ceiling), so the same
-people changing again and again are sent about once (connections/services/flood_hold.py)."""
+people changing again and again are sent about once (connections/services/forwarding/flood_hold.py)."""
 
 import threading
 import time
@@ -12,9 +12,12 @@ from django.db import connection as db
 from django.utils import timezone
 
 from connections.models import Connection, Forward
-from connections.services import flood_hold, forwarding, subscriptions, wakeup
-from connections.services.flood_hold import seconds_to_hold
-from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
+from connections.services.forwarding import flood_hold
+from connections.services.forwarding import worker as forwarding
+from connections.services.forwarding.flood_hold import seconds_to_hold
+from connections.services.ingest import subscriptions
+from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
+from connections.services.outbox import wakeup
 from connections.tasks import forward_connection
 from tests.factories import AudienceFactory
 from tests.workers import purge_broker, running_workers, wait_until

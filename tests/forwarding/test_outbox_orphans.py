@@ -14,10 +14,10 @@ from django.db.models import Max
 from django.utils import timezone
 
 from connections.models import Connection, Delivery, Forward
-from connections.services import subscriptions
-from connections.services.forwarding import forward_pending
-from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
-from connections.services.payloads import PROFILE_GONE
+from connections.services.forwarding.payloads import PROFILE_GONE
+from connections.services.forwarding.worker import forward_pending
+from connections.services.ingest import subscriptions
+from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
 from tests.factories import AudienceFactory
 
 pytestmark = pytest.mark.django_db

@@ -19,9 +19,9 @@ from django.utils import timezone
 
 from connections.customerio.http import Outcome, SendResult
 from connections.models import Connection, Delivery, Forward
-from connections.services import outcomes
-from connections.services.outcomes import FAULTED_SUFFIX, ForwardReport, backoff_seconds
-from connections.services.payloads import Planned
+from connections.services.forwarding import delivery_log as outcomes
+from connections.services.forwarding.delivery_log import FAULTED_SUFFIX, ForwardReport, backoff_seconds
+from connections.services.forwarding.payloads import Planned
 from tests.factories import AudienceFactory, ConnectionFactory, ProfileFactory
 
 pytestmark = pytest.mark.django_db

@@ -9,9 +9,9 @@ is not forwarded again to that workspace). No HTTP: the plan is what the client 
 import pytest
 
 from connections.models import Subscription, SuppressedIdentifier
-from connections.services.erasure_rules import ID, identifier_hash
-from connections.services.payloads import NOT_SUBSCRIBED, ClaimedRow, plan
-from connections.services.suppression import SUPPRESSED_REASON
+from connections.services.erasure.rules import ID, identifier_hash
+from connections.services.erasure.suppression import SUPPRESSED_REASON
+from connections.services.forwarding.payloads import NOT_SUBSCRIBED, ClaimedRow, plan
 from tests.factories import (
     AudienceFactory,
     ConnectionFactory,

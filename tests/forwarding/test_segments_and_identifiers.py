@@ -6,10 +6,12 @@ import pytest
 from django.utils import timezone
 
 from connections.models import Connection, Delivery, Forward
-from connections.services import backfill, resync, subscriptions
-from connections.services.forwarding import forward_pending
-from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
-from connections.services.segments import set_segment_id
+from connections.services.forwarding.worker import forward_pending
+from connections.services.ingest import subscriptions
+from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
+from connections.services.ingest.segments import set_segment_id
+from connections.services.resync import backfill
+from connections.services.resync import runs as resync
 from connections.standin import Faults
 from tests.factories import AudienceFactory
 

@@ -1,5 +1,5 @@
 """Waking the workers during a flood: at most one wake-up per connection per window, and never a
-change left without a wake-up that starts after it (connections/services/wake_throttle.py)."""
+change left without a wake-up that starts after it (connections/services/outbox/wake_throttle.py)."""
 
 import random
 
@@ -7,8 +7,8 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import transaction
 
-from connections.services import wakeup
-from connections.services.wake_throttle import WakeThrottle
+from connections.services.outbox import wakeup
+from connections.services.outbox.wake_throttle import WakeThrottle
 
 # The rule is exercised with the window users run, not a shortened one.
 WINDOW = django_settings.FORWARD_WAKE_WINDOW_SECONDS

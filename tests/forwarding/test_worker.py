@@ -10,8 +10,9 @@ from django.db import connection as db
 from django.utils import timezone
 
 from connections.models import Audience, Delivery, Forward, ResyncRun
-from connections.services import subscriptions, wakeup
-from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
+from connections.services.ingest import subscriptions
+from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
+from connections.services.outbox import wakeup
 from tests.factories import AudienceFactory
 from tests.workers import purge_broker, running_workers, wait_until
 

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from connections.models import Forward, Profile, SuppressedIdentifier
-from connections.services import claims
+from connections.services.forwarding import claims
 from tests.factories import ConnectionFactory, ProfileFactory
 
 pytestmark = pytest.mark.django_db

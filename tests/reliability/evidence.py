@@ -23,7 +23,7 @@ from django.http import HttpRequest
 from django.test import Client
 from django.views.debug import ExceptionReporter
 
-from connections.services.tokens import PREFIX_CHARS
+from connections.services.ingest.tokens import PREFIX_CHARS
 
 API_KEY_SHOWN = 4  # the list of connections shows an API key's last 4 characters (SPEC §6)
 TOKEN_SHOWN = PREFIX_CHARS  # the admin shows a token's first characters, to tell tokens apart

@@ -8,7 +8,7 @@ from django.apps import apps
 
 from connections.models.observability import TELEMETRY_MODELS
 
-# Refreshed by authentication at most once a minute (connections.services.tokens): bookkeeping
+# Refreshed by authentication at most once a minute (connections.services.ingest.tokens): bookkeeping
 # of the token, not an effect of what the request asked for.
 NOT_COMPARED = {"connections.inboundtoken": {"last_used_at"}}
 

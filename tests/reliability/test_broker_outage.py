@@ -12,7 +12,7 @@ import pytest
 
 from cioaudience.celery import app
 from connections.models import FirehoseMessage, Forward
-from connections.services import subscriptions, tokens
+from connections.services.ingest import subscriptions, tokens
 from tests.factories import AudienceFactory
 from tests.firehose.builders import URL, membership_request, user_profile
 from tests.redis_server import PrivateRedis

@@ -31,7 +31,7 @@ from connections.models import (
     Profile,
     Subscription,
 )
-from connections.services import tokens
+from connections.services.ingest import tokens
 from tests.factories import ConnectionFactory, ProfileFactory
 from tests.firehose.builders import URL
 from tests.reliability import fuzzing

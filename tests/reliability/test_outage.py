@@ -10,8 +10,8 @@ import time
 import pytest
 
 from connections.models import Connection, Delivery, Forward
-from connections.services import subscriptions
-from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
+from connections.services.ingest import subscriptions
+from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
 from connections.standin import Faults
 from tests.factories import AudienceFactory
 from tests.reliability.test_faults import expected_state

@@ -22,7 +22,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from connections.models import Connection, ErasureCall, ErasureRecord, InboundToken, Subscription, SuppressedIdentifier
-from connections.services import tokens
+from connections.services.ingest import tokens
 from tests.admin.helpers import make_delivery, make_forward
 from tests.factories import ConnectionFactory, MembershipFactory, SubscriptionFactory, UserFactory
 from tests.firehose.builders import URL as FIREHOSE_URL

@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from connections.models import Forward
-from connections.services import subscriptions
-from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
+from connections.services.ingest import subscriptions
+from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
 from tests.factories import AudienceFactory
 from tests.redis_server import PrivateRedis
 from tests.workers import purge_broker, running_beat, running_workers, wait_until

@@ -38,8 +38,10 @@ from connections.models import (
     Subscription,
     SuppressedIdentifier,
 )
-from connections.services import erasure, erasure_calls, subscriptions, tokens
-from connections.services.credentials import verify_credentials
+from connections.services.connection.credentials import verify_credentials
+from connections.services.erasure import calls as erasure_calls
+from connections.services.erasure import local as erasure
+from connections.services.ingest import subscriptions, tokens
 from connections.standin import Faults, Workspace
 from tests.admin.helpers import changeform_data
 from tests.factories import AudienceFactory, ConnectionFactory

@@ -12,8 +12,8 @@ import pytest
 
 from connections import tasks
 from connections.models import Delivery, Forward
-from connections.services import subscriptions
-from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
+from connections.services.ingest import subscriptions
+from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
 from connections.standin import Faults
 from tests.factories import AudienceFactory
 from tests.workers import purge_broker, running_workers, wait_until

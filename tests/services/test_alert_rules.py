@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
-from connections.services.alert_rules import ConnectionSnapshot, Thresholds, problems
+from connections.services.visibility.alert_rules import ConnectionSnapshot, Thresholds, problems
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 RULES = Thresholds(backing_off_after=timedelta(minutes=15), backlog_after=timedelta(minutes=30))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connections.services.attributes import (
+from connections.services.forwarding.attributes import (
     AudienceState,
     ProfileData,
     audience_attribute_name,

@@ -11,8 +11,11 @@ from django.conf import settings
 from django.utils import timezone
 
 from connections.models import Delivery, Forward, ResyncRun, Subscription
-from connections.services import backfill, resync, subscriptions, wakeup
-from connections.services.forwarding import forward_pending
+from connections.services.forwarding.worker import forward_pending
+from connections.services.ingest import subscriptions
+from connections.services.outbox import wakeup
+from connections.services.resync import backfill
+from connections.services.resync import runs as resync
 from connections.tasks import backfill_audience, sweep
 from tests.factories import AudienceFactory, ConnectionFactory, MembershipFactory
 

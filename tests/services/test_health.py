@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from connections.models import Delivery, Forward
-from connections.services import health
+from connections.services.visibility import figures as health
 from tests.admin.helpers import make_delivery, make_forward
 from tests.factories import ConnectionFactory, ProfileFactory
 

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from connections.services.attributes import (
+from connections.services.forwarding.attributes import (
     MISSING_BOTH_REASON,
     MISSING_CUSTOMER_ID_REASON,
     MISSING_EMAIL_REASON,

@@ -19,8 +19,11 @@ import pytest
 from django.db import connection
 
 from connections.models import Audience, ErasureRecord, Membership, Profile
-from connections.services import erasure, import_copy, imports, membership_rows, subscriptions
-from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
+from connections.services.erasure import local as erasure
+from connections.services.imports import pg_copy as import_copy
+from connections.services.imports import reading as imports
+from connections.services.ingest import membership_rows, subscriptions
+from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
 from tests.factories import AudienceFactory, SubscriptionFactory
 
 pytestmark = [

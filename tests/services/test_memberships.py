@@ -6,8 +6,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from connections.models import Delivery, Forward, Membership, Profile, Subscription
-from connections.services import subscriptions
-from connections.services.memberships import (
+from connections.services.ingest import subscriptions
+from connections.services.ingest.memberships import (
     ProfileChange,
     ProfileInput,
     apply_changes,
@@ -207,7 +207,7 @@ def test_a_profile_created_meanwhile_by_a_concurrent_message_gets_this_messages_
     from django.db import connection
     from django.utils import timezone
 
-    from connections.services.profile_rows import ProfileRow, _insert
+    from connections.services.ingest.profile_rows import ProfileRow, _insert
 
     first = ProfileFactory(customer_id="raced", email="old@example.com")  # committed by "the other" message
     mine = ProfileRow(None, "raced", None, email="new@example.com")
@@ -241,7 +241,7 @@ def test_the_statements_per_batch_do_not_grow_with_its_size():
 
 
 def test_a_batch_larger_than_one_values_statement_is_applied_whole():
-    from connections.services import bulk
+    from connections.services.outbox import bulk
 
     subscription = SubscriptionFactory(audience=AudienceFactory(audience_id=1))
     count = bulk.VALUES_CHUNK * 2 + 7  # several statements off PostgreSQL

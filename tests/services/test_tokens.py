@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from connections.models import InboundToken
-from connections.services import tokens
+from connections.services.ingest import tokens
 
 pytestmark = pytest.mark.django_db
 

@@ -11,8 +11,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from connections.models import Audience, Connection, Delivery, FirehoseMessage, ImportRun, Profile
-from connections.services import forwarding, resync, subscriptions
-from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
+from connections.services.forwarding import worker as forwarding
+from connections.services.ingest import subscriptions
+from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
+from connections.services.resync import runs as resync
 from tests.admin.helpers import admin_url, make_delivery, make_forward
 from tests.factories import AudienceFactory, ConnectionFactory, ProfileFactory
 

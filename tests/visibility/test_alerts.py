@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from connections.models import AlertEpisode, Connection, Forward
-from connections.services import alerts
+from connections.services.visibility import alerts
 from tests.admin.helpers import make_forward
 from tests.factories import ConnectionFactory, ProfileFactory
 from tests.visibility.smtp import free_port, smtp_server

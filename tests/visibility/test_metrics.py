@@ -16,8 +16,11 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from connections.models import Connection, Delivery, Forward, ImportRun, ResyncRun
-from connections.services import resync, state_log, subscriptions, tallies, tokens
-from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
+from connections.services.connection import history as state_log
+from connections.services.ingest import subscriptions, tokens
+from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
+from connections.services.resync import runs as resync
+from connections.services.visibility import tallies
 from tests.admin.helpers import make_delivery, make_forward
 from tests.factories import AudienceFactory, ConnectionFactory, ProfileFactory
 from tests.firehose.builders import TEST_CONNECTION_KEY, membership_request, user_profile
@@ -245,7 +248,7 @@ def test_the_counts_asynchronous_commit_never_reaches_another_transaction(client
     from django.db import connection as db
     from django.db import transaction
 
-    from connections.services import firehose_counts
+    from connections.services.visibility import firehose_counts
 
     def synchronous_commit() -> str:
         with db.cursor() as cursor:

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import IntegrityError, transaction
 
 from connections.models import InboundToken
-from connections.services import tokens
+from connections.services.ingest import tokens
 
 NAME_MAX = InboundToken._meta.get_field("name").max_length
 

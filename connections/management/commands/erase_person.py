@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from connections.firehose import inbox
 from connections.models import ErasureRecord
-from connections.services import erasure
+from connections.services.erasure import local as erasure
 
 
 class Command(BaseCommand):

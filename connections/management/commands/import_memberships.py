@@ -37,8 +37,10 @@ from django.db import connection
 from tqdm import tqdm
 
 from connections.models import Audience
-from connections.services import import_copy, import_parallel, import_progress
-from connections.services.imports import (
+from connections.services.imports import parallel as import_parallel
+from connections.services.imports import pg_copy as import_copy
+from connections.services.imports import progress as import_progress
+from connections.services.imports.reading import (
     BadHeader,
     BadLine,
     LineSource,
@@ -48,7 +50,7 @@ from connections.services.imports import (
     csv_rows,
     jsonl_rows,
 )
-from connections.services.memberships import ApplyResult
+from connections.services.ingest.memberships import ApplyResult
 
 FORMATS: dict[str, Callable[[LineSource], Iterator[Row | BadLine]]] = {"csv": csv_rows, "jsonl": jsonl_rows}
 PARALLEL_JOBS = 2  # the machines this runs on have 2 cores; PostgreSQL's share of the work is most of it

@@ -9,8 +9,8 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from connections.models import Audience, Connection
-from connections.services import subscriptions
-from connections.services.memberships import ProfileChange, ProfileInput, apply_changes
+from connections.services.ingest import subscriptions
+from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
 
 AUDIENCES = [(101, "New Users"), (202, "Café \"VIP\", 2.0"), (303, "Churn risk")]
 PEOPLE = [

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from connections.management.pruning import PruneCommand
-from connections.services import retention
+from connections.services.erasure import retention
 
 
 class Command(PruneCommand):

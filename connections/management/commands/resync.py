@@ -14,7 +14,8 @@ from tqdm import tqdm
 
 from connections.management.lookup import find_audience, find_connection, positive_int
 from connections.models import Connection, ResyncRun
-from connections.services import forwarding, resync
+from connections.services.forwarding import worker as forwarding
+from connections.services.resync import runs as resync
 
 STALL_SECONDS = 60.0  # waiting this long with no profile delivered: send from this process
 POLL_SECONDS = 1.0  # how often progress is read while workers send

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from connections.crypto import EncryptionError
-from connections.services.key_rotation import rotate_api_keys
+from connections.services.connection.key_rotation import rotate_api_keys
 
 
 class Command(BaseCommand):

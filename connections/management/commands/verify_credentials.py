@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from connections.management.lookup import find_connection
 from connections.models import Connection
-from connections.services.credentials import verify_credentials
+from connections.services.connection.credentials import verify_credentials
 
 
 class Command(BaseCommand):

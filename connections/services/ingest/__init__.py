@@ -1,0 +1,1 @@
+"""Changes coming in: profiles, memberships, subscriptions, segment IDs, inbound tokens."""

@@ -1,0 +1,1 @@
+"""The outbox and the floor everything stands on: bulk SQL, the outbox's rows, wake-ups."""

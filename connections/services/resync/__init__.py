@@ -1,0 +1,1 @@
+"""Whole-audience work: resyncs and the backfill of a subscription or a segment."""

@@ -1,0 +1,156 @@
+"""Backfills: an audience's current members queued for one connection (activation, rename, segment id).
+
+A small audience is queued at once, in the caller's transaction (one INSERT ... SELECT of at
+most BACKFILL_INLINE_MAX rows, a few milliseconds). A large one would hold a Firehose request
+for seconds (mParticle allows 100 ms, and a rolled-back request is retried for ever), so only
+the intent is recorded, as an unfinished run of the resync machinery (members only), and a
+worker queues it chunk by chunk, resumably, each chunk committed with its checkpoint.
+
+    backfill (request) -> run recorded, task published on commit
+      -> queue_for (worker): claims the run (a lease, `claimed_until`, renewed chunk by chunk),
+         queues chunks from the checkpoint, hands the rest to a fresh task after its turn
+      -> resume_stalled (the sweep): a run no worker holds and nobody touched for a lease's
+         length (its task's broker message was lost, or its worker died) is published again
+         and continues from its checkpoint
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from connections.models import Audience, Connection, Forward, Membership, ResyncRun, Subscription
+from connections.services.outbox import queue as outbox
+from connections.services.outbox import wakeup
+from connections.services.resync import runs as resync
+
+log = logging.getLogger("cioaudience.resync")
+
+BACKFILL_TASK = "connections.tasks.backfill_audience"
+REASONS = (Forward.Reason.ACTIVATION, Forward.Reason.RENAME)
+
+
+def backfill(connection_id: int, audience_pk: int, reason: str) -> None:
+    """Queue the audience's current members for the connection, now or through a worker."""
+    members = Membership.objects.filter(audience_id=audience_pk, is_member=True)
+    if members.order_by()[: settings.BACKFILL_INLINE_MAX + 1].count() <= settings.BACKFILL_INLINE_MAX:
+        outbox.enqueue_audience_members(connection_id, audience_pk, reason)
+        return
+    connection = Connection.objects.get(pk=connection_id)
+    audience = Audience.objects.get(pk=audience_pk)
+    run, resumed = resync.start(resync.Scope(connection, audience, (audience_pk,), reason), count=False)
+    if resumed and run.last_profile_id:
+        # A new backfill of a scope whose run is under way starts again from the first member: those
+        # already queued may have been sent (or cancelled) before what calls for this one changed.
+        # Rows still waiting are not queued twice (ON CONFLICT DO NOTHING).
+        ResyncRun.objects.filter(pk=run.pk).update(last_profile_id=0, queued=0, total=0, updated_at=timezone.now())
+    transaction.on_commit(lambda: wakeup.send_task(BACKFILL_TASK, [connection_id, audience_pk, reason]))
+
+
+def lease() -> timedelta:
+    """How long a worker holds a run without progress, and how long a run nobody holds waits for its task."""
+    return timedelta(seconds=settings.FORWARD_CLAIM_SECONDS)
+
+
+def _unclaimed(now: datetime) -> Q:
+    return Q(claimed_until__isnull=True) | Q(claimed_until__lte=now)
+
+
+def _claim(run: ResyncRun) -> datetime | None:
+    """Take the run for this worker (a conditional UPDATE); the lease's end, or None when another worker holds it."""
+    now = timezone.now()
+    until = now + lease()
+    won = (
+        ResyncRun.objects.filter(pk=run.pk, status__in=resync.UNFINISHED)
+        .filter(_unclaimed(now))
+        .update(claimed_until=until)
+    )
+    return until if won else None
+
+
+def _renew(run: ResyncRun, held: datetime) -> datetime | None:
+    """Extend our lease; None when it was lost (it ran out and another worker took the run)."""
+    until = timezone.now() + lease()
+    return until if ResyncRun.objects.filter(pk=run.pk, claimed_until=held).update(claimed_until=until) else None
+
+
+def _release(run: ResyncRun, held: datetime) -> None:
+    ResyncRun.objects.filter(pk=run.pk, claimed_until=held).update(claimed_until=None)
+
+
+def queue_for(connection_id: int, audience_pk: int, reason: str, seconds: float) -> tuple[ResyncRun | None, bool]:
+    """Queue the recorded backfill for about `seconds` (a worker's turn); True when nothing is left for a task.
+
+    Only an unfinished run is resumed, from its checkpoint; none (None, True): it is done, or a
+    worker holds it (the same run is never queued by two workers at once). A subscription
+    deactivated (or deleted) meanwhile ends it: nothing more is queued for it.
+    """
+    connection = Connection.objects.filter(pk=connection_id).first()
+    audience = Audience.objects.filter(pk=audience_pk).first()
+    if connection is None or audience is None:
+        return None, True
+    run = (
+        ResyncRun.objects.filter(
+            connection_id=connection_id, audience_id=audience_pk, reason=reason, status__in=resync.UNFINISHED
+        )
+        .order_by("-pk")
+        .first()
+    )
+    if run is None:
+        return None, True
+    active = Subscription.objects.filter(
+        connection_id=connection_id, audience_id=audience_pk, status=Subscription.Status.ACTIVE
+    ).exists()
+    if not active:
+        resync.finish(run)
+        return run, True
+    held = _claim(run)
+    if held is None:
+        log.info("backfill run=%s is being queued by another worker", run.pk)
+        return None, True
+    scope = resync.Scope(connection, audience, (audience_pk,), reason)
+    run, _ = resync.start(scope)  # the same run, running, with its total counted
+    deadline = time.monotonic() + seconds
+    chunks = resync.queue(run, scope)
+    for _ in chunks:
+        held = _renew(run, held)
+        if held is None:
+            chunks.close()
+            log.warning("backfill run=%s: the lease ran out and another worker took it", run.pk)
+            return None, True
+        if time.monotonic() >= deadline:
+            chunks.close()  # the run stays unfinished: the next task resumes it from the checkpoint
+            _release(run, held)
+            return run, False
+    _release(run, held)
+    return run, True
+
+
+def stalled(now: datetime) -> QuerySet[ResyncRun]:
+    """Unfinished backfills no worker holds and nobody has touched for a lease's length."""
+    return ResyncRun.objects.filter(
+        reason__in=REASONS, status__in=resync.UNFINISHED, updated_at__lte=now - lease()
+    ).filter(_unclaimed(now))
+
+
+def resume_stalled() -> list[int]:
+    """Publish a task for each stalled backfill (the sweep); returns the runs published.
+
+    Each run is taken by a conditional UPDATE of its `updated_at` whose row count is checked,
+    so two sweeps at once publish it once, and the next sweep waits another lease for the task.
+    """
+    now = timezone.now()
+    resumed = []
+    rows = stalled(now).values_list("pk", "updated_at", "connection_id", "audience_id", "reason")
+    for pk, updated_at, connection_id, audience_pk, reason in rows:
+        if not stalled(now).filter(pk=pk, updated_at=updated_at).update(updated_at=now):
+            continue
+        if wakeup.send_task(BACKFILL_TASK, [connection_id, audience_pk, reason]):
+            resumed.append(pk)
+    return resumed

@@ -32,7 +32,7 @@ STANDIN_APP_KEYS = {
 
 @pytest.fixture(scope="session")
 def standin_server():
-    from connections.standin import StandinServer, Workspace
+    from cio_standin import StandinServer, Workspace
 
     server = StandinServer(
         workspaces=[

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from connections.standin import contract
+from cio_standin import contract
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 STANDIN_PREFIX = "standin:"

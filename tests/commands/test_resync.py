@@ -10,11 +10,11 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from cio_standin import Faults
 from connections.management.commands import resync as resync_command
 from connections.models import Audience, Connection, Delivery, Forward, ResyncRun
 from connections.services.forwarding.attributes import MISSING_CUSTOMER_ID_REASON
 from connections.services.resync import runs as resync
-from connections.standin import Faults
 from connections.tasks import resync_connection
 from tests.factories import AudienceFactory, MembershipFactory, ProfileFactory, SubscriptionFactory
 from tests.workers import ROOT, purge_broker, running_workers, wait_until

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from cio_standin import StandinServer, Workspace
 from connections.customerio.app_client import AppAPIError, CustomerIOAppClient
 from connections.customerio.client import Outcome
-from connections.standin import StandinServer, Workspace
 from tests.customerio.scripted_server import Answer, scripted_server
 
 SITE_ID = "site-app"

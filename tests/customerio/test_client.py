@@ -1,4 +1,4 @@
-"""The Customer.io client over real HTTP against the local stand-in (connections.standin)."""
+"""The Customer.io client over real HTTP against the local stand-in (cio_standin)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
+from cio_standin import Faults, StandinServer, Workspace, validate_v1_identify_body, validate_v2_batch_body
 from connections.customerio.client import CustomerIOClient, Outcome, SendResult
-from connections.standin import Faults, StandinServer, Workspace, validate_v1_identify_body, validate_v2_batch_body
 
 SITE_ID = "site-us"
 API_KEY = "trackkey-9f8e7d6c5b4a39281706"

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from cio_standin import Faults, StandinServer, Workspace
+from cio_standin.contract import validate_segment_body
 from connections.customerio.client import SEGMENT_MAX_IDS, CustomerIOClient, Outcome
 from connections.customerio.identifiers import Identifier
-from connections.standin import Faults, StandinServer, Workspace
-from connections.standin.contract import validate_segment_body
 
 SITE_ID = "site-seg"
 API_KEY = "trackkey-5e6f7a8b9c0d1e2f"

@@ -5,13 +5,13 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from cio_standin import Faults
+from cio_standin import erasure as standin_erasure
 from connections.models import Connection, Delivery, ErasureCall, Forward
 from connections.services.erasure import calls as erasure_calls
 from connections.services.erasure.suppression import SUPPRESSED_REASON
 from connections.services.forwarding import worker as forwarding
 from connections.services.ingest import memberships
-from connections.standin import Faults
-from connections.standin import erasure as standin_erasure
 from tests.erasure.helpers import CUSTOMER_ID, EMAIL, erase_by_command, forwarded_person
 
 pytestmark = pytest.mark.django_db

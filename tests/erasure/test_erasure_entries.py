@@ -7,9 +7,9 @@ as the connection says (suppressed, deleted, or left alone) over real HTTP to th
 import pytest
 from django.contrib.admin.models import LogEntry
 
+from cio_standin import erasure as standin_erasure
 from connections.models import Delivery, ErasureCall, ErasureRecord, FirehoseMessage, Profile
 from connections.services.erasure import calls as erasure_calls
-from connections.standin import erasure as standin_erasure
 from tests.admin.helpers import changeform_data
 from tests.erasure.helpers import (
     CUSTOMER_ID,

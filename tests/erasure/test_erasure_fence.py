@@ -6,12 +6,12 @@ erased; the DELETE went out at once and the identify, answered after it, re-crea
 
 import pytest
 
+from cio_standin import Faults
 from connections.models import Audience, Delivery, ErasureCall, Forward
 from connections.services.erasure import calls as erasure_calls
 from connections.services.erasure import local as erasure
 from connections.services.forwarding import claims
 from connections.services.ingest import memberships, subscriptions
-from connections.standin import Faults
 from tests.workers import purge_broker, running_workers, wait_until
 
 VICTIM = "victim-9"

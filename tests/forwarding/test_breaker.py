@@ -10,6 +10,7 @@ import time
 import pytest
 from django.utils import timezone
 
+from cio_standin import Faults
 from connections.models import Connection, Delivery, Forward
 from connections.services.connection import breaker
 from connections.services.connection import transitions as connection_state
@@ -17,7 +18,6 @@ from connections.services.forwarding.delivery_log import backoff_seconds
 from connections.services.forwarding.worker import forward_pending
 from connections.services.ingest import subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
-from connections.standin import Faults
 from tests.factories import AudienceFactory
 
 pytestmark = pytest.mark.django_db

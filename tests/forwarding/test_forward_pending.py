@@ -5,13 +5,13 @@ import time
 import pytest
 from django.utils import timezone
 
+from cio_standin import Faults
 from connections.models import Connection, Delivery, Forward, Subscription
 from connections.services.connection import transitions as connection_state
 from connections.services.forwarding.claims import claim, give_up_contested
 from connections.services.forwarding.worker import forward_pending, send_claimed
 from connections.services.ingest import subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
-from connections.standin import Faults
 from tests.factories import AudienceFactory, ProfileFactory
 
 pytestmark = pytest.mark.django_db

@@ -5,11 +5,11 @@ import shlex
 
 import pytest
 
+from cio_standin import Faults
 from connections.logfmt import logfmt
 from connections.services.forwarding.worker import forward_pending
 from connections.services.ingest import subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
-from connections.standin import Faults
 from tests.conftest import STANDIN_WORKSPACES
 from tests.factories import AudienceFactory
 

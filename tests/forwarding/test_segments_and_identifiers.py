@@ -5,6 +5,7 @@ deactivation sends nothing, retries)."""
 import pytest
 from django.utils import timezone
 
+from cio_standin import Faults
 from connections.models import Connection, Delivery, Forward
 from connections.services.forwarding.worker import forward_pending
 from connections.services.ingest import subscriptions
@@ -12,7 +13,6 @@ from connections.services.ingest.memberships import ProfileChange, ProfileInput,
 from connections.services.ingest.segments import set_segment_id
 from connections.services.resync import backfill
 from connections.services.resync import runs as resync
-from connections.standin import Faults
 from tests.factories import AudienceFactory
 
 pytestmark = pytest.mark.django_db

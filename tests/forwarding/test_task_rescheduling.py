@@ -3,10 +3,10 @@
 import pytest
 from django.utils import timezone
 
+from cio_standin import Faults
 from connections.models import Forward
 from connections.services.ingest import subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
-from connections.standin import Faults
 from connections.tasks import forward_connection
 from tests.factories import AudienceFactory
 

@@ -12,11 +12,11 @@ import pytest
 from django.db import connection as db
 from django.utils import timezone
 
+from cio_standin import Faults
 from connections.models import Delivery, Forward, Membership, Profile, Subscription
 from connections.services.forwarding.attributes import segment_membership_value
 from connections.services.ingest import subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
-from connections.standin import Faults
 from tests.factories import AudienceFactory
 from tests.workers import purge_broker, running_workers, wait_until
 

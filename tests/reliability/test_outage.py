@@ -9,10 +9,10 @@ import time
 
 import pytest
 
+from cio_standin import Faults
 from connections.models import Connection, Delivery, Forward
 from connections.services.ingest import subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
-from connections.standin import Faults
 from tests.factories import AudienceFactory
 from tests.reliability.test_faults import expected_state
 from tests.workers import purge_broker, running_workers, wait_until

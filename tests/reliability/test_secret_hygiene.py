@@ -27,6 +27,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from cio_standin import Faults, Workspace
 from connections import tasks
 from connections.models import (
     Connection,
@@ -42,7 +43,6 @@ from connections.services.connection.credentials import verify_credentials
 from connections.services.erasure import calls as erasure_calls
 from connections.services.erasure import local as erasure
 from connections.services.ingest import subscriptions, tokens
-from connections.standin import Faults, Workspace
 from tests.admin.helpers import changeform_data
 from tests.factories import AudienceFactory, ConnectionFactory
 from tests.firehose.builders import URL as FIREHOSE_URL

@@ -10,11 +10,11 @@ from collections import Counter
 
 import pytest
 
+from cio_standin import Faults
 from connections import tasks
 from connections.models import Delivery, Forward
 from connections.services.ingest import subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
-from connections.standin import Faults
 from tests.factories import AudienceFactory
 from tests.workers import purge_broker, running_workers, wait_until
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from connections.standin import contract
-from connections.standin.contract import validate_v1_identify_body, validate_v2_batch_body
+from cio_standin import contract
+from cio_standin.contract import validate_v1_identify_body, validate_v2_batch_body
 
 
 def identify(person_id: str = "42", **attributes: object) -> dict:

@@ -8,10 +8,10 @@ from urllib.parse import quote, unquote
 import pytest
 import requests
 
+from cio_standin import Faults, StandinServer, Workspace
+from cio_standin import erasure as standin_erasure
+from cio_standin.routes import match
 from connections.customerio.client import CustomerIOClient, Outcome
-from connections.standin import Faults, StandinServer, Workspace
-from connections.standin import erasure as standin_erasure
-from connections.standin.routes import match
 
 AUTH = ("site1", "key-one-secret")
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from connections.standin import Faults, StandinServer, Workspace
+from cio_standin import Faults, StandinServer, Workspace
 
 AUTH = ("site1", "key-one-secret")
 APP_KEY = "app-one-secret"

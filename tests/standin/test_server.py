@@ -16,7 +16,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from connections.standin import Faults, StandinServer, Workspace, contract
+from cio_standin import Faults, StandinServer, Workspace, contract
 
 AUTH = ("site1", "key-one-secret")
 EU_AUTH = ("site-eu", "key-eu-secret")
@@ -475,7 +475,7 @@ def test_its_log_lines_never_hold_the_credentials(caplog: pytest.LogCaptureFixtu
         f"PUT /api/v1/customers/1 HTTP/1.1\r\nAuthorization: Basic {token}\r\nContent-Length: x\r\n\r\n",
     )
     with (
-        caplog.at_level(logging.INFO, logger="connections.standin"),
+        caplog.at_level(logging.INFO, logger="cio_standin"),
         StandinServer([Workspace(*AUTH)], log_requests=True) as server,
     ):
         put(server, "42", {})

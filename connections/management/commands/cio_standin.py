@@ -14,7 +14,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from connections.standin import StandinServer, Workspace
+from cio_standin import StandinServer, Workspace
 
 WORKSPACES_ENV = "CIO_STANDIN_WORKSPACES"
 SPEC_HELP = (
@@ -111,7 +111,7 @@ class Command(BaseCommand):
         if options["verbosity"] >= 2:
             handler = logging.StreamHandler(self.stdout)
             handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-            logger = logging.getLogger("connections.standin")
+            logger = logging.getLogger("cio_standin")
             logger.addHandler(handler)
             logger.setLevel(logging.INFO)
         try:

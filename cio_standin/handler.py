@@ -26,7 +26,7 @@ from .routes import Call, Route, match
 from .state import Admission
 from .track import Outcome
 
-logger = logging.getLogger("connections.standin")
+logger = logging.getLogger("cio_standin")
 
 # A stand-in has no reason to accept more than this; larger bodies are refused unread.
 MAX_READ_BYTES = 16 * 1024 * 1024

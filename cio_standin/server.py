@@ -40,7 +40,7 @@ from .model import Faults, RecordedRequest, Workspace
 from .outage import Outage
 from .state import State
 
-logger = logging.getLogger("connections.standin")
+logger = logging.getLogger("cio_standin")
 
 
 class StandinHTTPServer(ThreadingHTTPServer):

@@ -13,7 +13,7 @@ from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from connections.services.visibility.figures import HourOfDeliveries, Outcomes
+from connections.services.visibility.figures import DeliveryCounts, HourOfDeliveries
 
 SLOT = 18  # pixels per hour
 BAR = 14  # bar width within its slot
@@ -50,7 +50,7 @@ class YTick:
 @dataclass(frozen=True)
 class DeliveryChart:
     hours: int
-    totals: Outcomes
+    totals: DeliveryCounts
     bars: list[Bar]
     x_ticks: list[XTick]
     y_ticks: list[YTick]
@@ -109,7 +109,7 @@ def _percent(part: int, whole: int) -> str:
 
 
 def delivery_chart(hours: list[HourOfDeliveries]) -> DeliveryChart:
-    totals = Outcomes(sum(h.outcomes.succeeded for h in hours), sum(h.outcomes.failed for h in hours))
+    totals = DeliveryCounts(sum(h.outcomes.succeeded for h in hours), sum(h.outcomes.failed for h in hours))
     # At least 5 high, so that one delivery is a short bar rather than a full-height one.
     top = nice_ceiling(max(max((h.outcomes.attempts for h in hours), default=0), MIN_TOP))
     plot_bottom = TOP + PLOT_HEIGHT
@@ -180,7 +180,7 @@ def _tooltip(hour: HourOfDeliveries, local) -> str:  # type: ignore[no-untyped-d
     }
 
 
-def _summary(hours: list[HourOfDeliveries], totals: Outcomes) -> str:
+def _summary(hours: list[HourOfDeliveries], totals: DeliveryCounts) -> str:
     if not totals.attempts:
         return ngettext(
             "No deliveries in the last %(hours)d hour.", "No deliveries in the last %(hours)d hours.", len(hours)

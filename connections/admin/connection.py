@@ -40,7 +40,7 @@ from connections.services.connection import transitions as connection_state
 from connections.services.ingest import segments
 from connections.services.resync import background_resync
 from connections.services.resync import runs as resync
-from connections.services.visibility import figures as health
+from connections.services.visibility import figures
 
 
 @admin.register(Connection)
@@ -198,13 +198,13 @@ class ConnectionAdmin(ConnectionListColumns, admin.ModelAdmin):
         self, request: HttpRequest, context, add=False, change=False, form_url="", obj=None
     ) -> TemplateResponse:
         if obj is not None and obj.pk is not None:
-            progress = health.latest_resync(obj.pk)
+            progress = figures.latest_resync(obj.pk)
             context.update(
                 last_success_ago=ago(obj.last_success_at),
-                backlog=health.backlog_of(obj.pk),
+                backlog=figures.backlog_of(obj.pk),
                 state_since_ago=ago(obj.state_changed_at),
                 next_probe_in=time_until(obj.next_probe_at),
-                chart=delivery_chart(health.deliveries_per_hour(obj.pk)),
+                chart=delivery_chart(figures.deliveries_per_hour(obj.pk)),
                 resync=progress,
                 auto_refresh=progress is not None and progress.is_active,
             )

@@ -19,7 +19,7 @@ from django.utils.timesince import timesince, timeuntil
 from django.utils.translation import gettext_lazy as _
 
 from connections.models import Connection
-from connections.services.visibility import figures as health
+from connections.services.visibility import figures
 
 # Failure rates from here up are shown as a problem (and as a warning above zero).
 FAILURE_RATE_ALARM = 0.10
@@ -67,11 +67,11 @@ class ConnectionChangeList(ChangeList):
         super().get_results(request)
         rows = list(self.result_list)
         ids = [row.pk for row in rows]
-        outcomes = health.recent_outcomes(ids)
-        backlogs = health.backlogs(ids)
+        outcomes = figures.recent_outcomes(ids)
+        backlogs = figures.backlogs(ids)
         for row in rows:
-            row.recent_outcomes = outcomes.get(row.pk, health.Outcomes())
-            row.backlog = backlogs.get(row.pk, health.Backlog(health.BoundedCount(0)))
+            row.recent_outcomes = outcomes.get(row.pk, figures.DeliveryCounts())
+            row.backlog = backlogs.get(row.pk, figures.Backlog(figures.BoundedCount(0)))
         self.result_list = rows
 
 
@@ -85,7 +85,7 @@ class ConnectionListColumns:
 
     @admin.display(description=_("failed (24 h)"))
     def recent_failure_rate(self, obj: Connection) -> SafeString | str:
-        outcomes: health.Outcomes = obj.recent_outcomes  # type: ignore[attr-defined]
+        outcomes: figures.DeliveryCounts = obj.recent_outcomes  # type: ignore[attr-defined]
         rate = outcomes.failure_rate
         if rate is None:
             return format_html(
@@ -100,7 +100,7 @@ class ConnectionListColumns:
 
     @admin.display(description=_("backlog"))
     def backlog(self, obj: Connection) -> SafeString:
-        backlog: health.Backlog = obj.backlog  # type: ignore[attr-defined]
+        backlog: figures.Backlog = obj.backlog  # type: ignore[attr-defined]
         if not backlog.count.value:
             return format_html('<span title="{}">0</span>', _("Nothing waits to be sent."))
         return format_html(

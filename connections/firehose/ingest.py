@@ -46,7 +46,9 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Answer:
+    """What a Firehose request is answered: the response body, and whether it repeats a stored one."""
+
     response: dict[str, Any]
     replayed: bool = False
 
@@ -54,21 +56,21 @@ class Outcome:
 StoredMessage = AudienceSubscriptionRequest | AudienceMembershipChangeRequest | DsrProcessingRequest
 
 
-def handle(message: Message, body: str | None = None) -> Outcome:
+def handle(message: Message, body: str | None = None) -> Answer:
     """Apply a message (once) and return the answer to give. Raises MessageError for what cannot be applied.
 
     With FIREHOSE_APPLY=worker and the message's `body`, it is stored for a worker to apply
     (`accept`) instead.
     """
     if isinstance(message, ModuleRegistrationRequest):
-        return Outcome(responses.module_registration_response(message))
+        return Answer(responses.module_registration_response(message))
     if body is not None and settings.FIREHOSE_APPLY == "worker":
         return accept(message, body)
     message_id = message.envelope.id
     for attempt in (1, 2):
         failure: Exception
         try:
-            return Outcome(_apply_once(message))
+            return Answer(_apply_once(message))
         except AlreadyApplied as applied:
             failure = applied
         except (IntegrityError, OperationalError) as exc:
@@ -77,14 +79,14 @@ def handle(message: Message, body: str | None = None) -> Outcome:
             failure = exc
         stored = stored_response(message_id)
         if stored is not None:
-            return Outcome(stored, replayed=True)
+            return Answer(stored, replayed=True)
         if attempt == 2:
             raise failure
         logger.info("Firehose message %s met a concurrent transaction (%s); applying it again", message_id, failure)
     raise AssertionError("unreachable")
 
 
-def accept(message: StoredMessage, body: str) -> Outcome:
+def accept(message: StoredMessage, body: str) -> Answer:
     """Store a checked message, pending, for a worker to apply in order (`inbox`); answer at once.
 
     Everything that refuses a message when it is applied in the request refuses it here too,
@@ -96,10 +98,10 @@ def accept(message: StoredMessage, body: str) -> Outcome:
     for _ in (1, 2):
         if record_message(message.envelope, response, body=body):
             wakeup.wake_message_applier()
-            return Outcome(response)
+            return Answer(response)
         stored = stored_response(message.envelope.id)
         if stored is not None:
-            return Outcome(stored, replayed=True)
+            return Answer(stored, replayed=True)
         # Recorded and gone before we could read it (pruned): record it as new.
     raise AlreadyApplied(message.envelope.id)
 

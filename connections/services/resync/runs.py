@@ -60,7 +60,7 @@ class Scope:
 
 
 @dataclass
-class Outcomes:
+class RunCounts:
     """Final outcomes of a run's deliveries so far (attempts that will be retried are not final)."""
 
     succeeded: int = 0
@@ -261,14 +261,14 @@ def _pending(run: ResyncRun) -> QuerySet[Forward]:
     return Forward.objects.filter(connection_id=run.connection_id, reason=run.reason, audience_id=run.audience_id)
 
 
-def outcomes(run: ResyncRun) -> Outcomes:
+def outcomes(run: ResyncRun) -> RunCounts:
     """What became of the resync deliveries of the run's connection since the run started."""
     deliveries = Delivery.objects.filter(
         connection_id=run.connection_id, reason=Forward.Reason.RESYNC, created_at__gte=run.started_at
     )
     final = deliveries.exclude(status=Delivery.Status.RETRYING)
     counts = {row["status"]: row["n"] for row in final.values("status").annotate(n=Count("id"))}
-    return Outcomes(
+    return RunCounts(
         succeeded=counts.get(Delivery.Status.SUCCEEDED, 0),
         failed=counts.get(Delivery.Status.FAILED, 0),
         skipped=counts.get(Delivery.Status.SKIPPED, 0),

@@ -44,7 +44,7 @@ def bounded_count(queryset: QuerySet, cap: int = COUNT_CAP) -> BoundedCount:
 
 
 @dataclass(frozen=True)
-class Outcomes:
+class DeliveryCounts:
     """Succeeded and failed delivery attempts (pending, skipped and cancelled ones are not attempts that ended)."""
 
     succeeded: int = 0
@@ -62,7 +62,7 @@ class Outcomes:
 @dataclass(frozen=True)
 class HourOfDeliveries:
     start: datetime  # aware, on the hour in UTC
-    outcomes: Outcomes
+    outcomes: DeliveryCounts
     is_current: bool = False  # the hour still running
 
 
@@ -91,14 +91,14 @@ def deliveries_per_hour(
         )
         .order_by()
     )
-    by_hour = {row["hour"]: Outcomes(row["succeeded"], row["failed"]) for row in rows}
+    by_hour = {row["hour"]: DeliveryCounts(row["succeeded"], row["failed"]) for row in rows}
     starts = [first + timedelta(hours=n) for n in range(hours)]
-    return [HourOfDeliveries(start, by_hour.get(start, Outcomes()), start == current) for start in starts]
+    return [HourOfDeliveries(start, by_hour.get(start, DeliveryCounts()), start == current) for start in starts]
 
 
 def recent_outcomes(
     connection_ids: Iterable[int], *, window: timedelta = FAILURE_RATE_WINDOW, now: datetime | None = None
-) -> dict[int, Outcomes]:
+) -> dict[int, DeliveryCounts]:
     """Each connection's attempts in the last `window`: one grouped query over those connections only."""
     ids = list(connection_ids)
     if not ids:
@@ -114,7 +114,7 @@ def recent_outcomes(
         )
         .order_by()
     )
-    return {row["connection_id"]: Outcomes(row["succeeded"], row["failed"]) for row in rows}
+    return {row["connection_id"]: DeliveryCounts(row["succeeded"], row["failed"]) for row in rows}
 
 
 @dataclass(frozen=True)

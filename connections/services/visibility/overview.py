@@ -15,7 +15,7 @@ from django.db.models import Count, Min
 from django.utils import timezone
 
 from connections.models import AlertEpisode, Connection, ErasureCall, FirehoseMessage, Forward, ImportRun, ResyncRun
-from connections.services.visibility import figures as health
+from connections.services.visibility import figures
 
 FAILURE_RATE_ATTENTION = 0.10  # the connection list's own alarm level (admin/connection.py)
 # Firehose messages stored for a worker (FIREHOSE_APPLY=worker) are applied within a second or so;
@@ -29,7 +29,7 @@ class ConnectionRow:
     connection: Connection
     backlog: int
     oldest_waiting: datetime | None
-    outcomes: health.Outcomes
+    outcomes: figures.DeliveryCounts
     open_alerts: tuple[str, ...]  # AlertEpisode kinds
 
     @property
@@ -108,7 +108,7 @@ def build(now: datetime | None = None) -> Overview:
         .annotate(n=Count("pk"), oldest=Min("created_at"))
         .order_by()
     }
-    outcomes = health.recent_outcomes(ids, now=now)
+    outcomes = figures.recent_outcomes(ids, now=now)
     alerts: dict[int, list[str]] = {}
     for connection_id, kind in AlertEpisode.objects.filter(ended_at__isnull=True).values_list("connection_id", "kind"):
         alerts.setdefault(connection_id, []).append(kind)
@@ -118,7 +118,7 @@ def build(now: datetime | None = None) -> Overview:
             connection=connection,
             backlog=waiting.get(connection.pk, {}).get("n", 0),
             oldest_waiting=waiting.get(connection.pk, {}).get("oldest"),
-            outcomes=outcomes.get(connection.pk, health.Outcomes()),
+            outcomes=outcomes.get(connection.pk, figures.DeliveryCounts()),
             open_alerts=tuple(sorted(alerts.get(connection.pk, ()))),
         )
         overview.rows.append(row)

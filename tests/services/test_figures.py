@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from connections.models import Delivery, Forward
-from connections.services.visibility import figures as health
+from connections.services.visibility import figures
 from tests.admin.helpers import make_delivery, make_forward
 from tests.factories import ConnectionFactory, ProfileFactory
 
@@ -28,14 +28,14 @@ def test_deliveries_per_hour_fills_every_hour_and_counts_in_one_query(django_ass
     delivery_at(connection, NOW - timedelta(hours=48, minutes=31))  # before the window
 
     with django_assert_num_queries(1):
-        hours = health.deliveries_per_hour(connection.pk, now=NOW)
+        hours = figures.deliveries_per_hour(connection.pk, now=NOW)
 
     assert len(hours) == 48
     assert hours[0].start == datetime(2026, 3, 27, 13, 0, tzinfo=UTC)
     assert hours[-1].start == datetime(2026, 3, 29, 12, 0, tzinfo=UTC) and hours[-1].is_current
-    assert hours[-1].outcomes == health.Outcomes(succeeded=1, failed=1)
-    assert hours[0].outcomes == health.Outcomes(succeeded=1, failed=0)
-    assert hours[1].outcomes == health.Outcomes(succeeded=0, failed=0)
+    assert hours[-1].outcomes == figures.DeliveryCounts(succeeded=1, failed=1)
+    assert hours[0].outcomes == figures.DeliveryCounts(succeeded=1, failed=0)
+    assert hours[1].outcomes == figures.DeliveryCounts(succeeded=0, failed=0)
     assert sum(h.outcomes.attempts for h in hours) == 3
 
 
@@ -48,11 +48,11 @@ def test_recent_outcomes_of_many_connections_in_one_query(django_assert_num_quer
     delivery_at(busy, now - timedelta(hours=25), Delivery.Status.FAILED)
 
     with django_assert_num_queries(1):
-        outcomes = health.recent_outcomes([busy.pk, quiet.pk])
+        outcomes = figures.recent_outcomes([busy.pk, quiet.pk])
 
-    assert outcomes == {busy.pk: health.Outcomes(succeeded=1, failed=1)}
+    assert outcomes == {busy.pk: figures.DeliveryCounts(succeeded=1, failed=1)}
     assert outcomes[busy.pk].failure_rate == 0.5
-    assert health.Outcomes().failure_rate is None
+    assert figures.DeliveryCounts().failure_rate is None
 
 
 def test_a_bounded_count_stops_at_its_cap():
@@ -60,9 +60,9 @@ def test_a_bounded_count_stops_at_its_cap():
     for profile in ProfileFactory.create_batch(4):
         make_forward(connection, profile)
 
-    assert health.bounded_count(Forward.objects.all(), cap=3) == health.BoundedCount(3, capped=True)
-    assert str(health.bounded_count(Forward.objects.all(), cap=3)) == "3+"
-    assert health.bounded_count(Forward.objects.all(), cap=4) == health.BoundedCount(4)
-    backlog = health.backlogs([connection.pk])[connection.pk]
-    assert backlog.count == health.BoundedCount(4)
+    assert figures.bounded_count(Forward.objects.all(), cap=3) == figures.BoundedCount(3, capped=True)
+    assert str(figures.bounded_count(Forward.objects.all(), cap=3)) == "3+"
+    assert figures.bounded_count(Forward.objects.all(), cap=4) == figures.BoundedCount(4)
+    backlog = figures.backlogs([connection.pk])[connection.pk]
+    assert backlog.count == figures.BoundedCount(4)
     assert backlog.oldest == Forward.objects.earliest("created_at").created_at

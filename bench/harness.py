@@ -15,12 +15,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.support
+from tests.support.processes import ROOT, celery_worker, stop_group, wait_until
+
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
 LOGS = ROOT / "var" / "bench"
 
@@ -138,13 +139,9 @@ class Processes:
     def stop(self) -> None:
         for proc in self.procs:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
+                os.killpg(proc.pid, signal.SIGTERM)  # all at once, then each waited for
         for proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_group(proc, timeout=20)
 
 
 @contextlib.contextmanager
@@ -189,24 +186,7 @@ def start_workers(
     for n in range(count):
         group.start(
             f"worker{n}",
-            [
-                PYTHON,
-                "-m",
-                "celery",
-                "-A",
-                "cioaudience",
-                "worker",
-                "--pool",
-                pool,
-                "--concurrency",
-                str(concurrency),
-                "--loglevel",
-                "WARNING",
-                "-n",
-                f"bench{n}@%h",
-                "--without-gossip",
-                "--without-mingle",
-            ],
+            celery_worker(PYTHON, f"bench{n}@%h", pool=pool, concurrency=concurrency, loglevel="WARNING"),
             env,
         )
 
@@ -232,13 +212,11 @@ def _get_ok(url: str) -> bool:
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+    """The predicate's first true value; a benchmark that waits in vain stops with the reason."""
+    try:
+        return wait_until(predicate, timeout, interval, what)
+    except AssertionError as timed_out:
+        raise SystemExit(str(timed_out)) from None
 
 
 def start_web(group: Processes, env: dict[str, str], port: int, workers: int = 2) -> None:

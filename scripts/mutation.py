@@ -44,9 +44,9 @@ class Target:
 
 
 ATTRIBUTE_TESTS = (
-    "tests/services/test_attributes.py",
-    "tests/services/test_identifiers_and_segments.py",
-    "tests/services/test_membership_sources.py",
+    "tests/forwarding/test_attributes.py",
+    "tests/forwarding/test_identifiers_and_segments.py",
+    "tests/ingest/test_membership_sources.py",
 )
 LIMIT_TESTS = (
     "tests/customerio/test_limits.py",
@@ -75,7 +75,7 @@ TARGETS: dict[str, Target] = {
         (
             "tests/forwarding/test_outcomes.py",
             "tests/forwarding/test_forward_pending.py",
-            "tests/forwarding/test_outbox_orphans.py",
+            "tests/outbox/test_outbox_orphans.py",
         ),
         "forwarding",
         deselect=(SLOW_RATE_TEST,),
@@ -93,7 +93,7 @@ TARGETS: dict[str, Target] = {
             "tests/forwarding/test_payload_plan.py",
             "tests/forwarding/test_forward_pending.py",
             "tests/forwarding/test_segments_and_identifiers.py",
-            "tests/forwarding/test_outbox_orphans.py",
+            "tests/outbox/test_outbox_orphans.py",
         ),
         "pure",  # planning is rules over rows read up front: held to the pure modules' goal
         deselect=(SLOW_RATE_TEST, SLOW_BACKFILL_TEST),
@@ -134,7 +134,7 @@ def mutmut_config(target: Target) -> str:
             # Own SQLite file per forked run; quiet output; no cache in the scratch copy.
             "pytest_add_cli_args = "
             + json.dumps(
-                ["-p", "tests.mutation_isolation", "-p", "no:cacheprovider", "-q", "-x"]
+                ["-p", "tests.support.mutation_isolation", "-p", "no:cacheprovider", "-q", "-x"]
                 + [arg for test in target.deselect for arg in ("--deselect", test)]
             ),
             "",
@@ -161,7 +161,7 @@ def run(name: str, target: Target, *, minutes: float, children: int) -> None:
     scratch = prepare(name, target)
     print(f"== {name}: mutating {target.module} against {', '.join(target.tests)}", flush=True)
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    env.pop("DATABASE_URL", None)  # SQLite: one file per forked run (tests/mutation_isolation.py)
+    env.pop("DATABASE_URL", None)  # SQLite: one file per forked run (tests/support/mutation_isolation.py)
     log = (scratch / "mutmut.log").open("w")
     process = subprocess.Popen(  # noqa: S603
         [str(MUTMUT), "run", "--max-children", str(children)],

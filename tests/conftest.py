@@ -1,7 +1,7 @@
 import pytest
 
 from connections.roles import LOG_VIEWERS, MARKETERS
-from tests.factories import UserFactory
+from tests.support.factories import UserFactory
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def standin(standin_server, settings):
 @pytest.fixture
 def workspace_connection(db):
     """A Connection whose credentials the stand-in accepts."""
-    from tests.factories import ConnectionFactory
+    from tests.support.factories import ConnectionFactory
 
     def make(site_id: str = "site-us", *, with_app_api_key: bool = False, **fields):
         key, region = STANDIN_WORKSPACES[site_id]

@@ -7,8 +7,8 @@ from html.parser import HTMLParser
 import pytest
 
 from connections.models import Connection
-from tests.admin.helpers import admin_url, changeform_data
-from tests.factories import ConnectionFactory
+from tests.support.admin import admin_url, changeform_data
+from tests.support.factories import ConnectionFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from connections.models import Audience, Delivery, Forward, Subscription
-from tests.admin.helpers import add_inline_row, admin_url, changeform_data, make_forward
-from tests.factories import AudienceFactory, ConnectionFactory, MembershipFactory, SubscriptionFactory
+from tests.support.admin import add_inline_row, admin_url, changeform_data, make_forward
+from tests.support.factories import AudienceFactory, ConnectionFactory, MembershipFactory, SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
 

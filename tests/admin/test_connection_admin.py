@@ -7,8 +7,8 @@ from cryptography.fernet import Fernet
 from django.db import connection as db
 
 from connections.models import Audience, Connection, Delivery, Forward, InboundToken, Profile, Subscription
-from tests.admin.helpers import admin_url, changeform_data, make_delivery, make_forward, make_token
-from tests.factories import ConnectionFactory, MembershipFactory, SubscriptionFactory
+from tests.support.admin import admin_url, changeform_data, make_delivery, make_forward, make_token
+from tests.support.factories import ConnectionFactory, MembershipFactory, SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
 

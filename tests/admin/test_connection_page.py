@@ -14,9 +14,9 @@ from cioaudience.celery import app as celery_app
 from connections.models import Connection, Delivery, Forward, ResyncRun
 from connections.services.resync import runs as resync
 from connections.tasks import resync_connection
-from tests.admin.helpers import admin_url, make_delivery, make_forward
-from tests.factories import ConnectionFactory, MembershipFactory, ProfileFactory, SubscriptionFactory
-from tests.workers import purge_broker
+from tests.support.admin import admin_url, make_delivery, make_forward
+from tests.support.factories import ConnectionFactory, MembershipFactory, ProfileFactory, SubscriptionFactory
+from tests.support.workers import purge_broker
 
 pytestmark = pytest.mark.django_db
 

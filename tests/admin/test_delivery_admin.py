@@ -11,8 +11,8 @@ from django.utils.html import escape
 from connections.admin import common
 from connections.admin.common import CheapCountPaginator, estimated_row_count
 from connections.models import Delivery, Forward
-from tests.admin.helpers import admin_url, make_delivery
-from tests.factories import ConnectionFactory, ProfileFactory
+from tests.support.admin import admin_url, make_delivery
+from tests.support.factories import ConnectionFactory, ProfileFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ import pytest
 
 from connections.models import InboundToken
 from connections.services.ingest import tokens
-from tests.admin.helpers import admin_url, make_token
+from tests.support.admin import admin_url, make_token
 
 pytestmark = pytest.mark.django_db
 

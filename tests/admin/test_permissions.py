@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from connections.models import Audience, Connection, Delivery, InboundToken, Profile, Subscription
-from tests.admin.helpers import admin_url, make_delivery, make_forward, make_token
-from tests.factories import MembershipFactory, SubscriptionFactory
+from tests.support.admin import admin_url, make_delivery, make_forward, make_token
+from tests.support.factories import MembershipFactory, SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from connections.models import Forward, Membership, Profile
-from tests.admin.helpers import add_inline_row, admin_url, changeform_data
-from tests.factories import AudienceFactory, MembershipFactory, ProfileFactory, SubscriptionFactory
+from tests.support.admin import add_inline_row, admin_url, changeform_data
+from tests.support.factories import AudienceFactory, MembershipFactory, ProfileFactory, SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
 

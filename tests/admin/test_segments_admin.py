@@ -8,9 +8,9 @@ from django.contrib.messages import get_messages
 from django.db import connection as db
 
 from connections.models import Connection, Forward, Subscription
-from tests.admin.helpers import admin_url, changeform_data
 from tests.conftest import STANDIN_APP_KEYS
-from tests.factories import AudienceFactory, ConnectionFactory, MembershipFactory, SubscriptionFactory
+from tests.support.admin import admin_url, changeform_data
+from tests.support.factories import AudienceFactory, ConnectionFactory, MembershipFactory, SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -6,8 +6,8 @@ import pytest
 from django.test import Client
 
 from connections.models import Delivery, Forward, Subscription
-from tests.admin.helpers import admin_url, make_forward
-from tests.factories import AudienceFactory, ConnectionFactory, MembershipFactory, SubscriptionFactory
+from tests.support.admin import admin_url, make_forward
+from tests.support.factories import AudienceFactory, ConnectionFactory, MembershipFactory, SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, BrowserType, Page, Playwright, expect, 
 from connections.roles import ROLE_PERMISSIONS
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-PASSWORD = "correct horse battery staple"  # tests.factories.UserFactory's
+PASSWORD = "correct horse battery staple"  # tests.support.factories.UserFactory's
 # A time zone other than the server's (UTC), so the tests see dates shown in the browser's own.
 BROWSER_TIME_ZONE = "America/New_York"
 

@@ -11,11 +11,11 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from connections.models import Connection, Delivery, ResyncRun
-from tests.admin.helpers import admin_url, make_delivery
 from tests.browser.conftest import BROWSER_TIME_ZONE
 from tests.conftest import STANDIN_WORKSPACES
-from tests.factories import AudienceFactory, MembershipFactory, ProfileFactory, SubscriptionFactory
-from tests.workers import purge_broker, running_workers, wait_until
+from tests.support.admin import admin_url, make_delivery
+from tests.support.factories import AudienceFactory, MembershipFactory, ProfileFactory, SubscriptionFactory
+from tests.support.workers import purge_broker, running_workers, wait_until
 
 pytestmark = [
     pytest.mark.browser,

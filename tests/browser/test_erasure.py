@@ -10,8 +10,8 @@ from playwright.sync_api import Page, expect
 
 from connections.models import Connection, ErasureCall, Profile
 from tests.conftest import STANDIN_WORKSPACES
-from tests.erasure.helpers import CUSTOMER_ID, EMAIL, PERSONAL, forwarded_person, tables_holding
-from tests.workers import purge_broker, running_workers, wait_until
+from tests.support.erasure import CUSTOMER_ID, EMAIL, PERSONAL, forwarded_person, tables_holding
+from tests.support.workers import purge_broker, running_workers, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
@@ -80,7 +80,7 @@ def test_an_erasure_behind_a_backlog_is_queued_shown_waiting_and_carried_out_by_
     tests/firehose/test_apply_in_worker.py that erase behind a short backlog)."""
     from connections.firehose import inbox, ingest
     from connections.firehose.messages import parse_message
-    from tests.firehose.builders import membership_request, user_profile
+    from tests.support.firehose import membership_request, user_profile
 
     purge_broker()
     settings.FIREHOSE_APPLY, settings.ERASURE_WAIT_SECONDS = "worker", 0

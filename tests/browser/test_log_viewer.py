@@ -11,10 +11,10 @@ from playwright.sync_api import Page, expect
 
 from connections.models import Connection, Delivery, Forward
 from connections.services.connection import transitions as connection_state
-from tests.admin.helpers import admin_url, make_delivery
 from tests.conftest import STANDIN_WORKSPACES
-from tests.factories import ProfileFactory
-from tests.workers import purge_broker, running_workers, wait_until
+from tests.support.admin import admin_url, make_delivery
+from tests.support.factories import ProfileFactory
+from tests.support.workers import purge_broker, running_workers, wait_until
 
 pytestmark = [
     pytest.mark.browser,

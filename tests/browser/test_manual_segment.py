@@ -8,10 +8,10 @@ from playwright.sync_api import Page, expect
 
 from connections.models import Audience, Connection, Delivery, Subscription
 from connections.services.outbox import wakeup
-from tests.admin.helpers import admin_url
 from tests.conftest import STANDIN_APP_KEYS, STANDIN_WORKSPACES
-from tests.factories import AudienceFactory, MembershipFactory, ProfileFactory
-from tests.workers import purge_broker, running_workers, wait_until
+from tests.support.admin import admin_url
+from tests.support.factories import AudienceFactory, MembershipFactory, ProfileFactory
+from tests.support.workers import purge_broker, running_workers, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 

@@ -11,10 +11,10 @@ from playwright.sync_api import Page, expect
 from connections.models import Audience, Connection, Delivery, Forward, Subscription
 from connections.services.ingest import subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
-from tests.admin.helpers import admin_url
 from tests.conftest import STANDIN_WORKSPACES
-from tests.factories import AudienceFactory
-from tests.workers import purge_broker, running_workers, wait_until
+from tests.support.admin import admin_url
+from tests.support.factories import AudienceFactory
+from tests.support.workers import purge_broker, running_workers, wait_until
 
 pytestmark = [
     pytest.mark.browser,

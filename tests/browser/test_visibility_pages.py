@@ -14,9 +14,9 @@ from connections.services.forwarding import worker as forwarding
 from connections.services.ingest import subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
 from connections.services.resync import runs as resync
-from tests.admin.helpers import admin_url, make_delivery, make_forward
 from tests.conftest import STANDIN_WORKSPACES
-from tests.factories import ProfileFactory
+from tests.support.admin import admin_url, make_delivery, make_forward
+from tests.support.factories import ProfileFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 

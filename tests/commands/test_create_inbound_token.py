@@ -9,7 +9,7 @@ from django.core.management.base import CommandError
 
 from connections.models import InboundToken
 from connections.services.ingest import tokens
-from tests.factories import ConnectionFactory
+from tests.support.factories import ConnectionFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ from django.core.management import load_command_class
 from django.core.management.base import BaseCommand
 
 import connections.management.commands as commands_package
-from tests.workers import ROOT
+from tests.support.workers import ROOT
 
 COMMANDS = sorted(m.name for m in pkgutil.iter_modules(commands_package.__path__) if not m.name.startswith("_"))
 

@@ -9,8 +9,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from connections.models import Forward, Membership, Profile
-from tests.factories import AudienceFactory, MembershipFactory, ProfileFactory, SubscriptionFactory
-from tests.firehose.builders import row_counts
+from tests.support.factories import AudienceFactory, MembershipFactory, ProfileFactory, SubscriptionFactory
+from tests.support.firehose import row_counts
 
 pytestmark = pytest.mark.django_db
 

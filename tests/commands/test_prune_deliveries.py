@@ -12,7 +12,7 @@ from django.utils import timezone
 from connections.models import Delivery
 from connections.services.erasure.retention import parse_age
 from connections.tasks import prune_deliveries_task
-from tests.factories import ConnectionFactory
+from tests.support.factories import ConnectionFactory
 
 pytestmark = pytest.mark.django_db
 

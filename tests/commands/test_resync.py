@@ -16,8 +16,8 @@ from connections.models import Audience, Connection, Delivery, Forward, ResyncRu
 from connections.services.forwarding.attributes import MISSING_CUSTOMER_ID_REASON
 from connections.services.resync import runs as resync
 from connections.tasks import resync_connection
-from tests.factories import AudienceFactory, MembershipFactory, ProfileFactory, SubscriptionFactory
-from tests.workers import ROOT, purge_broker, running_workers, wait_until
+from tests.support.factories import AudienceFactory, MembershipFactory, ProfileFactory, SubscriptionFactory
+from tests.support.workers import ROOT, purge_broker, running_workers, wait_until
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from connections.models import Connection
-from tests.factories import ConnectionFactory
+from tests.support.factories import ConnectionFactory
 
 pytestmark = pytest.mark.django_db
 

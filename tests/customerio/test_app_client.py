@@ -9,7 +9,7 @@ import pytest
 from cio_standin import StandinServer, Workspace
 from connections.customerio.app_client import AppAPIError, CustomerIOAppClient
 from connections.customerio.client import Outcome
-from tests.customerio.scripted_server import Answer, scripted_server
+from tests.support.scripted_server import Answer, scripted_server
 
 SITE_ID = "site-app"
 APP_KEY = "appkey-0f1e2d3c4b5a69788796"

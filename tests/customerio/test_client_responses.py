@@ -18,7 +18,7 @@ import pytest
 
 import connections
 from connections.customerio.client import CustomerIOClient, Outcome, parse_retry_after
-from tests.customerio.scripted_server import Answer, ScriptedServer, scripted_server
+from tests.support.scripted_server import Answer, ScriptedServer, scripted_server
 
 SITE_ID = "site-1"
 API_KEY = "trackkey-5e4d3c2b1a0f9e8d7c6b"

@@ -82,7 +82,7 @@ def test_the_redis_limiter_is_shared_by_independent_limiters():
 
 def test_a_stalled_redis_fails_the_acquire_within_the_configured_timeout(settings):
     # A paused server: connections stay open, the kernel accepts the request, no answer comes.
-    from tests.redis_server import PrivateRedis
+    from tests.support.redis_server import PrivateRedis
 
     server = PrivateRedis()
     server.start()

@@ -139,7 +139,7 @@ def test_the_redis_log_expires_once_its_requests_have_left_the_window():
 
 def test_a_redis_restarted_between_requests_costs_no_failed_request(settings):
     # The pooled socket of the first request is dead after the restart: one retry reconnects.
-    from tests.redis_server import PrivateRedis
+    from tests.support.redis_server import PrivateRedis
 
     server = PrivateRedis()
     server.start()

@@ -7,9 +7,9 @@ import uuid
 import pytest
 
 from connections.models import ErasureRecord, FirehoseMessage, Profile
-from tests.erasure.helpers import CUSTOMER_ID, EMAIL, dsr_message, forwarded_person, post_dsr
-from tests.factories import ConnectionFactory, ProfileFactory
-from tests.firehose.builders import official, row_counts
+from tests.support.erasure import CUSTOMER_ID, EMAIL, dsr_message, forwarded_person, post_dsr
+from tests.support.factories import ConnectionFactory, ProfileFactory
+from tests.support.firehose import official, row_counts
 
 pytestmark = pytest.mark.django_db
 

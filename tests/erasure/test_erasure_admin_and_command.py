@@ -6,9 +6,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from connections.models import ErasureCall, ErasureRecord, Profile
-from tests.erasure.helpers import CUSTOMER_ID, EMAIL, erase_by_command, erase_in_admin, forwarded_person
-from tests.factories import ConnectionFactory
-from tests.firehose.builders import row_counts
+from tests.support.erasure import CUSTOMER_ID, EMAIL, erase_by_command, erase_in_admin, forwarded_person
+from tests.support.factories import ConnectionFactory
+from tests.support.firehose import row_counts
 
 pytestmark = pytest.mark.django_db
 

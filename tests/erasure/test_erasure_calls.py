@@ -12,7 +12,7 @@ from connections.services.erasure import calls as erasure_calls
 from connections.services.erasure.suppression import SUPPRESSED_REASON
 from connections.services.forwarding import worker as forwarding
 from connections.services.ingest import memberships
-from tests.erasure.helpers import CUSTOMER_ID, EMAIL, erase_by_command, forwarded_person
+from tests.support.erasure import CUSTOMER_ID, EMAIL, erase_by_command, forwarded_person
 
 pytestmark = pytest.mark.django_db
 

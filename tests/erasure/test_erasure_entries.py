@@ -10,8 +10,8 @@ from django.contrib.admin.models import LogEntry
 from cio_standin import erasure as standin_erasure
 from connections.models import Delivery, ErasureCall, ErasureRecord, FirehoseMessage, Profile
 from connections.services.erasure import calls as erasure_calls
-from tests.admin.helpers import changeform_data
-from tests.erasure.helpers import (
+from tests.support.admin import changeform_data
+from tests.support.erasure import (
     CUSTOMER_ID,
     EMAIL,
     LAST,

@@ -12,7 +12,7 @@ from connections.services.erasure import calls as erasure_calls
 from connections.services.erasure import local as erasure
 from connections.services.forwarding import claims
 from connections.services.ingest import memberships, subscriptions
-from tests.workers import purge_broker, running_workers, wait_until
+from tests.support.workers import purge_broker, running_workers, wait_until
 
 VICTIM = "victim-9"
 

@@ -3,8 +3,8 @@
 import pytest
 
 from connections.models import ErasureCall
-from tests.erasure.helpers import CUSTOMER_ID, PERSONAL, dsr_message, forwarded_person, post_dsr, tables_holding
-from tests.workers import purge_broker, running_workers, wait_until
+from tests.support.erasure import CUSTOMER_ID, PERSONAL, dsr_message, forwarded_person, post_dsr, tables_holding
+from tests.support.workers import purge_broker, running_workers, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 from connections.firehose import inbox, queued_erasure
 from connections.models import ErasureCall, ErasureRecord, FirehoseMessage
 from connections.services.erasure import local as erasure
-from tests.erasure.helpers import CUSTOMER_ID, dsr_message, forwarded_person, post_dsr
+from tests.support.erasure import CUSTOMER_ID, dsr_message, forwarded_person, post_dsr
 from tests.visibility.test_admin_panels import text
 
 pytestmark = pytest.mark.django_db

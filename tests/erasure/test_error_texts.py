@@ -16,7 +16,7 @@ from connections.models import Audience, Connection, ConnectionStateChange, Deli
 from connections.services.erasure import calls as erasure_calls
 from connections.services.forwarding import worker as forwarding
 from connections.services.ingest import memberships, subscriptions
-from tests.erasure.helpers import (
+from tests.support.erasure import (
     CUSTOMER_ID,
     LAST,
     encoded_forms,
@@ -24,7 +24,7 @@ from tests.erasure.helpers import (
     forwarded_person,
     tables_holding,
 )
-from tests.workers import purge_broker
+from tests.support.workers import purge_broker
 
 pytestmark = pytest.mark.django_db
 

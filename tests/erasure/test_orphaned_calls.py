@@ -9,8 +9,8 @@ import pytest
 
 from connections import tasks
 from connections.models import Connection, ErasureCall, ErasureRecord
-from tests.erasure.helpers import PERSONAL, erase_by_command, forwarded_person, tables_holding
-from tests.workers import purge_broker
+from tests.support.erasure import PERSONAL, erase_by_command, forwarded_person, tables_holding
+from tests.support.workers import purge_broker
 
 pytestmark = pytest.mark.django_db
 

@@ -10,8 +10,8 @@ import pytest
 
 from connections.firehose import inbox
 from connections.services.ingest import tokens
-from tests.factories import ConnectionFactory
-from tests.firehose.builders import TEST_CONNECTION_KEY, URL, official
+from tests.support.factories import ConnectionFactory
+from tests.support.firehose import TEST_CONNECTION_KEY, URL, official
 
 
 @pytest.fixture

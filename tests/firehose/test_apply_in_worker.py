@@ -36,9 +36,9 @@ from connections.models import (
 from connections.services.erasure import local as erasure
 from connections.services.erasure import retention
 from connections.services.outbox import wakeup
-from tests.erasure.helpers import dsr_message, erase_in_admin
-from tests.factories import AudienceFactory, ConnectionFactory, SubscriptionFactory
-from tests.firehose.builders import TEST_CONNECTION_KEY, audience, membership_request, row_counts, user_profile
+from tests.support.erasure import dsr_message, erase_in_admin
+from tests.support.factories import AudienceFactory, ConnectionFactory, SubscriptionFactory
+from tests.support.firehose import TEST_CONNECTION_KEY, audience, membership_request, row_counts, user_profile
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from django.test import Client
 
 from connections.models import InboundToken
 from connections.services.ingest import tokens
-from tests.firehose.builders import URL, audience, membership_request, official, row_counts, user_profile
+from tests.support.firehose import URL, audience, membership_request, official, row_counts, user_profile
 
 pytestmark = pytest.mark.django_db
 

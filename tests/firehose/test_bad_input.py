@@ -7,8 +7,8 @@ import pytest
 from django.test import RequestFactory
 
 from connections.firehose.views import firehose
-from tests.factories import AudienceFactory, MembershipFactory, SubscriptionFactory
-from tests.firehose.builders import URL, audience, membership_request, official, row_counts, user_profile
+from tests.support.factories import AudienceFactory, MembershipFactory, SubscriptionFactory
+from tests.support.firehose import URL, audience, membership_request, official, row_counts, user_profile
 
 pytestmark = pytest.mark.django_db
 

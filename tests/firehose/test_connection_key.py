@@ -5,7 +5,7 @@ import re
 import pytest
 
 from connections.models import Profile
-from tests.firehose.builders import audience, membership_request, official, row_counts, user_profile
+from tests.support.firehose import audience, membership_request, official, row_counts, user_profile
 
 pytestmark = pytest.mark.django_db
 

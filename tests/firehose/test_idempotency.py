@@ -10,8 +10,8 @@ from django.test import Client
 from connections.firehose import ingest
 from connections.models import FirehoseMessage, Forward, Membership, Profile
 from connections.services.ingest import memberships, tokens
-from tests.factories import AudienceFactory, ConnectionFactory, SubscriptionFactory
-from tests.firehose.builders import TEST_CONNECTION_KEY, URL, audience, membership_request, row_counts, user_profile
+from tests.support.factories import AudienceFactory, ConnectionFactory, SubscriptionFactory
+from tests.support.firehose import TEST_CONNECTION_KEY, URL, audience, membership_request, row_counts, user_profile
 
 pytestmark = pytest.mark.django_db
 

@@ -3,8 +3,8 @@
 import pytest
 
 from connections.models import Audience, FirehoseMessage, Forward, Membership, Profile
-from tests.factories import AudienceFactory, MembershipFactory, ProfileFactory, SubscriptionFactory
-from tests.firehose.builders import audience, membership_request, row_counts, user_profile
+from tests.support.factories import AudienceFactory, MembershipFactory, ProfileFactory, SubscriptionFactory
+from tests.support.firehose import audience, membership_request, row_counts, user_profile
 
 pytestmark = pytest.mark.django_db
 

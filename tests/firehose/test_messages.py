@@ -5,7 +5,7 @@ import pytest
 from connections.firehose import messages
 from connections.firehose.messages import MessageError, decode_body, nesting_problem, parse_message
 from connections.models import Audience, FirehoseMessage, Profile
-from tests.firehose.builders import audience, membership_request, user_profile
+from tests.support.firehose import audience, membership_request, user_profile
 
 
 @pytest.mark.parametrize(

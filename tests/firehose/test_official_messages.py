@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from connections.models import Audience, FirehoseMessage, Membership, Profile, Subscription
-from tests.firehose.builders import assert_matches_schema, official, with_connection_key
+from tests.support.firehose import assert_matches_schema, official, with_connection_key
 
 pytestmark = pytest.mark.django_db
 

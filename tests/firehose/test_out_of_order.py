@@ -16,8 +16,8 @@ from django.utils import timezone
 
 from connections.models import Forward, Membership
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
-from tests.factories import AudienceFactory, SubscriptionFactory
-from tests.firehose.builders import audience, membership_request, user_profile
+from tests.support.factories import AudienceFactory, SubscriptionFactory
+from tests.support.firehose import audience, membership_request, user_profile
 
 pytestmark = pytest.mark.django_db
 

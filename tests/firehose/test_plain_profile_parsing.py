@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from connections.firehose.audiences import _user_profile, plain_user_profile
 from connections.firehose.fields import Fields, MessageError
-from tests.firehose.builders import official
+from tests.support.firehose import official
 
 # Values of every JSON type, including the awkward strings (non-ASCII, NUL, surrogate, long).
 SCALARS = st.one_of(

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from connections.models import FirehoseMessage, Membership
 from connections.tasks import prune_firehose_messages_task
-from tests.firehose.builders import audience, membership_request, user_profile
+from tests.support.firehose import audience, membership_request, user_profile
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,7 @@ import pytest
 from connections.models import Forward, Subscription
 from connections.services.forwarding.worker import forward_pending
 from tests.conftest import STANDIN_WORKSPACES
-from tests.firehose.builders import audience, membership_request, official, row_counts, user_profile
+from tests.support.firehose import audience, membership_request, official, row_counts, user_profile
 
 pytestmark = pytest.mark.django_db
 

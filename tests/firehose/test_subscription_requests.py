@@ -3,8 +3,8 @@
 import pytest
 
 from connections.models import Audience, Forward, Subscription
-from tests.factories import AudienceFactory, ConnectionFactory, MembershipFactory, SubscriptionFactory
-from tests.firehose.builders import row_counts
+from tests.support.factories import AudienceFactory, ConnectionFactory, MembershipFactory, SubscriptionFactory
+from tests.support.firehose import row_counts
 
 pytestmark = pytest.mark.django_db
 

@@ -18,7 +18,7 @@ from connections.services.forwarding.delivery_log import backoff_seconds
 from connections.services.forwarding.worker import forward_pending
 from connections.services.ingest import subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
-from tests.factories import AudienceFactory
+from tests.support.factories import AudienceFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -229,8 +229,8 @@ def test_the_sweep_wakes_due_work_and_due_probes_but_not_paused_or_faulted_conne
     workspace_connection, caplog
 ):
     from connections.tasks import sweep
-    from tests.factories import ConnectionFactory
-    from tests.workers import purge_broker
+    from tests.support.factories import ConnectionFactory
+    from tests.support.workers import purge_broker
 
     caplog.set_level(logging.INFO, logger="cioaudience.tasks")
     due = connect(workspace_connection)

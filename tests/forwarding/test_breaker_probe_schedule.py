@@ -11,7 +11,7 @@ from django.utils import timezone
 from connections.customerio.client import Outcome, SendResult
 from connections.models import Connection
 from connections.services.connection import breaker
-from tests.factories import ConnectionFactory
+from tests.support.factories import ConnectionFactory
 
 pytestmark = pytest.mark.django_db
 

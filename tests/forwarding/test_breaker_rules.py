@@ -23,7 +23,7 @@ from django.utils import timezone
 from connections.customerio.http import Outcome, SendResult
 from connections.models import Connection, ConnectionStateChange, Forward
 from connections.services.connection import breaker
-from tests.factories import ConnectionFactory, ProfileFactory
+from tests.support.factories import ConnectionFactory, ProfileFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 from connections.models import Forward
 from connections.services.forwarding import claims
 from connections.services.outbox import queue as outbox
-from tests.factories import AudienceFactory, ConnectionFactory, ProfileFactory
+from tests.support.factories import AudienceFactory, ConnectionFactory, ProfileFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ from connections.services.forwarding import worker as forwarding
 from connections.services.ingest import subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
 from connections.services.ingest.segments import set_segment_id
-from tests.factories import AudienceFactory
+from tests.support.factories import AudienceFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the log's foreign key is checked at commit, as deployed
 

@@ -19,8 +19,8 @@ from connections.services.ingest import subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
 from connections.services.outbox import wakeup
 from connections.tasks import forward_connection
-from tests.factories import AudienceFactory
-from tests.workers import purge_broker, running_workers, wait_until
+from tests.support.factories import AudienceFactory
+from tests.support.workers import purge_broker, running_workers, wait_until
 
 # The rule is exercised with the values users run, not shortened ones.
 QUIET = django_settings.FORWARD_HOLD_QUIET_SECONDS

@@ -12,7 +12,7 @@ from connections.services.forwarding.claims import claim, give_up_contested
 from connections.services.forwarding.worker import forward_pending, send_claimed
 from connections.services.ingest import subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
-from tests.factories import AudienceFactory, ProfileFactory
+from tests.support.factories import AudienceFactory, ProfileFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ from connections.services.forwarding.worker import forward_pending
 from connections.services.ingest import subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
 from tests.conftest import STANDIN_WORKSPACES
-from tests.factories import AudienceFactory
+from tests.support.factories import AudienceFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -22,7 +22,7 @@ from connections.models import Connection, Delivery, Forward
 from connections.services.forwarding import delivery_log as outcomes
 from connections.services.forwarding.delivery_log import FAULTED_SUFFIX, ForwardReport, backoff_seconds
 from connections.services.forwarding.payloads import Planned
-from tests.factories import AudienceFactory, ConnectionFactory, ProfileFactory
+from tests.support.factories import AudienceFactory, ConnectionFactory, ProfileFactory
 
 pytestmark = pytest.mark.django_db
 

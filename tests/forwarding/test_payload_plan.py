@@ -12,7 +12,7 @@ from connections.models import Subscription, SuppressedIdentifier
 from connections.services.erasure.rules import ID, identifier_hash
 from connections.services.erasure.suppression import SUPPRESSED_REASON
 from connections.services.forwarding.payloads import NOT_SUBSCRIBED, ClaimedRow, plan
-from tests.factories import (
+from tests.support.factories import (
     AudienceFactory,
     ConnectionFactory,
     MembershipFactory,

@@ -13,7 +13,7 @@ from connections.services.ingest.memberships import ProfileChange, ProfileInput,
 from connections.services.ingest.segments import set_segment_id
 from connections.services.resync import backfill
 from connections.services.resync import runs as resync
-from tests.factories import AudienceFactory
+from tests.support.factories import AudienceFactory
 
 pytestmark = pytest.mark.django_db
 

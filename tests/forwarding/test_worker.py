@@ -13,8 +13,8 @@ from connections.models import Audience, Delivery, Forward, ResyncRun
 from connections.services.ingest import subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
 from connections.services.outbox import wakeup
-from tests.factories import AudienceFactory
-from tests.workers import purge_broker, running_workers, wait_until
+from tests.support.factories import AudienceFactory
+from tests.support.workers import purge_broker, running_workers, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker, pytest.mark.timeout(180)]
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from connections.models import Forward, Profile, SuppressedIdentifier
 from connections.services.forwarding import claims
-from tests.factories import ConnectionFactory, ProfileFactory
+from tests.support.factories import ConnectionFactory, ProfileFactory
 
 pytestmark = pytest.mark.django_db
 POSTGRES = os.environ.get("DATABASE_URL", "").startswith("postgres")

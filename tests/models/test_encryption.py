@@ -4,7 +4,7 @@ from django.db import connection as db
 
 from connections.crypto import EncryptionError
 from connections.models import Connection
-from tests.factories import ConnectionFactory
+from tests.support.factories import ConnectionFactory
 
 pytestmark = pytest.mark.django_db
 

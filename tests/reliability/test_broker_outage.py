@@ -13,10 +13,10 @@ import pytest
 from cioaudience.celery import app
 from connections.models import FirehoseMessage, Forward
 from connections.services.ingest import subscriptions, tokens
-from tests.factories import AudienceFactory
-from tests.firehose.builders import URL, membership_request, user_profile
-from tests.redis_server import PrivateRedis
-from tests.workers import running_workers, wait_until
+from tests.support.factories import AudienceFactory
+from tests.support.firehose import URL, membership_request, user_profile
+from tests.support.redis_server import PrivateRedis
+from tests.support.workers import running_workers, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.reliability, pytest.mark.timeout(300)]
 

@@ -17,8 +17,8 @@ from connections.models import Delivery, Forward, Membership, Profile, Subscript
 from connections.services.forwarding.attributes import segment_membership_value
 from connections.services.ingest import subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
-from tests.factories import AudienceFactory
-from tests.workers import purge_broker, running_workers, wait_until
+from tests.support.factories import AudienceFactory
+from tests.support.workers import purge_broker, running_workers, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.reliability, pytest.mark.timeout(600)]
 

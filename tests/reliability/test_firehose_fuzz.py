@@ -32,10 +32,10 @@ from connections.models import (
     Subscription,
 )
 from connections.services.ingest import tokens
-from tests.factories import ConnectionFactory, ProfileFactory
-from tests.firehose.builders import URL
-from tests.reliability import fuzzing
-from tests.reliability.tables import changed_since, checksums
+from tests.support import fuzzing
+from tests.support.factories import ConnectionFactory, ProfileFactory
+from tests.support.firehose import URL
+from tests.support.tables import changed_since, checksums
 
 pytestmark = [pytest.mark.django_db, pytest.mark.reliability, pytest.mark.timeout(600)]
 

@@ -13,9 +13,9 @@ from cio_standin import Faults
 from connections.models import Connection, Delivery, Forward
 from connections.services.ingest import subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
-from tests.factories import AudienceFactory
 from tests.reliability.test_faults import expected_state
-from tests.workers import purge_broker, running_workers, wait_until
+from tests.support.factories import AudienceFactory
+from tests.support.workers import purge_broker, running_workers, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.reliability, pytest.mark.timeout(600)]
 

@@ -23,12 +23,12 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from connections.models import Connection, ErasureCall, ErasureRecord, InboundToken, Subscription, SuppressedIdentifier
 from connections.services.ingest import tokens
-from tests.admin.helpers import make_delivery, make_forward
-from tests.factories import ConnectionFactory, MembershipFactory, SubscriptionFactory, UserFactory
-from tests.firehose.builders import URL as FIREHOSE_URL
-from tests.firehose.builders import official
-from tests.reliability.admin_urls import Route, model_admin_url_names, routes, url_of
-from tests.reliability.tables import changed_since, checksums
+from tests.support.admin import make_delivery, make_forward
+from tests.support.admin_urls import Route, model_admin_url_names, routes, url_of
+from tests.support.factories import ConnectionFactory, MembershipFactory, SubscriptionFactory, UserFactory
+from tests.support.firehose import URL as FIREHOSE_URL
+from tests.support.firehose import official
+from tests.support.tables import changed_since, checksums
 
 pytestmark = [pytest.mark.django_db, pytest.mark.reliability]
 

@@ -16,9 +16,9 @@ import redis
 from connections.models import Forward
 from connections.services.ingest import subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
-from tests.factories import AudienceFactory
-from tests.redis_server import PrivateRedis
-from tests.workers import purge_broker, running_beat, running_workers, wait_until
+from tests.support.factories import AudienceFactory
+from tests.support.redis_server import PrivateRedis
+from tests.support.workers import purge_broker, running_beat, running_workers, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.reliability, pytest.mark.timeout(300)]
 

@@ -43,13 +43,13 @@ from connections.services.connection.credentials import verify_credentials
 from connections.services.erasure import calls as erasure_calls
 from connections.services.erasure import local as erasure
 from connections.services.ingest import subscriptions, tokens
-from tests.admin.helpers import changeform_data
-from tests.factories import AudienceFactory, ConnectionFactory
-from tests.firehose.builders import URL as FIREHOSE_URL
-from tests.firehose.builders import audience, membership_request, user_profile
-from tests.reliability.admin_urls import routes, url_of
-from tests.reliability.evidence import Evidence, RecordingClient, Secret, findings, recording
-from tests.workers import purge_broker
+from tests.support.admin import changeform_data
+from tests.support.admin_urls import routes, url_of
+from tests.support.evidence import Evidence, RecordingClient, Secret, findings, recording
+from tests.support.factories import AudienceFactory, ConnectionFactory
+from tests.support.firehose import URL as FIREHOSE_URL
+from tests.support.firehose import audience, membership_request, user_profile
+from tests.support.workers import purge_broker
 
 pytestmark = [pytest.mark.django_db, pytest.mark.reliability, pytest.mark.timeout(300)]
 

@@ -15,8 +15,8 @@ from connections import tasks
 from connections.models import Delivery, Forward
 from connections.services.ingest import subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
-from tests.factories import AudienceFactory
-from tests.workers import purge_broker, running_workers, wait_until
+from tests.support.factories import AudienceFactory
+from tests.support.workers import purge_broker, running_workers, wait_until
 
 # Registered in this (sending) process too, as in a web process that imports the tasks: the
 # limits that apply must still be the worker's, not copied from here into each message.

@@ -15,8 +15,8 @@ from connections.services.forwarding import worker as forwarding
 from connections.services.ingest import subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
 from connections.services.resync import runs as resync
-from tests.admin.helpers import admin_url, make_delivery, make_forward
-from tests.factories import AudienceFactory, ConnectionFactory, ProfileFactory
+from tests.support.admin import admin_url, make_delivery, make_forward
+from tests.support.factories import AudienceFactory, ConnectionFactory, ProfileFactory
 
 pytestmark = pytest.mark.django_db
 

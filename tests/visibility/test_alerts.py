@@ -9,9 +9,9 @@ from django.utils import timezone
 
 from connections.models import AlertEpisode, Connection, Forward
 from connections.services.visibility import alerts
-from tests.admin.helpers import make_forward
-from tests.factories import ConnectionFactory, ProfileFactory
-from tests.visibility.smtp import free_port, smtp_server
+from tests.support.admin import make_forward
+from tests.support.factories import ConnectionFactory, ProfileFactory
+from tests.support.smtp import free_port, smtp_server
 
 pytestmark = pytest.mark.django_db
 

@@ -21,12 +21,12 @@ from connections.services.ingest import subscriptions, tokens
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
 from connections.services.resync import runs as resync
 from connections.services.visibility import tallies
-from tests.admin.helpers import make_delivery, make_forward
-from tests.factories import AudienceFactory, ConnectionFactory, ProfileFactory
-from tests.firehose.builders import TEST_CONNECTION_KEY, membership_request, user_profile
-from tests.firehose.builders import URL as FIREHOSE_URL
-from tests.visibility.scrape import TOKEN, scrape, value
-from tests.workers import purge_broker, running_workers, wait_until
+from tests.support.admin import make_delivery, make_forward
+from tests.support.factories import AudienceFactory, ConnectionFactory, ProfileFactory
+from tests.support.firehose import TEST_CONNECTION_KEY, membership_request, user_profile
+from tests.support.firehose import URL as FIREHOSE_URL
+from tests.support.scrape import TOKEN, scrape, value
+from tests.support.workers import purge_broker, running_workers, wait_until
 
 
 @pytest.fixture

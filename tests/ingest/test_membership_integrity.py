@@ -24,7 +24,7 @@ from connections.services.imports import pg_copy as import_copy
 from connections.services.imports import reading as imports
 from connections.services.ingest import membership_rows, subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
-from tests.factories import AudienceFactory, SubscriptionFactory
+from tests.support.factories import AudienceFactory, SubscriptionFactory
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -14,7 +14,13 @@ from connections.services.ingest.memberships import (
     connections_forwarding_profiles,
     update_profile_identity,
 )
-from tests.factories import AudienceFactory, ConnectionFactory, MembershipFactory, ProfileFactory, SubscriptionFactory
+from tests.support.factories import (
+    AudienceFactory,
+    ConnectionFactory,
+    MembershipFactory,
+    ProfileFactory,
+    SubscriptionFactory,
+)
 
 pytestmark = pytest.mark.django_db
 

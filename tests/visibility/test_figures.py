@@ -7,8 +7,8 @@ from django.utils import timezone
 
 from connections.models import Delivery, Forward
 from connections.services.visibility import figures
-from tests.admin.helpers import make_delivery, make_forward
-from tests.factories import ConnectionFactory, ProfileFactory
+from tests.support.admin import make_delivery, make_forward
+from tests.support.factories import ConnectionFactory, ProfileFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from tests.firehose.builders import official
+from tests.support.firehose import official
 
 MAX_AUDIENCE_ID = 2**63 - 1
 

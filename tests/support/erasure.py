@@ -14,7 +14,7 @@ from django.test import Client
 from connections.models import Audience, Connection
 from connections.services.forwarding import worker as forwarding
 from connections.services.ingest import memberships, subscriptions, tokens
-from tests.firehose.builders import URL, official
+from tests.support.firehose import URL, official
 
 CUSTOMER_ID = "erase-me-4711"
 EMAIL = "Grace.Hopper@example.org"

@@ -1,6 +1,6 @@
 """Large audiences never cost a request work proportional to their size (issue 16 item 4).
 
-Small ones are handled at once (tests/services/test_memberships.py); past BACKFILL_INLINE_MAX
+Small ones are handled at once (tests/ingest/test_memberships.py); past BACKFILL_INLINE_MAX
 (1,000 by default; 3 here, so that a test needs few rows) the request only records the intent.
 """
 
@@ -17,7 +17,7 @@ from connections.services.outbox import wakeup
 from connections.services.resync import backfill
 from connections.services.resync import runs as resync
 from connections.tasks import backfill_audience, sweep
-from tests.factories import AudienceFactory, ConnectionFactory, MembershipFactory
+from tests.support.factories import AudienceFactory, ConnectionFactory, MembershipFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -7,14 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.processes import ROOT, celery_beat, celery_worker, stop_group, wait_until
+
+__all__ = ["purge_broker", "running_beat", "running_workers", "test_database_url", "wait_until", "worker_env"]
 
 
 def test_database_url() -> str:
@@ -77,10 +78,19 @@ def running_workers(
         log = open(log_dir / f"worker-{os.getpid()}-{n}.log", "w")  # noqa: SIM115 - closed with the process
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "cioaudience", "worker", "--pool", pool,
-                 "--concurrency", str(concurrency), "--loglevel", LOGLEVEL, "-n", f"test{n}-{os.getpid()}@%h",
-                 "--without-gossip", "--without-mingle", "--without-heartbeat"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                celery_worker(
+                    sys.executable,
+                    f"test{n}-{os.getpid()}@%h",
+                    pool=pool,
+                    concurrency=concurrency,
+                    loglevel=LOGLEVEL,
+                    heartbeat=False,
+                ),
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         )
     try:
@@ -111,29 +121,16 @@ def running_beat(standin_url: str, log_dir: Path | None = None, **extra: str) ->
     schedule = log_dir / f"beat-schedule-{os.getpid()}"
     log = open(log_dir / f"beat-{os.getpid()}.log", "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "cioaudience", "beat", "--loglevel", "INFO",
-         "--schedule", str(schedule)],
-        cwd=ROOT, env=worker_env(standin_url, **extra), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        celery_beat(sys.executable, schedule),
+        cwd=ROOT,
+        env=worker_env(standin_url, **extra),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         yield proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, timeout=15)
         for leftover in log_dir.glob(f"beat-schedule-{os.getpid()}*"):
             leftover.unlink()
-
-
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, message: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}")

@@ -18,7 +18,7 @@ from connections.services.forwarding.payloads import PROFILE_GONE
 from connections.services.forwarding.worker import forward_pending
 from connections.services.ingest import subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
-from tests.factories import AudienceFactory
+from tests.support.factories import AudienceFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -54,7 +54,7 @@ def test_a_row_whose_profile_is_gone_is_cancelled_and_the_others_are_sent(standi
 
 def test_the_sweep_removes_rows_of_a_deleted_connection_and_keeps_the_others(workspace_connection, caplog):
     from connections.tasks import sweep
-    from tests.workers import purge_broker
+    from tests.support.workers import purge_broker
 
     caplog.set_level(logging.INFO, logger="cioaudience.tasks")
     connection = workspace_connection("site-us")

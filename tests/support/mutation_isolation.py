@@ -1,4 +1,4 @@
-"""pytest plugin for `make mutation` only (loaded with `-p tests.mutation_isolation`).
+"""pytest plugin for `make mutation` only (loaded with `-p tests.support.mutation_isolation`).
 
 mutmut runs the selected tests once in its own process, then forks a process per mutant and
 runs pytest again in it. What the first run left behind does not survive a fork:

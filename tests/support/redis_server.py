@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 
-from tests.workers import wait_until
+from tests.support.workers import wait_until
 
 
 def free_port() -> int:

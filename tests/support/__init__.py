@@ -1,0 +1,1 @@
+"""What the tests share (and the benchmarks import): factories, builders, real workers and servers, checks."""

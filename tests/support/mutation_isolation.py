@@ -23,10 +23,10 @@ def pytest_sessionstart(session):
     from django.db import connections
 
     from connections.customerio import http, ratelimit
-    from connections.services.forwarding import worker as forwarding
+    from connections.services.forwarding import transports
 
-    forwarding._v1_pool = None
-    forwarding._v1_pool_lock = threading.Lock()
+    transports._v1_pool = None
+    transports._v1_pool_lock = threading.Lock()
     http._thread_local = threading.local()
     ratelimit._limiter_for.cache_clear()
 

@@ -2,11 +2,12 @@
 
     claims.claim (SKIP LOCKED + conditional UPDATE, a renewed lease)
       -> payloads.plan (the current database state, coalesced per profile)
-      -> outcomes.log_pending (log rows written before the call; a profile erased since the plan
-         is dropped here, the last check before its request: see services/erasure.py)
-      -> breaker checks (paused? backing off?) -> rate limiter -> Customer.io client
-      -> outcomes.record_result (log rows completed; outbox rows deleted or put back)
-      -> breaker.record (the run of failures, the pause, the breaker's state)
+      -> delivery_log.log_pending (log rows written before the call; a profile erased since the
+         plan is dropped here, the last check before its request: see erasure/local.py)
+      -> breaker checks (paused? backing off?) -> transports (v2 batches or v1 per person, each
+         through the rate limiter) -> Customer.io client -> segment_sending (manual segments)
+      -> delivery_log.record_result (log rows completed; outbox rows deleted or put back)
+      -> connection.transitions.note_results (the breaker, the pause, a fault, the history)
 
 While a connection is `backing_off`, `forward_pending` sends one probe (a real pending
 request, or the region check when nothing is pending) when it is due, and nothing else.
@@ -14,24 +15,19 @@ request, or the region check when nothing is pending) when it is due, and nothin
 
 from __future__ import annotations
 
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
-from django.conf import settings
 from django.utils import timezone
 
-from connections.customerio import ratelimit
-from connections.customerio.client import CustomerIOClient, Outcome, SendResult
-from connections.customerio.limits import pack_v2_batches, v2_action
+from connections.customerio.client import Outcome
 from connections.models import Connection, Forward
 from connections.services.connection import breaker, clients
 from connections.services.connection import transitions as connection_state
-from connections.services.forwarding import claims, flood_hold
+from connections.services.forwarding import claims, flood_hold, transports
 from connections.services.forwarding.claims import unclaimed
 from connections.services.forwarding.delivery_log import ForwardReport, log_pending, record_result, record_unsent
-from connections.services.forwarding.payloads import ClaimedRow, Planned, plan
+from connections.services.forwarding.payloads import ClaimedRow, plan
 from connections.services.forwarding.segment_sending import send_segment_operations
 from connections.services.outbox import wakeup
 
@@ -75,11 +71,7 @@ def forward_pending(
             if seconds > 0:
                 report.held = True
                 break
-        size = settings.FORWARD_BATCH_SIZE
-        if connection.transport == Connection.Transport.V1:
-            # One request per profile, sent in turn: a smaller claim keeps each payload close
-            # to the moment it is sent and leaves the rest to other threads and workers.
-            size = min(size, settings.FORWARD_V1_CLAIM_SIZE)
+        size = transports.for_connection(connection).claim_size(probe=False)
         token, rows = claims.claim(connection_id, size)
         if not rows:
             break
@@ -110,14 +102,13 @@ def _send_or_release(connection: Connection, token: str, rows: list[ClaimedRow],
 
 def _probe(connection: Connection) -> ForwardReport:
     """One request while the breaker is open: a real pending one, so that a recovery is used at once."""
-    size = 1 if connection.transport == Connection.Transport.V1 else settings.FORWARD_BATCH_SIZE
-    token, rows = claims.claim(connection.pk, size)
+    token, rows = claims.claim(connection.pk, transports.for_connection(connection).claim_size(probe=True))
     report = _send_or_release(connection, token, rows, probe=True) if rows else ForwardReport(backing_off=True)
     if report.requests == 0:
         # Nothing could be sent (rows wait out their backoff, or none was sendable): ask
         # Customer.io something harmless instead, so that a recovery is still noticed.
         result = clients.track_client(connection).account_region().result
-        breaker.record(connection, [result], probe=True)
+        connection_state.note_results(connection, [result], probe=True)
         report.requests = 1
         _note_probe_outcome(connection, report)
     return report
@@ -136,7 +127,7 @@ def seconds_until_next_due(connection_id: int) -> float | None:
 
 
 def send_claimed(connection: Connection, token: str, rows: list[ClaimedRow], *, probe: bool = False) -> ForwardReport:
-    """Send a claim's profiles, group by group (a v2 batch, or a few v1 requests at once).
+    """Send a claim's profiles, group by group (as its transport groups them: transports.py).
 
     A probe sends its first request only. Before each group the connection is read again:
     once it is paused, backing off or faulted, the rest of the claim goes back untouched.
@@ -148,20 +139,14 @@ def send_claimed(connection: Connection, token: str, rows: list[ClaimedRow], *, 
     if not sendable:
         return report
     client = clients.track_client(connection)
-    v1 = connection.transport == Connection.Transport.V1
-    if v1:
-        size = 1 if probe else settings.FORWARD_V1_CONCURRENCY
-        groups = [sendable[i : i + size] for i in range(0, len(sendable), size)]
-    else:
-        actions = [v2_action(p.identifier, p.attributes) for p in sendable]
-        groups = [[sendable[i] for i in group] for group in pack_v2_batches(actions)]
+    transport = transports.for_connection(connection)
+    groups = transport.groups(sendable, probe=probe)
 
     for position, group in enumerate(groups):
         if position and (probe or _must_stop(connection, report)):
             claims.requeue(token, [i for later in groups[position:] for p in later for i in p.row_ids])
             break
-        if not v1:
-            ratelimit.acquire(connection.pk, connection.rate_limit)
+        transport.before_group(connection)
         ours = claims.renew(token, [i for p in group for i in p.row_ids])
         group = [p for p in group if set(p.row_ids) <= ours]
         if not group:
@@ -174,25 +159,18 @@ def send_claimed(connection: Connection, token: str, rows: list[ClaimedRow], *, 
             group = [p for p in group if p.profile_id in logged]
             if not group:
                 continue
-        if v1:
-            results = _send_v1(client, connection, group)
-            outcomes = [(p, result.outcome, result.error) for p, result in zip(group, results, strict=True)]
-        else:
-            batch = client.batch_identify([(p.identifier, p.attributes) for p in group])
-            results = [batch.overall]
-            outcomes = [(p, item.outcome, item.error) for p, item in zip(group, batch.items, strict=True)]
+        requests = transport.send(client, connection, group)
         # Manual segments once the person exists; a segment request that must be retried keeps the
         # profile's rows in the outbox, identify included (both are idempotent).
-        identified = [p for p, outcome, _ in outcomes if outcome is Outcome.SUCCEEDED and p.segment_operations]
+        identified = [
+            p for r in requests for p, outcome, _ in r.people if outcome is Outcome.SUCCEEDED and p.segment_operations
+        ]
         again = send_segment_operations(connection, client, identified, report) if identified else set()
-        if v1:
-            for (p, outcome, error), result in zip(outcomes, results, strict=True):
-                record_result(connection, token, logged, result, [(p, outcome, error)], report, again)
-        else:
-            record_result(connection, token, logged, batch.overall, outcomes, report, again)
-        report.requests += len(results)
+        for request in requests:
+            record_result(connection, token, logged, request.result, request.people, report, again)
+        report.requests += len(requests)
         report.sent += len(group)
-        connection_state.note_results(connection, results, probe=probe)
+        connection_state.note_results(connection, [r.result for r in requests], probe=probe)
     if probe:
         _note_probe_outcome(connection, report)
     return report
@@ -213,22 +191,3 @@ def _must_stop(connection: Connection, report: ForwardReport) -> bool:
 def _note_probe_outcome(connection: Connection, report: ForwardReport) -> None:
     state = Connection.objects.filter(pk=connection.pk).values_list("state", flat=True).first()
     report.backing_off = state == Connection.State.BACKING_OFF
-
-
-_v1_pool: ThreadPoolExecutor | None = None
-_v1_pool_lock = threading.Lock()
-
-
-def _send_v1(client: CustomerIOClient, connection: Connection, group: list[Planned]) -> list[SendResult]:
-    """Send one v1 identify per profile, a few at once; results in the order of `group`."""
-    global _v1_pool
-    with _v1_pool_lock:
-        if _v1_pool is None:
-            _v1_pool = ThreadPoolExecutor(max_workers=settings.FORWARD_V1_CONCURRENCY, thread_name_prefix="cio-v1")
-
-    def send(p: Planned) -> SendResult:
-        ratelimit.acquire(connection.pk, connection.rate_limit)
-        return client.identify(p.identifier, p.attributes)
-
-    return list(_v1_pool.map(send, group))
-

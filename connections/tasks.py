@@ -7,13 +7,13 @@ from datetime import datetime, timedelta
 
 from celery import shared_task
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 
 from connections.firehose import inbox
-from connections.models import Audience, Connection, Delivery, ErasureCall, Forward
+from connections.models import Audience, Connection
 from connections.services.erasure import calls as erasure_calls
 from connections.services.erasure import retention
+from connections.services.forwarding import due
 from connections.services.forwarding import worker as forwarding
 from connections.services.outbox import queue as outbox
 from connections.services.resync import backfill
@@ -67,34 +67,12 @@ def sweep() -> int:
     of deleted connections are ended.
     """
     now = timezone.now()
-    stale = now - timezone.timedelta(seconds=settings.FORWARD_CLAIM_SECONDS)
-    Delivery.objects.filter(status=Delivery.Status.PENDING, created_at__lt=stale).update(
-        status=Delivery.Status.RETRYING,
-        error="The worker stopped before Customer.io answered; the update was queued again.",
-        finished_at=now,
-    )
-    not_paused = Q(connection__paused_until__isnull=True) | Q(connection__paused_until__lte=now)
-    due = (
-        Forward.objects.filter(due_at__lte=now, connection__state=Connection.State.ACTIVE)
-        .filter(not_paused)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
-        .values_list("connection_id", flat=True)
-        .distinct()
-    )
-    probes = Connection.objects.filter(state=Connection.State.BACKING_OFF, next_probe_at__lte=now).values_list(
-        "pk", flat=True
-    )
-    erasures = (
-        ErasureCall.objects.filter(erasure_calls.due_calls(now), connection__state=Connection.State.ACTIVE)
-        .filter(not_paused)
-        .values_list("connection_id", flat=True)
-        .distinct()
-    )
+    due.close_abandoned_log_rows(now)
     if orphans := outbox.remove_orphans():
         log.info("sweep removed forwards of deleted connections count=%d", orphans)
     if orphaned_calls := erasure_calls.end_orphaned():
         log.info("sweep ended erasure calls of deleted connections count=%d", orphaned_calls)
-    connection_ids = sorted({*due, *probes, *erasures})
+    connection_ids = due.connections_with_due_work(now)
     for connection_id in connection_ids:
         forward_connection.delay(connection_id)
     if connection_ids:

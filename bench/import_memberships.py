@@ -67,7 +67,7 @@ def write_file(path: Path, lines: int, fmt: str) -> None:
 def create_audience(env: dict[str, str]) -> None:
     code = (
         "import django;django.setup();"
-        "from connections.models import Audience,Connection;from connections.services import subscriptions;"
+        "from connections.models import Audience,Connection;from connections.services.ingest import subscriptions;"
         "c=Connection.objects.create(name='Bench workspace',site_id='bench-site',api_key='bench-key-0000');"
         f"subscriptions.subscribe(Audience.objects.create(audience_id={AUDIENCE_ID},name='Imported'),c)"
     )

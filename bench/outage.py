@@ -1,9 +1,10 @@
 """A long Customer.io outage with the default settings, then a killed worker (issue: outages never lose an update).
 
-    .venv/bin/python bench/outage.py                      # 10-minute outage, 20,000 profiles, 100,000 changes
+    .venv/bin/python bench/outage.py                      # 7-minute outage, 20,000 profiles, 100,000 changes, v1
+    .venv/bin/python bench/outage.py --transport v2_batch # the same with v2 batches
     .venv/bin/python bench/outage.py --outage-seconds 120 --profiles 2000 --changes 10000   # a quick look
 
-A v1 connection (one request per person: the transport where an outage costs most) at its
+A v1 connection by default (one request per person: the transport where an outage costs most) at its
 default rate limit of 100 requests/s, two workers and beat as the README deploys them, every
 timing at its default (lease, backoff, breaker, probes, sweep). While the stand-in answers every
 request 503 for the outage, the changes arrive in rounds. Printed: requests sent during the
@@ -39,7 +40,8 @@ AUDIENCES = 5
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--outage-seconds", type=int, default=600)
+    parser.add_argument("--outage-seconds", type=int, default=420)
+    parser.add_argument("--transport", choices=["v1", "v2_batch"], default="v1")
     parser.add_argument("--profiles", type=int, default=20_000)
     parser.add_argument("--changes", type=int, default=100_000)
     parser.add_argument("--kill-profiles", type=int, default=5_000, help="backlog when a worker is killed")
@@ -75,10 +77,13 @@ def main() -> None:
     from connections.services.ingest import subscriptions
 
     print(f"machine: {machine()}")
-    print(f"outage {args.outage_seconds} s, {args.profiles:,} profiles, {args.changes:,} changes, v1, defaults")
+    print(
+        f"outage {args.outage_seconds} s, {args.profiles:,} profiles, {args.changes:,} changes, "
+        f"{args.transport}, defaults"
+    )
     with processes() as group:
         start_standin(group, env, port, [f"{SITE}:{KEY}::100"], validate_share=0.05)
-        connection = Connection.objects.create(name="outage", site_id=SITE, api_key=KEY, transport="v1")
+        connection = Connection.objects.create(name="outage", site_id=SITE, api_key=KEY, transport=args.transport)
         for n in range(1, AUDIENCES + 1):
             subscriptions.subscribe(Audience.objects.create(audience_id=n, name=f"Audience {n}"), connection)
         start_workers(group, env, count=2)

@@ -158,9 +158,11 @@ FORWARD_V1_CLAIM_SIZE = env.int("FORWARD_V1_CLAIM_SIZE", default=50)  # v1: prof
 # The lease of a claim, renewed before every request its worker sends: a killed worker's rows
 # are free again after at most this long, and the next sweep hands them to another worker.
 FORWARD_CLAIM_SECONDS = env.int("FORWARD_CLAIM_SECONDS", default=45)
-# The circuit breaker (connections/services/connection/breaker.py): opens after BREAKER_FAILURES transient
-# failures in a row spanning at least BREAKER_MIN_SECONDS with no answer between; then one probe
+# The circuit breaker (connections/services/connection/breaker.py): opens after BREAKER_MAX_FAILURES
+# transient failures in a row with no answer between, however quickly (a fast sender in an outage), or
+# after BREAKER_FAILURES of them spanning at least BREAKER_MIN_SECONDS (a slow sender); then one probe
 # at a time, BREAKER_PROBE_BASE seconds apart, doubling up to BREAKER_PROBE_MAX (jittered).
+BREAKER_MAX_FAILURES = env.int("BREAKER_MAX_FAILURES", default=20)
 BREAKER_FAILURES = env.int("BREAKER_FAILURES", default=5)
 BREAKER_MIN_SECONDS = env.float("BREAKER_MIN_SECONDS", default=10.0)
 BREAKER_PROBE_BASE = env.float("BREAKER_PROBE_BASE", default=5.0)

@@ -54,9 +54,9 @@ LIMIT_TESTS = (
     "tests/customerio/test_batch_packing_bounds.py",
 )
 BREAKER_TESTS = (
-    "tests/forwarding/test_breaker_rules.py",
-    "tests/forwarding/test_breaker.py",
-    "tests/forwarding/test_breaker_probe_schedule.py",
+    "tests/connection/breaker/test_rules_at_their_edges.py",
+    "tests/connection/breaker/test_outage_and_recovery.py",
+    "tests/connection/breaker/test_probe_schedule.py",
 )
 
 # Seconds each, and about pacing or segment backfill rather than the module they would judge.

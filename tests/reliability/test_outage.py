@@ -1,7 +1,8 @@
 """Customer.io outages with real workers (SPEC section 4): the breaker, the pause, nothing lost.
 
 Timings are shortened by settings so that an outage longer than the seed's old give-up window
-(8 attempts) fits in a test; bench/outage.py runs a 10-minute outage with the defaults.
+(8 attempts) fits in a test; bench/outage.py runs a 7-minute outage with the defaults, and
+`test_at_a_high_rate_the_breaker_opens_on_the_count_before_the_backlog_is_sent` the default breaker.
 """
 
 import itertools
@@ -131,3 +132,40 @@ def test_a_429_with_retry_after_pauses_every_worker_of_the_connection(standin, w
     resumed = [r for r in standin.requests("site-us") if r.wall_time > first_429.wall_time + 3]
     assert resumed, "sending resumed after Retry-After"
     assert not Delivery.objects.filter(status=Delivery.Status.FAILED).exists()
+
+
+def test_at_a_high_rate_the_breaker_opens_on_the_count_before_the_backlog_is_sent(
+    standin, workspace_connection, settings
+):
+    """The default breaker (20 failures in a row, or 5 over 10 s; probes from 5 s): a v1 backlog of
+    600 profiles, sent as fast as two workers can, meets an outage from its first request.
+
+    With the 10 s rule alone the workers sent the whole backlog, again and again, before it opened.
+    """
+    assert (settings.BREAKER_MAX_FAILURES, settings.BREAKER_MIN_SECONDS, settings.BREAKER_PROBE_BASE) == (20, 10, 5)
+    connection = make_connection(workspace_connection, "v1")
+    profiles = [f"h{i}" for i in range(600)]
+    round_of_changes(profiles, 1)
+    standin.start_outage("503", 60)
+
+    with running_workers(standin.url, count=2, concurrency=2, beat=True):
+        opened = wait_until(
+            lambda: Connection.objects.filter(pk=connection.pk, state="backing_off").values_list(
+                "state_changed_at", flat=True
+            ).first(),
+            timeout=60,
+            message="the breaker to open",
+        )
+        # The first probe goes out 2.5-5 s after the breaker opened: until then, only the requests
+        # already in flight when it opened may still arrive.
+        time.sleep(2)
+        failed = sorted(r.wall_time for r in standin.requests("site-us") if r.fault == "outage-503")
+        standin.end_outage()
+        wait_until(lambda: not Forward.objects.exists(), timeout=120, message="the backlog to drain after the outage")
+
+    assert_final_state(connection, standin)
+    assert not Delivery.objects.filter(status=Delivery.Status.FAILED).exists(), "a transient failure was final"
+    print(f"\nopened {opened.timestamp() - failed[0]:.2f} s after the first failure; {len(failed)} requests sent")
+    assert opened.timestamp() - failed[0] < settings.BREAKER_MIN_SECONDS / 2, "the count opened it, not the time"
+    # 20 to open it, plus what the other worker processes (2 x 2, 8 v1 requests each) had in flight.
+    assert 20 <= len(failed) <= 20 + 4 * 8, f"{len(failed)} requests sent into the outage, not a few dozen"

@@ -3,18 +3,22 @@
     sending -> every request's result -> record(connection, results)
       an answer (2xx, 400, 207...): the run of failures ends; an open breaker closes, the
                                     backlog is made due at once and workers are woken
-      a transient failure (5xx, timeout, connection error): counted; BREAKER_FAILURES in a row
-                                    spanning at least BREAKER_MIN_SECONDS with no answer between
-                                    opens the breaker: state "backing_off", workers stop claiming,
+      a transient failure (5xx, timeout, connection error): counted, one per request; with no
+                                    answer between, BREAKER_MAX_FAILURES in a row (however quick),
+                                    or BREAKER_FAILURES spanning at least BREAKER_MIN_SECONDS,
+                                    open the breaker: state "backing_off", workers stop claiming,
                                     one probe at a time at a growing, capped, jittered interval
       429 or Retry-After:           the whole connection pauses (`paused_until`), every worker
 
-Why that rule: a share of random failures (say 30%) always leaves answers in between, so it
-never opens the breaker and the per-row backoff handles it; an outage gives no answer at all,
-and after BREAKER_MIN_SECONDS of that (10 s by default) sending the backlog only makes doomed
-requests. Needing both a count and a duration keeps one burst of parallel failures (a v1
-group of 8 timing out together) from opening it on its own. A 429 is an answer ("slow down"):
-it pauses the connection but never opens the breaker.
+Why those rules: a share of random failures (say 30%) always leaves answers in between, so it
+never opens the breaker and the per-row backoff handles it (a given 20 requests all fail with
+probability 0.3^20, about 3.5e-11); an outage gives no answer at all, and from then on
+sending the backlog only makes doomed requests. A fast sender (v1 at 100 requests/s) reaches
+BREAKER_MAX_FAILURES (20) within a fraction of a second, before it has sent much of its
+backlog; a slow one (v2 batches, a low rate limit) may never send 20 requests in an outage, so
+BREAKER_FAILURES (5) spanning BREAKER_MIN_SECONDS (10 s) open it too, and needing that duration
+keeps one burst of parallel failures (a v1 group of 8 timing out together) from opening it on
+its own. A 429 is an answer ("slow down"): it pauses the connection but never opens the breaker.
 
 Every transition is one conditional UPDATE, so it happens (and is logged) once, whichever
 worker gets there first.
@@ -28,7 +32,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import F, Value
+from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
@@ -69,7 +73,7 @@ def record(connection: Connection, results: Sequence[SendResult], *, probe: bool
     if any(r.outcome is not Outcome.RETRY or r.http_status == 429 for r in results):
         _answered(connection, now)
     else:
-        _failed(connection, now, errors[-1] if errors else "transient failure", probe=probe)
+        _failed(connection, now, len(results), errors[-1] if errors else "transient failure", probe=probe)
 
 
 def _answered(connection: Connection, now: datetime) -> None:
@@ -87,20 +91,21 @@ def _answered(connection: Connection, now: datetime) -> None:
         wakeup.forward_now(connection.pk)
 
 
-def _failed(connection: Connection, now: datetime, error: str, *, probe: bool) -> None:
+def _failed(connection: Connection, now: datetime, failures: int, error: str, *, probe: bool) -> None:
     Connection.objects.filter(pk=connection.pk).update(
-        consecutive_failures=F("consecutive_failures") + 1, failing_since=Coalesce(F("failing_since"), Value(now))
+        consecutive_failures=F("consecutive_failures") + failures,
+        failing_since=Coalesce(F("failing_since"), Value(now)),
     )
     if probe:
         _schedule_next_probe(connection, now, error)
         return
     interval = probe_interval(0)
-    opened = Connection.objects.filter(
-        pk=connection.pk,
-        state=Connection.State.ACTIVE,
+    many = Q(consecutive_failures__gte=settings.BREAKER_MAX_FAILURES)
+    long = Q(
         consecutive_failures__gte=settings.BREAKER_FAILURES,
         failing_since__lte=now - timedelta(seconds=settings.BREAKER_MIN_SECONDS),
-    ).update(
+    )
+    opened = Connection.objects.filter(many | long, pk=connection.pk, state=Connection.State.ACTIVE).update(
         state=Connection.State.BACKING_OFF,
         state_changed_at=now,
         failed_probes=0,

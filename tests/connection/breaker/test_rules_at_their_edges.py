@@ -6,15 +6,18 @@ each rule is checked with exact values:
 
 - an answer (2xx, 400, 207, 429) ends a run of failures; an open breaker closes, the backlog is
   due at once and a worker is woken;
-- BREAKER_FAILURES transient failures in a row spanning at least BREAKER_MIN_SECONDS open it:
-  both conditions, and only from `active`; a worker is woken for the first probe;
+- BREAKER_MAX_FAILURES transient failures (requests) in a row open it however quickly (a fast
+  sender in an outage), and BREAKER_FAILURES spanning at least BREAKER_MIN_SECONDS (a slow one):
+  only from `active`; a worker is woken for the first probe; random failures with answers
+  between never open it;
 - each failed probe doubles the wait (capped), and wakes a worker for the next one;
 - 429 or Retry-After pauses the whole connection; a longer pause is never shortened.
 
-tests/forwarding/test_breaker.py runs the same rules over HTTP to the stand-in.
+tests/connection/breaker/test_outage_and_recovery.py runs the same rules over HTTP to the stand-in.
 """
 
 import logging
+import random
 from datetime import timedelta
 
 import pytest
@@ -44,7 +47,7 @@ OK = answer()
 @pytest.fixture
 def rules(monkeypatch, settings):
     """Frozen clock, default breaker settings, jitter at the top of its range; returns the wake-ups sent."""
-    settings.BREAKER_FAILURES, settings.BREAKER_MIN_SECONDS = 5, 10.0
+    settings.BREAKER_MAX_FAILURES, settings.BREAKER_FAILURES, settings.BREAKER_MIN_SECONDS = 20, 5, 10.0
     settings.BREAKER_PROBE_BASE, settings.BREAKER_PROBE_MAX = 5.0, 300.0
     monkeypatch.setattr(breaker.timezone, "now", lambda: NOW)
     monkeypatch.setattr(breaker.random, "uniform", lambda low, high: high)
@@ -113,6 +116,72 @@ def test_too_few_or_too_quick_failures_do_not_open_it(rules, failures_before, si
     assert connection.state == Connection.State.ACTIVE and connection.next_probe_at is None
     assert connection.consecutive_failures == failures_before + 1
     assert rules == [] and not ConnectionStateChange.objects.exists()
+
+
+def test_twenty_failures_in_a_row_open_it_within_a_fraction_of_a_second(rules, caplog):
+    # A fast sender in an outage: 19 failed requests in the last 0.2 s, then the 20th.
+    caplog.set_level(logging.WARNING, logger="cioaudience.breaker")
+    connection = failing(19, since_seconds=0.2)
+
+    breaker.record(connection, [down("HTTP 503 from Customer.io.")])
+
+    assert connection.state == Connection.State.BACKING_OFF, "the caller's object follows: it stops sending"
+    connection = fresh(connection)
+    assert (connection.state, connection.consecutive_failures) == (Connection.State.BACKING_OFF, 20)
+    assert connection.next_probe_at == NOW + timedelta(seconds=5), "the first probe: BREAKER_PROBE_BASE"
+    assert rules == [(connection.pk, 5.0)], "a worker is woken for the first probe"
+    change = ConnectionStateChange.objects.get()
+    assert change.reason == "20 transient failures in a row, the last: HTTP 503 from Customer.io."
+
+
+def test_each_failed_request_of_a_group_counts(rules):
+    # A v1 worker reports its group of 8 requests at once: 8 failures, not 1.
+    connection = failing(12, since_seconds=0.5)
+    breaker.record(connection, [down()] * 7)
+    connection = fresh(connection)
+    assert (connection.state, connection.consecutive_failures) == (Connection.State.ACTIVE, 19)
+    breaker.record(connection, [down()] * 8)
+    assert fresh(connection).state == Connection.State.BACKING_OFF
+
+
+def test_nineteen_failures_then_an_answer_start_the_count_again(rules):
+    connection = failing(19, since_seconds=0.2)
+    breaker.record(connection, [OK])
+    for _ in range(19):
+        breaker.record(connection, [down()])
+    connection = fresh(connection)
+    assert (connection.state, connection.consecutive_failures) == (Connection.State.ACTIVE, 19)
+    assert rules == [] and not ConnectionStateChange.objects.exists()
+
+
+def test_the_count_rule_follows_its_setting(rules, settings):
+    settings.BREAKER_MAX_FAILURES = 50
+    connection = failing(48, since_seconds=1)
+    breaker.record(connection, [down()])
+    assert fresh(connection).state == Connection.State.ACTIVE
+    breaker.record(connection, [down()])
+    assert fresh(connection).state == Connection.State.BACKING_OFF
+
+
+def test_the_default_count_is_twenty(settings):
+    assert settings.BREAKER_MAX_FAILURES == 20
+
+
+def test_thirty_percent_random_failures_never_open_it(rules):
+    # 6,000 requests (a minute at v1's default 100/s), each reported on its own (the worst case:
+    # a v1 group of 8 with one answer in it ends the run), of which 30% fail at random, on the
+    # frozen clock so that only the count rule could open the breaker. Seeded: the same run each
+    # time. Over an hour at 100/s a run of 20 is expected 360,000 x 0.7 x 0.3^20 = 1e-5 times.
+    rng = random.Random(26)
+    outcomes = [rng.random() < 0.3 for _ in range(6000)]
+    connection = failing(0, 0)
+    highest = 0
+    for failed in outcomes:
+        breaker.record(connection, [down() if failed else OK])
+        highest = max(highest, Connection.objects.values_list("consecutive_failures", flat=True).get(pk=connection.pk))
+    connection = fresh(connection)
+    assert connection.state == Connection.State.ACTIVE and not ConnectionStateChange.objects.exists()
+    assert 7 <= highest < 20, "runs of failures well past the time rule's 5 (so the count was tested), short of 20"
 
 
 def test_a_faulted_connection_is_not_moved_to_backing_off(rules):

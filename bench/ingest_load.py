@@ -155,7 +155,8 @@ def drive(config: dict) -> None:  # type: ignore[type-arg]
 def setup(env: dict[str, str]) -> str:
     code = (
         "import django,json;django.setup();"
-        "from connections.models import Audience,Connection;from connections.services.ingest import subscriptions,tokens;"
+        "from connections.models import Audience,Connection;"
+        "from connections.services.ingest import subscriptions,tokens;"
         f"c=Connection.objects.create(name='Bench workspace',site_id={SITE_ID!r},api_key={API_KEY!r},"
         f"connection_key={BENCH_CONNECTION_KEY!r},one_attribute_per_audience=True);"
         f"[subscriptions.subscribe(Audience.objects.create(audience_id=i,name=n),c) for i,n in {AUDIENCES!r}];"

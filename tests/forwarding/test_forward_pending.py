@@ -166,7 +166,8 @@ def test_a_retryable_answer_is_retried_later_with_backoff(setup, standin, status
 
 
 def test_a_transient_failure_is_never_given_up(setup, standin, settings):
-    # The breaker is left out here (tests/connection/breaker/test_outage_and_recovery.py): only the per-row retries count.
+    # The breaker is left out here (tests/connection/breaker/test_outage_and_recovery.py): only the
+    # per-row retries count.
     settings.BREAKER_MIN_SECONDS = 3600
     connection = setup()
     change("c1", {123: True})

@@ -158,7 +158,9 @@ class HTTPClient:
         result = SendResult(
             outcome=outcome,
             http_status=response.status_code,
-            response_text=self._scrub(_decode(response.content))[:MAX_RESPONSE_TEXT_CHARS],
+            # Customer.io may echo the person here too: kept for the log, whose row may be completed
+            # after an erasure scrubbed it (a request in flight), so it never holds them.
+            response_text=self._scrub(_decode(response.content), personal)[:MAX_RESPONSE_TEXT_CHARS],
             retry_after=parse_retry_after(retry_after),
             duration_ms=_elapsed_ms(started),
             error=self._scrub(error, personal),  # Customer.io's message may echo the person

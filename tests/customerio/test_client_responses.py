@@ -271,3 +271,16 @@ def test_207_errors_echoing_a_person_leave_them_out(server, client):
 
     assert batch.items[0].error == "bad [identifier]"
     assert "odd [identifier]" in batch.overall.error and "%40" not in batch.overall.error
+
+
+@pytest.mark.parametrize("status", [207, 400])
+def test_the_response_text_kept_for_the_log_holds_no_person_either(server, client, status):
+    """The log row of a request in flight is completed after an erasure that scrubbed it: the text it
+    gets then must hold nobody (the erasure's scrub has already run)."""
+    server.answer = Answer(status, {"errors": [{"batch_index": 0, "message": ECHO}]})
+
+    batch = client.batch_identify([(PERSON, {}), ("cust-2", {})])
+
+    assert "no such person [identifier]" in batch.overall.response_text
+    for form in (PERSON, quote(PERSON, safe=""), quote_plus(PERSON)):
+        assert form not in batch.overall.response_text.lower()

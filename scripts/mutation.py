@@ -111,7 +111,7 @@ TARGETS: dict[str, Target] = {
 }
 
 # What the scratch copy needs besides the mutated package (mutmut copies tests/ and pyproject.toml).
-ALSO_COPY = ("cioaudience", "templates", "manage.py")
+ALSO_COPY = ("cioaudience", "cio_standin", "templates", "manage.py")
 KILLED = {1, 3, 24, -24, 36, 152, 255}  # a failing test, or a timeout (the mutant made a test hang)
 SURVIVED = {0}
 

@@ -258,3 +258,25 @@ def test_a_batch_larger_than_one_values_statement_is_applied_whole():
     assert Membership.objects.filter(audience=subscription.audience).count() == count
     assert Membership.objects.filter(is_member=True).count() == sum(1 for n in range(count) if n % 3 != 0)
     assert Forward.objects.filter(connection=subscription.connection).count() == count
+
+
+def test_identity_and_membership_forwards_are_queued_in_one_statement_in_key_order():
+    """Every outbox writer inserts all its keys in one statement, in one key order: a worker giving a
+    claim's rows back (claims.requeue) then waits for this transaction instead of deadlocking with it
+    (tests/reliability/test_outage.py[v2_batch-hang] met that deadlock when these were two statements)."""
+    first, second = AudienceFactory(audience_id=1), AudienceFactory(audience_id=2)
+    by_membership = SubscriptionFactory(audience=first).connection
+    by_identity = SubscriptionFactory(audience=second).connection
+    profile = ProfileFactory(customer_id="c1", first_name="Ada")
+    MembershipFactory(profile=profile, audience=first, is_member=True)
+    MembershipFactory(profile=profile, audience=second, is_member=True)
+
+    with CaptureQueriesContext(connection) as queries:
+        apply_changes([ProfileChange(ProfileInput(customer_id="c1", first_name="Grace"), {1: False})])
+
+    inserts = [q["sql"] for q in queries if f"INSERT INTO {Forward._meta.db_table}".lower() in q["sql"].lower()]
+    assert len(inserts) == 1
+    assert forwards() == [
+        (by_membership.pk, "c1", first.pk, Forward.Reason.MEMBERSHIP),
+        (by_identity.pk, "c1", None, Forward.Reason.IDENTITY),
+    ]

@@ -32,7 +32,13 @@ class Recorded:
     queued: bool  # the forward rows are written already (PostgreSQL); otherwise the caller queues them
 
 
-def record(pairs: dict[Pair, bool], now: datetime, source_time: datetime) -> Recorded:
+def record(pairs: dict[Pair, bool], now: datetime, source_time: datetime, *, queue: bool = True) -> Recorded:
+    """Write the memberships; on PostgreSQL with `queue`, their forwards too, in the same statement.
+
+    Without `queue` the caller queues the keys returned, together with others of its own: every
+    outbox writer inserts all its keys in one statement, in one key order (`outbox._order`), or
+    two writers of the same keys could each wait for the other.
+    """
     if not pairs:
         return Recorded(set(), set(), queued=True)
     db = bulk.database(Membership)
@@ -48,7 +54,7 @@ def record(pairs: dict[Pair, bool], now: datetime, source_time: datetime) -> Rec
         " WHERE m.source_time IS NULL OR m.source_time <= excluded.source_time"
         " RETURNING profile_id, audience_id, changed_at = %s AS changed"
     )
-    if not bulk.is_postgresql(db):
+    if not queue or not bulk.is_postgresql(db):
         returned = bulk.run(db, COLUMNS, rows, upsert, [stamp, source, stamp])
         changed = {(p, a) for p, a, is_changed in returned if is_changed}
         by_audience = outbox.active_connection_ids_by_audience({a for _, a in changed}) if changed else {}

@@ -105,7 +105,9 @@ def apply_changes(
         profile_pk = resolved.pks[profile_rows.key(change.profile)]
         for audience_id, is_member in change.memberships.items():
             pairs[(profile_pk, audiences[audience_id])] = is_member
-    recorded = membership_rows.record(pairs, now, source_time)
+    # Identity forwards go in the same statement as the memberships' (one key order for every
+    # outbox writer): the memberships' statement queues its own only when there are none.
+    recorded = membership_rows.record(pairs, now, source_time, queue=not resolved.identity_changed)
     result.memberships_changed += len(recorded.changed)
 
     keys = recorded.forward_keys

@@ -76,6 +76,7 @@ TARGETS: dict[str, Target] = {
             "tests/forwarding/test_outcomes.py",
             "tests/forwarding/test_forward_pending.py",
             "tests/outbox/test_outbox_orphans.py",
+            "tests/forwarding/test_erased_mid_claim.py",
         ),
         "forwarding",
         deselect=(SLOW_RATE_TEST,),

@@ -111,3 +111,26 @@ def test_a_person_skipped_by_the_plan_and_erased_before_the_log_is_logged_naming
     [skipped] = Delivery.objects.filter(status=Delivery.Status.SKIPPED)
     assert skipped.profile_id is None and skipped.customer_id == "" and skipped.attributes == {}
     assert not Delivery.objects.filter(status=Delivery.Status.PENDING).exists()
+
+
+def test_a_person_failed_by_the_plan_and_erased_before_the_log_is_logged_naming_nobody(claim_of_three, monkeypatch):
+    """A person the plan fails (an identifier over Customer.io's 150 bytes) has an identifier and attributes
+    to log; erased right after the plan, the row keeps neither."""
+    connection, _ = claim_of_three("v2_batch")
+    too_long = "é" * 100  # 200 bytes in UTF-8, 100 characters in the database
+    apply_changes([ProfileChange(ProfileInput(customer_id=too_long, first_name="Pat"), {1: True})])
+    real_plan = forwarding.plan
+
+    def plan_then_erase(*args, **kwargs):
+        planned = real_plan(*args, **kwargs)
+        erasure.erase(erasure.PersonQuery(customer_id=too_long), source="admin", requested_by="dpo")
+        return planned
+
+    monkeypatch.setattr(forwarding, "plan", plan_then_erase)
+
+    report = forwarding.forward_pending(connection.pk)
+
+    assert report.succeeded == 3 and report.failed == 1
+    [failed] = Delivery.objects.filter(status=Delivery.Status.FAILED)
+    assert failed.profile_id is None and failed.customer_id == "" and failed.attributes == {}
+    assert not Delivery.objects.filter(customer_id=too_long).exists()

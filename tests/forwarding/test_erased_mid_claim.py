@@ -92,18 +92,23 @@ def test_the_others_are_sent_once_and_no_log_row_stays_pending(claim_of_three, s
     assert succeeded == sorted(OTHERS * 2 + (("",) if moment == "before_segments" else ()))
 
 
-def test_a_person_skipped_by_the_plan_and_erased_before_the_log_is_logged_naming_nobody(claim_of_three, monkeypatch):
-    """The skipped and cancelled are logged right after the plan: an erasure there must not fail the claim."""
-    connection, _ = claim_of_three("v2_batch")
-    apply_changes([ProfileChange(ProfileInput(email="no.id@example.org"), {1: True})])  # no customer ID: skipped
+def erase_right_after_the_plan(monkeypatch, query: erasure.PersonQuery) -> None:
+    """The worker's plan is made, then the person is erased, before anything of them is logged."""
     real_plan = forwarding.plan
 
     def plan_then_erase(*args, **kwargs):
         planned = real_plan(*args, **kwargs)
-        erasure.erase(erasure.PersonQuery(email="no.id@example.org"), source="admin", requested_by="dpo")
+        erasure.erase(query, source="admin", requested_by="dpo")
         return planned
 
     monkeypatch.setattr(forwarding, "plan", plan_then_erase)
+
+
+def test_a_person_skipped_by_the_plan_and_erased_before_the_log_is_logged_naming_nobody(claim_of_three, monkeypatch):
+    """The skipped and cancelled are logged right after the plan: an erasure there must not fail the claim."""
+    connection, _ = claim_of_three("v2_batch")
+    apply_changes([ProfileChange(ProfileInput(email="no.id@example.org"), {1: True})])  # no customer ID: skipped
+    erase_right_after_the_plan(monkeypatch, erasure.PersonQuery(email="no.id@example.org"))
 
     report = forwarding.forward_pending(connection.pk)
 
@@ -119,14 +124,7 @@ def test_a_person_failed_by_the_plan_and_erased_before_the_log_is_logged_naming_
     connection, _ = claim_of_three("v2_batch")
     too_long = "é" * 100  # 200 bytes in UTF-8, 100 characters in the database
     apply_changes([ProfileChange(ProfileInput(customer_id=too_long, first_name="Pat"), {1: True})])
-    real_plan = forwarding.plan
-
-    def plan_then_erase(*args, **kwargs):
-        planned = real_plan(*args, **kwargs)
-        erasure.erase(erasure.PersonQuery(customer_id=too_long), source="admin", requested_by="dpo")
-        return planned
-
-    monkeypatch.setattr(forwarding, "plan", plan_then_erase)
+    erase_right_after_the_plan(monkeypatch, erasure.PersonQuery(customer_id=too_long))
 
     report = forwarding.forward_pending(connection.pk)
 

@@ -173,7 +173,7 @@ SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", default=30.0)
 # messages wakes the workers a few times a second instead of once per message. 0: every change.
 FORWARD_WAKE_WINDOW_SECONDS = env.float("FORWARD_WAKE_WINDOW_SECONDS", default=0.25)
 # A flood's sends wait until its changes pause for FORWARD_HOLD_QUIET_SECONDS, or until the oldest
-# waiting change is FORWARD_HOLD_MAX_SECONDS old (services/flood_hold.py): the same people changing
+# waiting change is FORWARD_HOLD_MAX_SECONDS old (services/forwarding/flood_hold.py): the same people changing
 # again and again are sent about once. A backlog is sent at once. 0 (quiet): send as rows come due.
 FORWARD_HOLD_QUIET_SECONDS = env.float("FORWARD_HOLD_QUIET_SECONDS", default=0.1)
 FORWARD_HOLD_MAX_SECONDS = env.float("FORWARD_HOLD_MAX_SECONDS", default=1.0)

@@ -101,7 +101,7 @@ class Connection(models.Model):
     state_changed_at = models.DateTimeField(
         _("state since"), null=True, blank=True, help_text=_("When the connection entered its current state.")
     )
-    # The circuit breaker (services/breaker.py).
+    # The circuit breaker (services/connection/breaker.py).
     failing_since = models.DateTimeField(
         _("failing since"),
         null=True,

@@ -5,10 +5,10 @@
       -> in one transaction: an ErasureRecord (no personal data), the forwarding-log rows scrubbed,
          profiles deleted (memberships and outbox rows go with them), ErasureCall rows queued,
          suppressed identifiers remembered (hashed)
-      -> on commit: a worker per connection sends the calls (services/erasure_calls.py)
+      -> on commit: a worker per connection sends the calls (erasure/calls.py)
 
 A forward in flight is outlasted, so Customer.io's last word on the person is the erasure call.
-A request naming a person goes out only after `outcomes.log_pending` wrote its row, which it
+A request naming a person goes out only after `forwarding.delivery_log.log_pending` wrote its row, which it
 does only for a profile that still exists, locking it (FOR KEY SHARE) until the row commits; a
 worker renews its lease on the person's outbox rows just before that. The erasure locks the
 profiles, then the outbox rows (waiting for a claim or renewal under way). So either the worker

@@ -6,7 +6,7 @@
 
 Only permanent outcomes fail a delivery. A transient one (429, 5xx, timeout, dropped
 connection) is logged as `retrying` and its rows wait, however long Customer.io stays down:
-the circuit breaker (breaker.py) keeps that wait from turning into a flood of requests.
+the circuit breaker (connection/breaker.py) keeps that wait from turning into a flood of requests.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class ForwardReport:
     faulted: bool = False
     backing_off: bool = False  # the breaker is open: only probes are sent
     paused_for: float = 0.0  # Customer.io asked every sender to wait this long
-    held: bool = False  # changes keep arriving: sending waits for a pause (services/flood_hold.py)
+    held: bool = False  # changes keep arriving: sending waits for a pause (forwarding/flood_hold.py)
     come_back_at: datetime | None = None  # held, and this caller is the one that sends after the hold
 
     def add(self, other: ForwardReport) -> None:
@@ -96,7 +96,7 @@ def log_pending(
     Only profiles that still exist get a row (and are in the answer): one erased since the plan
     is left out, and the caller must not send it. Their rows lock the profiles (FOR KEY SHARE)
     until written, so an erasure, which locks the person first, either comes before (the person is
-    left out) or waits and then scrubs these rows; services/erasure.py builds its fence on this.
+    left out) or waits and then scrubs these rows; erasure/local.py builds its fence on this.
     """
     if one_request is None:
         one_request = connection.transport == Connection.Transport.V2_BATCH

@@ -4,7 +4,7 @@
       -> send_segment_operations: per (segment, add or remove, identifier kind), the profiles'
          ids in requests of at most SEGMENT_MAX_IDS, each through the rate limiter, logged
          first as pending (action segment_add / segment_remove, the segment's id), completed after
-      -> returns the profiles whose segment request must be retried: outcomes.record_result puts
+      -> returns the profiles whose segment request must be retried: delivery_log.record_result puts
          their outbox rows back (identify and segment calls are idempotent, so the retry sends
          both again, computed from the database as always)
 

@@ -26,9 +26,10 @@ MINUTES ?= 30
 mutation: venv
 	$(BIN)/python scripts/mutation.py --minutes $(MINUTES) $(MODULES)
 
+# DEBUG=1 only lifts the SECRET_KEY requirement: the migration check needs no secret.
 lint: venv
 	$(BIN)/ruff check .
-	DEBUG=1 $(BIN)/python manage.py makemigrations --check --dry-run  # needs no secret: DEBUG only lifts the SECRET_KEY requirement
+	DEBUG=1 $(BIN)/python manage.py makemigrations --check --dry-run
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache test-artifacts

@@ -14,6 +14,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllow
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.formats import number_format
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -251,7 +252,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
             return HttpResponseNotAllowed(["POST"])
         subscription = self._get_changeable(request, object_id)
         self._report(request, self._set_status(request, [subscription], ACTIVE), ACTIVE)
-        return HttpResponseRedirect(self._change_url(subscription))
+        return HttpResponseRedirect(self._back_url(request, subscription))
 
     def deactivate_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         if request.method != "POST":
@@ -260,7 +261,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
         if request.POST.get("post") != "yes":
             return self._confirm_deactivation(request, [subscription], from_changelist=False)
         self._report(request, self._set_status(request, [subscription], INACTIVE), INACTIVE)
-        return HttpResponseRedirect(self._change_url(subscription))
+        return HttpResponseRedirect(self._back_url(request, subscription))
 
     # --- helpers ---
 
@@ -278,6 +279,13 @@ class SubscriptionAdmin(admin.ModelAdmin):
             f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change",
             args=[subscription.pk],
         )
+
+    def _back_url(self, request: HttpRequest, subscription: Subscription) -> str:
+        """Where a button sends the person back: the page it was pressed on (a connection's), else the subscription."""
+        back = request.POST.get("next", "")
+        hosts = {request.get_host()}
+        safe = url_has_allowed_host_and_scheme(back, allowed_hosts=hosts, require_https=request.is_secure())
+        return back if back and safe else self._change_url(subscription)
 
     def _set_status(self, request: HttpRequest, selected, status: str) -> int:  # type: ignore[no-untyped-def]
         to_change = [s for s in selected if s.status != status]
@@ -316,6 +324,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
             "opts": self.opts,
             "subscriptions": selected,
             "from_changelist": from_changelist,
+            "next": "" if from_changelist else self._back_url(request, selected[0]),
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "media": self.media,
         }

@@ -12,6 +12,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -33,14 +34,19 @@ from connections.admin.connection_form import (
     WORKSPACE,
     ConnectionForm,
 )
-from connections.admin.connection_list import ConnectionChangeList, ConnectionListColumns, ago, time_until
+from connections.admin.connection_list import ConnectionChangeList, ConnectionListColumns
 from connections.models import Connection, ResyncRun
 from connections.services.connection import breaker, credentials
 from connections.services.connection import transitions as connection_state
 from connections.services.ingest import segments
 from connections.services.resync import background_resync
 from connections.services.resync import runs as resync
-from connections.services.visibility import figures
+from connections.services.visibility import audience_view, figures
+from connections.templatetags.cio import ago
+from connections.templatetags.cio import until as time_until
+
+# A change to any of these makes the stored credentials unverified until Customer.io accepts them.
+CREDENTIAL_FIELDS = {"api_key", "site_id", "region"}
 
 
 @admin.register(Connection)
@@ -94,6 +100,9 @@ class ConnectionAdmin(ConnectionListColumns, admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Connection, form, change: bool) -> None:  # type: ignore[no-untyped-def]
         super().save_model(request, obj, form, change)
+        # Customer.io is asked once the save is committed: a slow answer must not hold the row's lock.
+        changed = not change or bool(CREDENTIAL_FIELDS & set(form.changed_data))
+        transaction.on_commit(lambda: self._report_credentials(request, obj, credentials_changed=changed))
         # Saved all the same: the marketer may be about to fix the other connection.
         for other in segments.segment_membership_conflicts(obj):
             self.message_user(
@@ -207,6 +216,9 @@ class ConnectionAdmin(ConnectionListColumns, admin.ModelAdmin):
                 chart=delivery_chart(figures.deliveries_per_hour(obj.pk)),
                 resync=progress,
                 auto_refresh=progress is not None and progress.is_active,
+                audiences=audience_view.connection_audiences(obj.pk),
+                can_change_subscriptions=request.user.has_perm("connections.change_subscription"),
+                can_add_subscriptions=request.user.has_perm("connections.add_subscription"),
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
@@ -228,18 +240,27 @@ class ConnectionAdmin(ConnectionListColumns, admin.ModelAdmin):
             reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change", args=[connection.pk])
         )
 
-    def _report_credentials(self, request: HttpRequest, connection: Connection) -> None:
-        check = credentials.verify_credentials(connection)
-        if check.valid and not check.region_mismatch:
-            level = messages.SUCCESS
-        elif check.valid:
-            level = messages.WARNING
-        else:
+    def _report_credentials(self, request: HttpRequest, connection: Connection, *, credentials_changed=False) -> None:
+        recorded = credentials.check_and_record(connection, credentials_changed=credentials_changed)
+        check = recorded.check
+        message = check.message.rstrip(".") + "."
+        if check.valid:
+            level = messages.WARNING if check.region_mismatch else messages.SUCCESS
+            if recorded.resumed:
+                message += " " + _("The connection was faulted: it is resumed and its waiting changes are being sent.")
+        elif check.rejected:
             level = messages.ERROR
-        message = check.message
-        if check.rejected:
-            advice = _("Check the Site ID and the region, enter the Track API key again and save, then test again.")
-            message = f"{message.rstrip('.')}. {advice}"
+            message += " " + _(
+                "Rejected: nothing is sent to this workspace (its changes wait, nothing is lost). Check the Site ID "
+                "and the region, enter the Track API key again and save: it is checked again when you save."
+            )
+        else:
+            level = messages.WARNING
+            if connection.credential_status == "not_verified":
+                message += " " + _(
+                    "Not verified: changes are sent as usual; the connection shows as verified once Customer.io "
+                    "accepts the credentials (press “Test credentials” later, or wait for a delivery)."
+                )
         self.message_user(request, f"{connection.name}: {message}", level)
         app_check = credentials.verify_app_api_key(connection)
         if app_check is not None:

@@ -6,58 +6,25 @@ rows only (`ConnectionChangeList`); the badge's title says since when and why.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.http import HttpRequest
+from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.formats import date_format, number_format
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from django.utils.timesince import timesince, timeuntil
+from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 
 from connections.models import Connection
 from connections.services.visibility import figures
-
-# Failure rates from here up are shown as a problem (and as a warning above zero).
-FAILURE_RATE_ALARM = 0.10
-
-
-def ago(moment: datetime | None) -> str:
-    if moment is None:
-        return ""
-    if timezone.now() - moment < timedelta(minutes=1):
-        return str(_("just now"))
-    return str(_("%(time)s ago") % {"time": timesince(moment, depth=1)})
-
-
-def time_until(moment: datetime | None) -> str:
-    if moment is None:
-        return ""
-    if moment - timezone.now() < timedelta(seconds=5):
-        return str(_("now"))
-    return str(_("in %(time)s") % {"time": timeuntil(moment, depth=1)})
+from connections.templatetags.cio import ago
 
 
 def state_badge(connection: Connection) -> SafeString:
     """The state as a coloured badge; its title says since when and why."""
-    since = ago(connection.state_changed_at)
-    if connection.state == Connection.State.FAULTED:
-        title = _("Credentials rejected%(since)s: %(error)s") % {
-            "since": f" ({since})" if since else "",
-            "error": connection.last_error,
-        }
-        return format_html('<span class="cio-badge cio-faulted" title="{}">{}</span>', title, _("Faulted"))
-    if connection.state == Connection.State.BACKING_OFF:
-        title = _("Customer.io keeps failing%(since)s; next probe %(probe)s. Last error: %(error)s") % {
-            "since": f" ({since})" if since else "",
-            "probe": time_until(connection.next_probe_at) or _("soon"),
-            "error": connection.last_error,
-        }
-        return format_html('<span class="cio-badge cio-backing-off" title="{}">{}</span>', title, _("Backing off"))
-    return format_html('<span class="cio-badge cio-active">{}</span>', _("Active"))
+    return render_to_string("admin/connections/includes/state_badge.html", {"c": connection})
 
 
 class ConnectionChangeList(ChangeList):
@@ -91,12 +58,13 @@ class ConnectionListColumns:
             return format_html(
                 '<span title="{}">{}</span>', _("No deliveries in the last 24 hours."), self.get_empty_value_display()
             )
-        level = "cio-bad" if rate >= FAILURE_RATE_ALARM else "cio-warn" if rate else "cio-good"
         title = _("%(failed)s of %(attempts)s delivery attempts failed in the last 24 hours.") % {
             "failed": number_format(outcomes.failed, force_grouping=True),
             "attempts": number_format(outcomes.attempts, force_grouping=True),
         }
-        return format_html('<span class="{}" title="{}">{} %</span>', level, title, number_format(rate * 100, 1))
+        return format_html(
+            '<span class="cio-{}" title="{}">{} %</span>', outcomes.level, title, number_format(rate * 100, 1)
+        )
 
     @admin.display(description=_("backlog"))
     def backlog(self, obj: Connection) -> SafeString:

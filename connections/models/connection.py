@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 
 from django.db import models
 from django.db.models import Q
@@ -188,6 +189,15 @@ class Connection(models.Model):
     last_success_at = models.DateTimeField(
         _("last success at"), null=True, blank=True, help_text=_("When Customer.io last accepted an update.")
     )
+    # Whether Customer.io has accepted the current Site ID and API key: services/connection/credentials.py
+    # sets it (a check at save, "Test credentials", a delivery it took) and clears it when they change.
+    credentials_verified_at = models.DateTimeField(
+        _("credentials verified at"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("When Customer.io last accepted the current Site ID and API key; empty: not verified yet."),
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True, help_text=_("When it was created."))
     updated_at = models.DateTimeField(_("updated at"), auto_now=True, help_text=_("When it was last changed."))
 
@@ -224,6 +234,22 @@ class Connection(models.Model):
                 if kwargs.get("update_fields") is not None:
                     kwargs["update_fields"] = {*kwargs["update_fields"], f"{field}_last4"}
         super().save(*args, **kwargs)
+
+    @property
+    def credential_status(self) -> str:
+        """"rejected" (faulted: Customer.io refused the key), "not_verified" or "accepted"."""
+        if self.state == self.State.FAULTED:
+            return "rejected"
+        return "accepted" if self.credentials_verified_at else "not_verified"
+
+    @property
+    def last_error_resolved_at(self) -> datetime | None:
+        """When Customer.io last answered normally, if that came after the last error (then the error is past)."""
+        if not self.last_error_at or self.state != self.State.ACTIVE:
+            return None
+        answers = [moment for moment in (self.last_success_at, self.credentials_verified_at) if moment]
+        latest = max(answers, default=None)
+        return latest if latest and latest > self.last_error_at else None
 
     @property
     def masked_api_key(self) -> str:

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from django import template
 from django.utils import timezone
-from django.utils.timesince import timesince
+from django.utils.timesince import timesince, timeuntil
 from django.utils.translation import gettext as _
 
 register = template.Library()
@@ -30,3 +30,13 @@ def waited(moment: datetime | None) -> str:
     if timezone.now() - moment < timedelta(minutes=1):
         return _("under a minute")
     return timesince(moment, depth=1)
+
+
+@register.filter
+def until(moment: datetime | None) -> str:
+    """ "now", "in 3 minutes": how long until `moment`, the coarsest unit."""
+    if moment is None:
+        return ""
+    if moment - timezone.now() < timedelta(seconds=5):
+        return _("now")
+    return _("in %(time)s") % {"time": timeuntil(moment, depth=1)}

@@ -44,7 +44,8 @@ def messages_of(response) -> list[tuple[str, str]]:  # type: ignore[no-untyped-d
 
 @pytest.fixture
 def connection(db):
-    return ConnectionFactory(name="Main workspace", api_key=API_KEY)
+    # Customer.io accepted its credentials (a check or a delivery): its state shows as Active.
+    return ConnectionFactory(name="Main workspace", api_key=API_KEY, credentials_verified_at=timezone.now())
 
 
 # --- the chart ---
@@ -431,7 +432,8 @@ def test_the_list_shows_state_recent_failure_rate_and_backlog(client, marketer, 
     assert rows["Main workspace"].backlog.count.value == 2
     assert rows["Quiet workspace"].recent_outcomes.failure_rate is None
     html = response.content.decode()
-    assert '<span class="cio-bad" title="1 of 4 delivery attempts failed in the last 24 hours.">25.0 %</span>' in html
+    # One failure is shown, not called alarming (figures.FAILURES_ALARM).
+    assert '<span class="cio-warn" title="1 of 4 delivery attempts failed in the last 24 hours.">25.0 %</span>' in html
     assert 'class="cio-badge cio-faulted" title="Credentials rejected: rejected">Faulted' in html
     assert faulted.pk and quiet.pk
 

@@ -69,7 +69,8 @@ def record(connection: Connection, results: Sequence[SendResult], *, probe: bool
     if errors:
         Connection.objects.filter(pk=connection.pk).update(last_error=errors[-1][:2000], last_error_at=now)
     if any(r.outcome is Outcome.SUCCEEDED for r in results):
-        Connection.objects.filter(pk=connection.pk).update(last_success_at=now)
+        # Customer.io took it: the credentials work, whatever a check at save could not tell.
+        Connection.objects.filter(pk=connection.pk).update(last_success_at=now, credentials_verified_at=now)
     if any(r.outcome is not Outcome.RETRY or r.http_status == 429 for r in results):
         _answered(connection, now)
     else:

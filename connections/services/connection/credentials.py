@@ -1,4 +1,4 @@
-"""Checking a connection's credentials with Customer.io (the admin's "Test credentials", `verify_credentials`).
+"""Checking a connection's credentials with Customer.io (at save, the admin's "Test credentials", `verify_credentials`).
 
 `GET /api/v1/accounts/region` answers 200 with the workspace's region for a valid Site ID /
 API key pair and 401 otherwise; it changes nothing in Customer.io. The optional App API key
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.utils import timezone
+
 from connections.crypto import EncryptionError
 from connections.models import Connection
-from connections.services.connection import clients
+from connections.services.connection import clients, transitions
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,36 @@ def verify_credentials(connection: Connection) -> CredentialCheck:
             " so that data goes to the workspace's own data center."
         )
     return CredentialCheck(True, False, region, configured, mismatch, message)
+
+
+@dataclass(frozen=True)
+class RecordedCheck:
+    check: CredentialCheck
+    resumed: bool  # the connection was faulted and Customer.io now accepts its credentials
+
+
+def check_and_record(connection: Connection, *, credentials_changed: bool = False) -> RecordedCheck:
+    """Check the credentials and keep what Customer.io said, in the one place a connection's credentials live.
+
+    Rejected (401/403): the connection is faulted, as a rejected delivery would fault it, so it is
+    never shown as active with a key Customer.io refuses. Accepted: it is verified (`credential_status`),
+    and a faulted connection resumes, so fixing a key takes one save. Not asked (timeout, network,
+    5xx): nothing is known; credentials that just changed are "not verified" until Customer.io
+    accepts them (a later check, or a delivery it takes).
+    """
+    check = verify_credentials(connection)
+    resumed = False
+    if check.valid:
+        Connection.objects.filter(pk=connection.pk).update(credentials_verified_at=timezone.now())
+        if connection.state == Connection.State.FAULTED:
+            resumed = transitions.resume(connection, reason="Customer.io accepted the credentials")
+    elif check.rejected:
+        Connection.objects.filter(pk=connection.pk).update(credentials_verified_at=None)
+        transitions.fault(connection, check.message)
+    elif credentials_changed:
+        Connection.objects.filter(pk=connection.pk).update(credentials_verified_at=None)
+    connection.refresh_from_db(fields=["state", "credentials_verified_at", "last_error", "last_error_at"])
+    return RecordedCheck(check, resumed)
 
 
 @dataclass(frozen=True)

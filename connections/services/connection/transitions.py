@@ -41,7 +41,7 @@ def fault(connection: Connection, error: str) -> None:
 
 
 @transaction.atomic
-def resume(connection: Connection) -> bool:
+def resume(connection: Connection, reason: str = "resumed from the admin") -> bool:
     """Back to active (from faulted, or backing off: a person says it works again); its waiting
     forwards are sent at once. Returns False if it was active already."""
     now = timezone.now()
@@ -58,6 +58,6 @@ def resume(connection: Connection) -> bool:
     connection.refresh_from_db(fields=["state", "state_changed_at"])
     if changed:
         Forward.objects.filter(connection_id=connection.pk, claim_token="", due_at__gt=now).update(due_at=now)
-        state_log.note_transition(connection.pk, old, Connection.State.ACTIVE, "resumed from the admin")
+        state_log.note_transition(connection.pk, old, Connection.State.ACTIVE, reason)
         outbox.wake_workers([connection.pk])
     return bool(changed)

@@ -1,4 +1,5 @@
-"""An audience in numbers, for its admin page and list: members, ex-members, where it is forwarded.
+"""An audience in numbers, for its admin page and list: members, ex-members, where it is forwarded;
+and a connection's audiences, for the connection's page.
 
 Counts use the (audience, is_member) index of memberships: one grouped query for a whole page
 of audiences. The last forward to a connection is looked for among that connection's latest
@@ -10,12 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import Count
+from django.db.models import Count, Q
 
 from connections.models import Audience, Delivery, Forward, Membership, Subscription
 from connections.services.visibility.figures import BoundedCount, bounded_count
 
 LAST_FORWARD_WINDOW = 5000
+# A connection's page lists this many of its subscriptions (the active ones first); the rest are
+# one link away, in the subscription list filtered by the connection.
+CONNECTION_AUDIENCES_SHOWN = 50
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,32 @@ class SubscriptionView:
     subscription: Subscription
     waiting: BoundedCount  # this audience's changes queued for the connection
     last_forward: Delivery | None
+
+
+@dataclass(frozen=True)
+class ForwardedAudience:
+    subscription: Subscription  # its audience loaded
+    members: int
+
+
+@dataclass(frozen=True)
+class ConnectionAudiences:
+    shown: list[ForwardedAudience]
+    total: int  # subscriptions of the connection, shown or not
+    active: int
+
+
+def connection_audiences(connection_id: int, limit: int = CONNECTION_AUDIENCES_SHOWN) -> ConnectionAudiences:
+    """The audiences a connection forwards or forwarded: active subscriptions first, then by name."""
+    rows = Subscription.objects.filter(connection_id=connection_id)
+    totals = rows.aggregate(total=Count("pk"), active=Count("pk", filter=Q(status=Subscription.Status.ACTIVE)))
+    shown = list(rows.select_related("audience").order_by("status", "audience__name", "pk")[:limit])
+    counts = member_counts(row.audience_id for row in shown)
+    return ConnectionAudiences(
+        shown=[ForwardedAudience(row, counts.get(row.audience_id, MemberCounts()).members) for row in shown],
+        total=totals["total"],
+        active=totals["active"],
+    )
 
 
 def member_counts(audience_pks: Iterable[int]) -> dict[int, MemberCounts]:

@@ -43,6 +43,13 @@ def bounded_count(queryset: QuerySet, cap: int = COUNT_CAP) -> BoundedCount:
     return BoundedCount(cap, True) if counted > cap else BoundedCount(counted)
 
 
+# Failed attempts are alarming (shown in red, listed under "needs attention") from this share up, and
+# only once there are this many of them: 1 failure in 7 attempts is one person's bad data or a blip,
+# not a broken connection, and is shown as a plain count.
+FAILURE_RATE_ALARM = 0.10
+FAILURES_ALARM = 5
+
+
 @dataclass(frozen=True)
 class DeliveryCounts:
     """Succeeded and failed delivery attempts (pending, skipped and cancelled ones are not attempts that ended)."""
@@ -57,6 +64,22 @@ class DeliveryCounts:
     @property
     def failure_rate(self) -> float | None:
         return self.failed / self.attempts if self.attempts else None
+
+    @property
+    def failure_percent(self) -> str:
+        """ "14%", "0.4%": the share of failed attempts, as a person reads it."""
+        rate = self.failure_rate or 0.0
+        return f"{rate:.0%}" if rate >= 0.1 or not rate else f"{rate:.1%}"
+
+    @property
+    def alarming(self) -> bool:
+        rate = self.failure_rate
+        return rate is not None and rate >= FAILURE_RATE_ALARM and self.failed >= FAILURES_ALARM
+
+    @property
+    def level(self) -> str:
+        """ "bad" when alarming, "warn" for any other failure, "good" for none."""
+        return "bad" if self.alarming else "warn" if self.failed else "good"
 
 
 @dataclass(frozen=True)

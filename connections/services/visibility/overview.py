@@ -17,7 +17,6 @@ from django.utils import timezone
 from connections.models import AlertEpisode, Connection, ErasureCall, FirehoseMessage, Forward, ImportRun, ResyncRun
 from connections.services.visibility import figures
 
-FAILURE_RATE_ATTENTION = 0.10  # the connection list's own alarm level (admin/connection.py)
 # Firehose messages stored for a worker (FIREHOSE_APPLY=worker) are applied within a second or so;
 # one waiting longer than this means no worker applies them.
 MESSAGES_WAITING_ATTENTION_SECONDS = 60
@@ -45,6 +44,7 @@ class Attention:
     what: str
     level: str  # "bad" or "warn"
     go_to: str  # "connection" (its page) or "failures" (its failed deliveries in the log)
+    outcomes: figures.DeliveryCounts | None = None  # for "failures": the last 24 hours' attempts
 
 
 @dataclass(frozen=True)
@@ -158,8 +158,10 @@ def needs_attention(row: ConnectionRow) -> list[Attention]:
         found.append(Attention(connection, "backing_off", "warn", "connection"))
     if AlertEpisode.Kind.BACKLOG in row.open_alerts:
         found.append(Attention(connection, "backlog", "warn", "connection"))
-    rate = row.failure_rate
-    # A faulted connection's failures are the fault itself: said once, above.
-    if connection.state != Connection.State.FAULTED and rate is not None and rate >= FAILURE_RATE_ATTENTION:
-        found.append(Attention(connection, "failures", "bad" if rate >= 0.5 else "warn", "failures"))
+    outcomes = row.outcomes
+    # A faulted connection's failures are the fault itself: said once, above. A few failures
+    # (figures.FAILURES_ALARM) are not a problem of the connection: the table shows them as a count.
+    if connection.state != Connection.State.FAULTED and outcomes.alarming:
+        level = "bad" if (outcomes.failure_rate or 0) >= 0.5 else "warn"
+        found.append(Attention(connection, "failures", level, "failures", outcomes))
     return found

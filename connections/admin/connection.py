@@ -12,7 +12,6 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -72,7 +71,13 @@ class ConnectionAdmin(ConnectionListColumns, admin.ModelAdmin):
     @method_decorator(sensitive_post_parameters(*Connection.SECRET_FIELDS))
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):  # type: ignore[no-untyped-def]
         # An error report of a failed save must not show the typed keys (SPEC §8).
-        return super().changeform_view(request, object_id, form_url, extra_context)
+        response = super().changeform_view(request, object_id, form_url, extra_context)
+        # Customer.io is asked once the save is committed (Django's view saves in a transaction):
+        # a slow answer must not hold the connection's row locked against the workers.
+        saved = getattr(request, "_cio_saved_connection", None)
+        if saved is not None:
+            self._report_credentials(request, *saved)
+        return response
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Connection]:
         # The ciphertexts are not even loaded: no page needs the keys (a new one is written
@@ -100,9 +105,8 @@ class ConnectionAdmin(ConnectionListColumns, admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Connection, form, change: bool) -> None:  # type: ignore[no-untyped-def]
         super().save_model(request, obj, form, change)
-        # Customer.io is asked once the save is committed: a slow answer must not hold the row's lock.
-        changed = not change or bool(CREDENTIAL_FIELDS & set(form.changed_data))
-        transaction.on_commit(lambda: self._report_credentials(request, obj, credentials_changed=changed))
+        # Checked by changeform_view, after the commit.
+        request._cio_saved_connection = (obj, not change or bool(CREDENTIAL_FIELDS & set(form.changed_data)))
         # Saved all the same: the marketer may be about to fix the other connection.
         for other in segments.segment_membership_conflicts(obj):
             self.message_user(
@@ -240,7 +244,7 @@ class ConnectionAdmin(ConnectionListColumns, admin.ModelAdmin):
             reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change", args=[connection.pk])
         )
 
-    def _report_credentials(self, request: HttpRequest, connection: Connection, *, credentials_changed=False) -> None:
+    def _report_credentials(self, request: HttpRequest, connection: Connection, credentials_changed=False) -> None:
         recorded = credentials.check_and_record(connection, credentials_changed=credentials_changed)
         check = recorded.check
         message = check.message.rstrip(".") + "."

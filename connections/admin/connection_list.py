@@ -63,7 +63,7 @@ class ConnectionListColumns:
             "attempts": number_format(outcomes.attempts, force_grouping=True),
         }
         return format_html(
-            '<span class="cio-{}" title="{}">{} %</span>', outcomes.level, title, number_format(rate * 100, 1)
+            '<span class="cio-{}" title="{}">{} %</span>', outcomes.level, title, number_format(round(rate * 100, 1), 1)
         )
 
     @admin.display(description=_("backlog"))

@@ -56,8 +56,8 @@ def test_the_page_lists_the_audiences_it_forwards_with_their_state(client, marke
     html = client.get(admin_url(Connection, "change", connection.pk)).content.decode()
 
     assert rows(html) == [
-        "VIP 42 3 Active: forwarded none Deactivate…",
         "Lapsed 7 2 Inactive: not forwarded 314 Activate",
+        "VIP 42 3 Active: forwarded none Deactivate…",
     ]
     assert "1 of 2 subscriptions are active" in html
     assert "Elsewhere" not in html
@@ -72,7 +72,7 @@ def test_someone_who_may_only_look_sees_the_audiences_without_toggles(client, sc
 
     html = client.get(admin_url(Connection, "change", connection.pk)).content.decode()
 
-    assert rows(html) == ["VIP 42 3 Active: forwarded none", "Lapsed 7 2 Inactive: not forwarded 314"]
+    assert rows(html) == ["Lapsed 7 2 Inactive: not forwarded 314", "VIP 42 3 Active: forwarded none"]
     assert "Deactivate…" not in html and 'name="next"' not in html
     assert "Forward another audience" not in html
 

@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from connections.models import Connection, Delivery, ResyncRun
+from connections.models import Connection, Delivery, Forward, ResyncRun
 from tests.browser.conftest import BROWSER_TIME_ZONE
 from tests.conftest import STANDIN_WORKSPACES
 from tests.support.admin import admin_url, make_delivery
@@ -114,7 +114,6 @@ def test_a_backing_off_connection_shows_its_outage_and_recovers_with_probe_now(
     subscription = SubscriptionFactory(connection=connection, audience=AudienceFactory(audience_id=7, name="VIP"))
     for n in range(5):
         MembershipFactory(audience=subscription.audience, profile=ProfileFactory(customer_id=f"held-{n}"))
-    from connections.models import Forward
 
     now = timezone.now()
     for membership in subscription.audience.memberships.all():
@@ -156,3 +155,77 @@ def test_a_backing_off_connection_shows_its_outage_and_recovers_with_probe_now(
     expect(page.locator(".cio-health .cio-badge").first).to_have_text("Active")
     screenshot("page-recovered")
     assert set(standin.people("site-us")) == {f"held-{n}" for n in range(5)}
+
+
+def test_a_marketer_toggles_audiences_and_fixes_a_rejected_key_with_one_save(
+    page: Page, live_server, marketer, connection, standin, log_in, screenshot
+):
+    """Issue 27: the page lists its audiences with a toggle; a save checks the key against Customer.io (the
+    stand-in): a wrong one shows as rejected, never as Active, and the right one resumes the connection."""
+    page.set_viewport_size({"width": 1366, "height": 800})
+    purge_broker()
+    Connection.objects.filter(pk=connection.pk).update(credentials_verified_at=timezone.now())
+    vip = SubscriptionFactory(connection=connection, audience=AudienceFactory(audience_id=42, name="VIP"))
+    lapsed = SubscriptionFactory(
+        connection=connection, audience=AudienceFactory(audience_id=7, name="Lapsed"), status="inactive"
+    )
+    for profile in ProfileFactory.create_batch(3):
+        MembershipFactory(profile=profile, audience=vip.audience)
+    for profile in ProfileFactory.create_batch(2):
+        MembershipFactory(profile=profile, audience=lapsed.audience)
+    log_in("marketer")
+    page.goto(f"{live_server.url}{admin_url(Connection, 'change', connection.pk)}")
+
+    audiences = page.locator(".cio-audiences")
+    expect(audiences).to_contain_text("1 of 2 subscriptions are active")
+    vip_row, lapsed_row = (audiences.locator("tr", has_text=name) for name in ("VIP", "Lapsed"))
+    expect(vip_row).to_contain_text("Active: forwarded")
+    expect(lapsed_row).to_contain_text("Inactive: not forwarded")
+    expect(lapsed_row.locator("td.cio-number")).to_have_text("2")
+    audiences.scroll_into_view_if_needed()
+    screenshot("audiences")
+
+    lapsed_row.get_by_role("button", name="Activate").click()
+    expect(page.locator(".messagelist .success")).to_contain_text("Activated 1 subscription")
+    expect(lapsed_row).to_contain_text("Active: forwarded")
+    assert Forward.objects.filter(audience=lapsed.audience).count() == 2, "its members are sent"
+
+    vip_row.get_by_role("button", name="Deactivate…").click()
+    expect(page.get_by_text("Deactivate this subscription?")).to_be_visible()
+    screenshot("deactivate-confirmation")
+    page.get_by_role("button", name="Yes, deactivate").click()
+    expect(page).to_have_url(f"{live_server.url}{admin_url(Connection, 'change', connection.pk)}")
+    expect(vip_row).to_contain_text("Inactive: not forwarded")
+    expect(audiences).to_contain_text("1 of 2 subscriptions are active")
+
+    page.locator("#id_api_key").fill("sk-wrong-0000")
+    page.get_by_role("button", name="Save and continue editing").click()
+    expect(page.locator(".messagelist .error")).to_contain_text(
+        "US workspace: Customer.io rejected the Site ID / API key (HTTP 401)"
+    )
+    health = page.locator(".cio-health").first
+    expect(health.locator(".cio-badge")).to_have_text("Faulted")
+    expect(health.locator(".cio-credentials")).to_contain_text("Rejected by Customer.io")
+    expect(page.locator("body")).not_to_contain_text("sk-wrong-0000")
+    page.evaluate("window.scrollTo(0, 0)")
+    screenshot("rejected")
+    page.goto(f"{live_server.url}{admin_url(Connection, 'changelist')}")
+    expect(page.locator("#result_list tbody tr", has_text="US workspace").locator(".cio-badge")).to_have_text(
+        "Faulted"
+    )
+    screenshot("list-rejected")
+
+    page.goto(f"{live_server.url}{admin_url(Connection, 'change', connection.pk)}")
+    page.locator("#id_api_key").fill(US_KEY)
+    page.get_by_role("button", name="Save and continue editing").click()
+    expect(page.locator(".messagelist .success").last).to_contain_text(
+        "The connection was faulted: it is resumed and its waiting changes are being sent."
+    )
+    expect(health.locator(".cio-badge")).to_have_text("Active")
+    expect(health.locator(".cio-credentials")).to_contain_text("Accepted")
+    expect(health.locator(".cio-last-error")).to_contain_text("Resolved: Customer.io has answered normally")
+    page.evaluate("window.scrollTo(0, 0)")
+    screenshot("resumed")
+    connection.refresh_from_db()
+    assert connection.state == Connection.State.ACTIVE
+    purge_broker()

@@ -17,7 +17,7 @@ from connections.models import Audience, Delivery, Forward, Membership, Subscrip
 from connections.services.visibility.figures import BoundedCount, bounded_count
 
 LAST_FORWARD_WINDOW = 5000
-# A connection's page lists this many of its subscriptions (the active ones first); the rest are
+# A connection's page lists this many of its subscriptions, by audience name; the rest are
 # one link away, in the subscription list filtered by the connection.
 CONNECTION_AUDIENCES_SHOWN = 50
 
@@ -49,10 +49,10 @@ class ConnectionAudiences:
 
 
 def connection_audiences(connection_id: int, limit: int = CONNECTION_AUDIENCES_SHOWN) -> ConnectionAudiences:
-    """The audiences a connection forwards or forwarded: active subscriptions first, then by name."""
+    """The audiences a connection forwards or forwarded, by name (a row stays in place when it is toggled)."""
     rows = Subscription.objects.filter(connection_id=connection_id)
     totals = rows.aggregate(total=Count("pk"), active=Count("pk", filter=Q(status=Subscription.Status.ACTIVE)))
-    shown = list(rows.select_related("audience").order_by("status", "audience__name", "pk")[:limit])
+    shown = list(rows.select_related("audience").order_by("audience__name", "pk")[:limit])
     counts = member_counts(row.audience_id for row in shown)
     return ConnectionAudiences(
         shown=[ForwardedAudience(row, counts.get(row.audience_id, MemberCounts()).members) for row in shown],

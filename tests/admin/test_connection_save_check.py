@@ -161,7 +161,7 @@ def test_test_credentials_with_a_rejected_key_faults_the_connection(client, mark
 
     connection.refresh_from_db()
     assert connection.state == Connection.State.FAULTED
-    assert connection.credential_status == "rejected"
+    assert connection.credential_status == "rejected" and connection.credentials_verified_at is None
     assert "HTTP 401" in connection.last_error and WRONG_KEY not in connection.last_error
 
 

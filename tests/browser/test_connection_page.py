@@ -203,7 +203,7 @@ def test_a_marketer_toggles_audiences_and_fixes_a_rejected_key_with_one_save(
     expect(page.locator(".messagelist .error")).to_contain_text(
         "US workspace: Customer.io rejected the Site ID / API key (HTTP 401)"
     )
-    health = page.locator(".cio-health").first
+    health = page.locator(".cio-health")
     expect(health.locator(".cio-badge")).to_have_text("Faulted")
     expect(health.locator(".cio-credentials")).to_contain_text("Rejected by Customer.io")
     expect(page.locator("body")).not_to_contain_text("sk-wrong-0000")

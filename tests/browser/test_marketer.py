@@ -56,11 +56,14 @@ def test_a_marketer_sets_up_a_connection_and_sees_what_is_sent(
         page.locator("#id_region").select_option("us")
         screenshot("add-form")
         page.get_by_role("button", name="Save and continue editing").click()
-        expect(page.locator(".messagelist .success")).to_contain_text("was added successfully")
+        expect(page.locator(".messagelist .success").first).to_contain_text("was added successfully")
         expect(page.locator("#id_api_key")).to_have_value("")
+        # Checked at save: Customer.io rejects it, and the connection is never shown as Active.
+        expect(page.locator(".messagelist .error")).to_contain_text("rejected the Site ID / API key (HTTP 401)")
+        expect(page.locator(".cio-health .cio-credentials")).to_contain_text("Rejected by Customer.io")
         assert_no_key(page, TYPO_KEY)
 
-        # Customer.io rejects it: the message says so, and what to do.
+        # Test credentials says the same, and what to do.
         page.get_by_role("button", name="Test credentials").click()
         expect(page.locator(".messagelist .error")).to_contain_text("rejected the Site ID / API key (HTTP 401)")
         expect(page.locator(".messagelist .error")).to_contain_text("enter the Track API key again")
@@ -70,7 +73,7 @@ def test_a_marketer_sets_up_a_connection_and_sees_what_is_sent(
         # Fixed: the new key replaces the old one, and Customer.io accepts it.
         page.locator("#id_api_key").fill(US_KEY)
         page.get_by_role("button", name="Save and continue editing").click()
-        expect(page.locator(".messagelist .success")).to_contain_text("was changed successfully")
+        expect(page.locator(".messagelist .success").first).to_contain_text("was changed successfully")
         page.get_by_role("button", name="Test credentials").click()
         expect(page.locator(".messagelist .success")).to_contain_text(
             "Customer.io accepted the credentials; the workspace is in the US region."
@@ -87,7 +90,7 @@ def test_a_marketer_sets_up_a_connection_and_sees_what_is_sent(
         page.get_by_role("button", name="Add another Subscription").click()
         page.locator("#id_subscriptions-0-connection").select_option(label="US workspace")
         page.get_by_role("button", name="Save and continue editing").click()
-        expect(page.locator(".messagelist .success")).to_contain_text("was changed successfully")
+        expect(page.locator(".messagelist .success").first).to_contain_text("was changed successfully")
         expect(page.locator("#subscriptions-group")).to_contain_text("Active")
         screenshot("subscribed")
 

@@ -74,7 +74,6 @@ def check_and_record(connection: Connection, *, credentials_changed: bool = Fals
         if connection.state == Connection.State.FAULTED:
             resumed = transitions.resume(connection, reason="Customer.io accepted the credentials")
     elif check.rejected:
-        Connection.objects.filter(pk=connection.pk).update(credentials_verified_at=None)
         transitions.fault(connection, check.message)
     elif credentials_changed:
         Connection.objects.filter(pk=connection.pk).update(credentials_verified_at=None)

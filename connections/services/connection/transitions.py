@@ -34,7 +34,7 @@ def fault(connection: Connection, error: str) -> None:
     old = Connection.objects.filter(pk=connection.pk).values_list("state", flat=True).first()
     if Connection.objects.filter(pk=connection.pk).exclude(state=Connection.State.FAULTED).update(
         state=Connection.State.FAULTED, state_changed_at=now, next_probe_at=None, last_error=error[:2000],
-        last_error_at=now,
+        last_error_at=now, credentials_verified_at=None,  # rejected now, whatever Customer.io accepted before
     ):
         state_log.note_transition(connection.pk, old, Connection.State.FAULTED, error)
     connection.state = Connection.State.FAULTED

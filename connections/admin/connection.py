@@ -1,9 +1,12 @@
 """Connections: Customer.io workspaces. The API key is write-only and never decrypted to render a page.
 
-The change page shows the connection's health above the form (state, last success, pending
-forwards, deliveries per hour for 48 hours, the latest resync) with three buttons: Test
-credentials, Resume (when faulted) and Resync. The list shows state, recent failure rate and
-pending forwards, computed for the page's rows only.
+The change page shows the connection's health above the form (state, credentials, last success,
+pending forwards, deliveries per hour for 48 hours, the latest resync), the audiences it forwards
+with a toggle each (the subscription's own Activate and Deactivate… buttons, which come back here),
+and buttons coloured by intent: Test credentials, Probe now, Resume (when not active) and Resync.
+Saving checks the credentials with Customer.io once the save is committed
+(`credentials.check_and_record`). The list shows state, recent failure rate and pending forwards,
+computed for the page's rows only.
 """
 
 from __future__ import annotations

@@ -49,8 +49,8 @@ def test_many_failures_are_listed_with_their_numbers(client, marketer):
     response = client.get("/admin/")
 
     page = visible_text(response)
-    assert "Shaky workspace 6 of 20 delivery attempts failed in the last 24 hours (30%)." in page
-    assert "Broken workspace 8 of 10 delivery attempts failed in the last 24 hours (80%)." in page
+    assert "Shaky workspace had 6 of 20 delivery attempts fail in the last 24 hours (30%)." in page
+    assert "Broken workspace had 8 of 10 delivery attempts fail in the last 24 hours (80%)." in page
     content = response.content.decode()
     shaky = content[content.index("<strong>Shaky workspace</strong>") - 60 :]
     broken = content[content.index("<strong>Broken workspace</strong>") - 60 :]

@@ -3,6 +3,7 @@ resync whose progress the page shows until every profile is sent (SPEC §6, §7)
 
 from __future__ import annotations
 
+import re
 import zoneinfo
 from datetime import timedelta
 
@@ -229,3 +230,27 @@ def test_a_marketer_toggles_audiences_and_fixes_a_rejected_key_with_one_save(
     connection.refresh_from_db()
     assert connection.state == Connection.State.ACTIVE
     purge_broker()
+
+
+def test_the_home_page_counts_failed_deliveries_in_proportion(page: Page, live_server, marketer, log_in, screenshot):
+    """Issue 27: 1 failure in 7 is a count in the table, not "many failed deliveries"; 6 in 20 needs attention."""
+    page.set_viewport_size({"width": 1366, "height": 800})
+    calm = Connection.objects.create(name="Calm workspace", site_id="site-calm", api_key=US_KEY)
+    shaky = Connection.objects.create(name="Shaky workspace", site_id="site-shaky", api_key=US_KEY)
+    # Customer.io took Shaky's deliveries with these credentials; Calm's were never checked (say, an outage at save).
+    Connection.objects.filter(pk=shaky.pk).update(credentials_verified_at=timezone.now())
+    deliveries(calm, 0, succeeded=6, failed=1)
+    deliveries(shaky, 0, succeeded=14, failed=6)
+    log_in("marketer")
+
+    page.goto(f"{live_server.url}/admin/")
+
+    attention = page.locator(".cio-attention li")
+    expect(attention).to_have_count(1)
+    expect(attention).to_contain_text(re.compile(r"Shaky workspace\s+had 6 of 20 delivery attempts fail in the last"))
+    calm_row = page.locator(".cio-table tbody tr", has_text="Calm workspace")
+    expect(calm_row).to_contain_text("1 of 7")
+    expect(calm_row.locator(".cio-badge")).to_have_text("Not verified")
+    expect(page.locator(".cio-table tbody tr", has_text="Shaky workspace").locator(".cio-badge")).to_have_text("Active")
+    expect(page.locator("body")).not_to_contain_text("many failed")
+    screenshot("home")

@@ -263,7 +263,12 @@ class ConnectionAdmin(ConnectionListColumns, admin.ModelAdmin):
             )
         else:
             level = messages.WARNING
-            if connection.credential_status == "not_verified":
+            if connection.credential_status == "rejected":
+                message += " " + _(
+                    "It stays faulted until Customer.io accepts the credentials: press “Test credentials” once it "
+                    "answers, or “Resume” to send with them now."
+                )
+            elif connection.credential_status == "not_verified":
                 message += " " + _(
                     "Not verified: changes are sent as usual; the connection shows as verified once Customer.io "
                     "accepts the credentials (press “Test credentials” later, or wait for a delivery)."

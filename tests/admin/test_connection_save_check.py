@@ -177,3 +177,19 @@ def test_a_delivery_customerio_takes_verifies_the_credentials(workspace_connecti
 
     connection.refresh_from_db()
     assert connection.credential_status == "accepted"
+
+
+def test_a_new_key_for_a_faulted_connection_that_cannot_be_checked_says_how_to_go_on(client, marketer, standin):
+    connection = ConnectionFactory(name="Faulted workspace", site_id="site-us", api_key=WRONG_KEY)
+    Connection.objects.filter(pk=connection.pk).update(state=Connection.State.FAULTED)
+    standin.start_outage("503", 30)
+    client.force_login(marketer)
+
+    response = save(client, connection, api_key=US_KEY)
+
+    connection.refresh_from_db()
+    assert connection.state == Connection.State.FAULTED, "not resumed on a key nobody could check"
+    [_changed, (level, message)] = messages_of(response)
+    assert level == "warning"
+    assert message.endswith("or “Resume” to send with them now.")
+    standin.end_outage()

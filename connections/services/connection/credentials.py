@@ -68,6 +68,7 @@ def check_and_record(connection: Connection, *, credentials_changed: bool = Fals
     accepts them (a later check, or a delivery it takes).
     """
     check = verify_credentials(connection)
+    connection.refresh_from_db(fields=["state"])  # a worker may have faulted it meanwhile
     resumed = False
     if check.valid:
         Connection.objects.filter(pk=connection.pk).update(credentials_verified_at=timezone.now())

@@ -183,7 +183,7 @@ def segment_operations(
     }
     operations = []
     for segment_id in sorted(touched):
-        is_member = any(memberships.get(link.audience, False) for link in links if link.segment_id == segment_id)
+        is_member = any(memberships.get(link.audience) for link in links if link.segment_id == segment_id)
         operations.append(SegmentOperation(segment_id, "add" if is_member else "remove"))
     return operations
 
@@ -211,5 +211,5 @@ def _one_attribute_per_audience(audiences: Sequence[AudienceState]) -> dict[str,
     is_member_by_name: dict[str, bool] = {}
     for audience in sorted(audiences, key=lambda audience: audience.audience_id):
         name = audience_attribute_name(audience.name)
-        is_member_by_name[name] = is_member_by_name.get(name, False) or audience.is_member
+        is_member_by_name[name] = is_member_by_name.get(name) or audience.is_member
     return {name: MEMBER_VALUE if is_member else NON_MEMBER_VALUE for name, is_member in is_member_by_name.items()}

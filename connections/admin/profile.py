@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
-from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext_lazy as _
 
-from connections.admin.common import CheapCountPaginator, FixedOnceSavedForm, PlainHelpTextForm
+from connections.admin.common import CheapCountPaginator, FixedOnceSavedInline, PlainHelpTextForm
 from connections.admin.erasure import erase_people
 from connections.models import Membership, Profile
 from connections.services.ingest import memberships
@@ -33,23 +32,16 @@ class ProfileForm(PlainHelpTextForm):
         return cleaned
 
 
-class MembershipInlineForm(FixedOnceSavedForm):
-    fixed_fields = ("audience",)
-
-
-class MembershipInline(admin.TabularInline):
+class MembershipInline(FixedOnceSavedInline):
     """Untick "is member" to record that the person left (sent as "false"); rows are not deleted."""
 
     model = Membership
-    form = MembershipInlineForm
+    fixed_fields = ("audience",)
+    related = ("audience",)
     fields = ("audience", "is_member", "changed_at")
     readonly_fields = ("changed_at",)
     autocomplete_fields = ("audience",)
-    extra = 0
     can_delete = False
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Membership]:
-        return super().get_queryset(request).select_related("audience")
 
     def has_add_permission(self, request: HttpRequest, obj: Profile | None = None) -> bool:
         return _addressable(obj) and super().has_add_permission(request, obj)

@@ -11,7 +11,12 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 
-from connections.admin.common import CheapCountPaginator, FixedOnceSavedInline, PlainHelpTextForm
+from connections.admin.common import (
+    CheapCountPaginator,
+    FixedOnceSavedInline,
+    PlainHelpTextForm,
+    summarized_deleted_objects,
+)
 from connections.admin.erasure import erase_people
 from connections.models import Membership, Profile
 from connections.services.ingest import memberships
@@ -124,6 +129,10 @@ class ProfileAdmin(admin.ModelAdmin):
                 can_view_connections=request.user.has_perm("connections.view_connection"),
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def get_deleted_objects(self, objs, request):  # type: ignore[no-untyped-def]
+        # Memberships and queued forwards go with the profile (Django's would ask for delete permission on forwards).
+        return summarized_deleted_objects(self, objs, request)
 
     def delete_view(self, request: HttpRequest, object_id: str, extra_context=None):  # type: ignore[no-untyped-def]
         erase_url = reverse("admin:connections_profile_erase", args=[object_id])

@@ -299,11 +299,14 @@ def test_delete_is_labelled_here_only_and_its_confirmation_points_to_erase(as_ro
 
 def test_deleting_here_sends_nothing_to_customerio(as_role, standin, us):
     forwarding.forward_pending(us.pk)
+    change("ada", {123: False})  # a change waiting: deleted with the person, as their memberships are
     client = as_role("marketer")
     requests_before = len(standin.requests())
 
+    confirmation = client.get(admin_url(Profile, "delete", ada().pk))
     response = client.post(admin_url(Profile, "delete", ada().pk), {"post": "yes"})
 
+    assert "Are you sure you want to delete the profile" in page_text(confirmation)
     assert response.status_code == 302
     assert not Profile.objects.exists() and not Forward.objects.exists() and not ErasureRecord.objects.exists()
     assert "ada" in standin.people("site-us") and len(standin.requests()) == requests_before

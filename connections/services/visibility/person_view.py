@@ -127,14 +127,21 @@ def _audience_ids(attributes: dict[str, AttributeValue]) -> list[int]:
     return [int(found) for found in _AUDIENCE_ID.findall(value)] if isinstance(value, str) else []
 
 
+def _in_order(attributes: dict[str, AttributeValue], order: list[str]) -> dict[str, AttributeValue]:
+    """`attributes` in the order of `order` (the plan's: identity, audiences, SegmentMembership), others after by
+    name: the log's JSON column does not keep the order they were sent in."""
+    rank = {name: n for n, name in enumerate(order)}
+    return dict(sorted(attributes.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0])))
+
+
 def _rows(
     attributes: dict[str, AttributeValue], names: dict[int, str], before: dict[str, AttributeValue] | None = None
 ) -> list[Attribute]:
     rows = []
     for name, value in attributes.items():
-        was = before.get(name) if before is not None and before.get(name, value) != value else None
+        was = before[name] if before is not None and name in before and before[name] != value else None
         audiences = tuple((audience_id, names.get(audience_id, "")) for audience_id in _audience_ids({name: value}))
-        rows.append(Attribute(name, value, was, audiences if name == SEGMENT_MEMBERSHIP_ATTRIBUTE else ()))
+        rows.append(Attribute(name, value, was, audiences))
     return rows
 
 
@@ -159,16 +166,16 @@ def build(profile: Profile) -> PersonView:
         delivered = log.get(connection.delivered_id)  # type: ignore[attr-defined]
         attempt = log.get(connection.attempt_id)  # type: ignore[attr-defined]
         planned = plans.get(connection.pk)
+        sent = delivered.attributes if delivered else {}
+        upcoming = planned.attributes if planned else {}
         views.append(
             ConnectionView(
                 connection=connection,
                 delivered=delivered,
-                delivered_attributes=_rows(delivered.attributes, names) if delivered else [],
+                delivered_attributes=_rows(_in_order(sent, list(upcoming)), names),
                 attempt=attempt if attempt is not None and attempt != delivered else None,
                 planned=planned,
-                next_attributes=_rows(planned.attributes, names, delivered.attributes if delivered else None)
-                if planned
-                else [],
+                next_attributes=_rows(upcoming, names, sent if delivered else None),
                 queued=queued.get(connection.pk),
             )
         )

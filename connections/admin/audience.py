@@ -17,7 +17,7 @@ from django.utils.formats import number_format
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from connections.admin.common import FixedOnceSavedForm, PlainHelpTextForm, summarized_deleted_objects
+from connections.admin.common import FixedOnceSavedInline, PlainHelpTextForm, summarized_deleted_objects
 from connections.models import Audience, Subscription
 from connections.services.ingest import segments, subscriptions
 from connections.services.visibility import audience_view
@@ -34,22 +34,15 @@ def _become(row: Subscription, saved: Subscription) -> None:
     row._state.db = saved._state.db
 
 
-class SubscriptionInlineForm(FixedOnceSavedForm):
-    fixed_fields = ("connection",)
-
-
-class SubscriptionInline(admin.TabularInline):
+class SubscriptionInline(FixedOnceSavedInline):
     """New rows start active (with a backfill); status changes happen on each subscription's page."""
 
     model = Subscription
-    form = SubscriptionInlineForm
+    fixed_fields = ("connection",)
+    related = ("connection", "audience")
     fields = ("connection", "status", "updated_at")
     readonly_fields = ("status", "updated_at")
-    extra = 0
     show_change_link = True
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Subscription]:
-        return super().get_queryset(request).select_related("connection", "audience")
 
 
 class AudienceChangeList(ChangeList):

@@ -136,6 +136,24 @@ class FixedOnceSavedForm(PlainHelpTextForm):
                     field.widget = field.widget.widget
 
 
+class FixedOnceSavedInline(admin.TabularInline):
+    """A tabular inline whose rows' `fixed_fields` cannot change once saved (FixedOnceSavedForm), read with
+    their `related` rows in the same query."""
+
+    form = FixedOnceSavedForm
+    fixed_fields: tuple[str, ...] = ()
+    related: tuple[str, ...] = ()
+    extra = 0
+
+    def get_formset(self, request: HttpRequest, obj: models.Model | None = None, **kwargs):  # type: ignore[no-untyped-def]
+        formset = super().get_formset(request, obj, **kwargs)
+        formset.form.fixed_fields = self.fixed_fields  # the factory made this form class for this formset only
+        return formset
+
+    def get_queryset(self, request: HttpRequest) -> models.QuerySet:
+        return super().get_queryset(request).select_related(*self.related)
+
+
 class ReadOnlyAdminMixin:
     """View-only: nobody adds, changes or deletes rows here through the admin."""
 

@@ -35,9 +35,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
-    "axes",  # login lockout (see "Logins" below)
+    "connections.admin_config.LoginLockoutConfig",  # django-axes (see "Logins" below)
     "django_otp",  # two-factor login codes
-    "django_otp.plugins.otp_totp",
+    "connections.admin_config.TwoFactorConfig",  # django-otp's TOTP devices
     "connections",
 ]
 
@@ -135,6 +135,7 @@ AUTHENTICATION_BACKENDS = [
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_LOCKOUT_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_VERBOSE = False  # no start-up banner in every process's output
 AXES_RESET_ON_SUCCESS = True  # a successful login starts the count again
 # Attempts during a lockout do not push its end further: the page's "try again at" holds.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False

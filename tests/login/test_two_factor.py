@@ -10,6 +10,7 @@ from django.urls import reverse
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from tests.support.admin import changeform_data
 from tests.support.factories import UserFactory
 
 PASSWORD = "correct horse battery staple"  # UserFactory's
@@ -127,3 +128,27 @@ def test_a_code_given_while_the_app_is_throttled_is_refused_with_a_wait(client, 
 
     assert "wait a few seconds, then enter the current code" in response.content.decode()
     assert not reaches_the_admin(client)
+
+
+class TestEnrolment:
+    """A superuser adds a TOTP device for a staff user in the admin and shows its QR code; a marketer cannot."""
+
+    def test_a_superuser_adds_a_device_and_opens_its_qr_code(self, client, superuser, ada):
+        client.force_login(superuser)
+
+        add = reverse("admin:otp_totp_totpdevice_add")
+        form = changeform_data(client.get(add))  # a fresh random key, confirmed, 6 digits, 30 s
+        client.post(add, {**form, "user": ada.pk, "name": "Ada's phone"})
+        device = TOTPDevice.objects.get(user=ada)
+        config = client.get(reverse("admin:otp_totp_totpdevice_config", args=[device.pk]))
+
+        assert device.confirmed
+        assert "otpauth://totp/cioaudience" in config.content.decode()
+        assert log_in(Client(), "ada").status_code == 200  # from now on the code is asked for
+        assert log_in(Client(), "ada", current_code(device)).status_code == 302
+
+    def test_a_marketer_cannot_see_or_add_devices(self, client, marketer):
+        client.force_login(marketer)
+
+        assert client.get(reverse("admin:otp_totp_totpdevice_changelist")).status_code == 403
+        assert client.get(reverse("admin:otp_totp_totpdevice_add")).status_code == 403

@@ -61,7 +61,7 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 $PY manage.py migrate -v0
-$PY manage.py axes_reset >/dev/null  # a new demo starts with no login locked out
+$PY manage.py axes_reset >/dev/null 2>&1  # a new demo starts with no login locked out
 loaded=$($PY manage.py load_demo --api-key-file "$DEMO/standin.key" --app-api-key-file "$DEMO/standin-app.key")
 echo "$loaded"
 credentials=$(echo "$loaded" | sed -n 's/^Superuser: \(.*\) \/ password: \(.*\)$/\1 \/ password: \2/p')

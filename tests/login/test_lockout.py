@@ -135,3 +135,22 @@ class TestBehindAProxy:
 
         assert log_in(client, "ada", PASSWORD, ATTACKER).status_code == 429
         assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {ATTACKER}
+
+
+def test_a_superuser_unlocks_in_the_admin_by_deleting_the_attempts(client, ada, superuser):
+    wrong_passwords(client, "ada", ATTACKER)
+    operator = Client()
+    operator.force_login(superuser)
+    attempts = operator.get(reverse("admin:axes_accessattempt_changelist"))
+    assert "ada" in attempts.content.decode() and ATTACKER in attempts.content.decode()
+
+    attempt = AccessAttempt.objects.get(username="ada")
+    operator.post(reverse("admin:axes_accessattempt_delete", args=[attempt.pk]), {"post": "yes"})
+
+    assert logged_in(log_in(client, "ada", PASSWORD, ATTACKER))
+
+
+def test_a_marketer_cannot_see_the_attempts(client, marketer):
+    client.force_login(marketer)
+
+    assert client.get(reverse("admin:axes_accessattempt_changelist")).status_code == 403

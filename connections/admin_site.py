@@ -30,7 +30,7 @@ class CioAdminSite(admin.AdminSite):
     def has_permission(self, request: HttpRequest) -> bool:
         if not super().has_permission(request):
             return False
-        return request.user.is_verified() or not settings.ADMIN_REQUIRE_2FA  # type: ignore[union-attr]
+        return not settings.ADMIN_REQUIRE_2FA or request.user.is_verified()  # type: ignore[union-attr]
 
     def index(self, request: HttpRequest, extra_context: dict | None = None) -> TemplateResponse:  # type: ignore[type-arg]
         user = request.user

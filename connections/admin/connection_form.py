@@ -17,7 +17,6 @@ UPDATE_ONLY_NEEDS_V2 = _(
 )
 
 
-
 class SecretInput(forms.PasswordInput):
     """A password input that never renders its value, with an optional notice beside it."""
 

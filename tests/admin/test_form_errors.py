@@ -52,9 +52,11 @@ def admin_forms(superuser) -> list[tuple[type[models.Model], set[str]]]:
             continue
         instance = model._default_manager.first()
         for obj in (None, instance) if instance is not None else (None,):
-            if not (model_admin.has_add_permission(request) if obj is None else model_admin.has_change_permission(
-                request, obj
-            )):
+            if not (
+                model_admin.has_add_permission(request)
+                if obj is None
+                else model_admin.has_change_permission(request, obj)
+            ):
                 continue
             form = model_admin.get_form(request, obj, change=obj is not None)
             found.append((model, set(form.base_fields)))
@@ -70,8 +72,9 @@ def reachable_constraints(superuser) -> dict[str, tuple[type[models.Model], mode
     for model, fields in admin_forms(superuser):
         for constraint in model._meta.constraints:
             if isinstance(constraint, models.UniqueConstraint):
-                used = set(constraint.fields) | (models.Q(constraint.condition).referenced_base_fields
-                                                 if constraint.condition else set())
+                used = set(constraint.fields) | (
+                    models.Q(constraint.condition).referenced_base_fields if constraint.condition else set()
+                )
             else:
                 used = models.Q(constraint.condition).referenced_base_fields
             if used <= fields:
@@ -193,8 +196,12 @@ def test_an_audience_id_of_0_is_refused_on_the_field(client, marketer):
 def test_a_second_profile_with_the_same_identifier_is_refused_on_the_field(client, marketer, field, existing, message):
     ProfileFactory(**existing)
     client.force_login(marketer)
-    data = {"customer_id": "cust-2", field: existing[field], "memberships-TOTAL_FORMS": "0",
-            "memberships-INITIAL_FORMS": "0"}
+    data = {
+        "customer_id": "cust-2",
+        field: existing[field],
+        "memberships-TOTAL_FORMS": "0",
+        "memberships-INITIAL_FORMS": "0",
+    }
 
     response = client.post(admin_url(Profile, "add"), data)
 

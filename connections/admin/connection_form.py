@@ -26,10 +26,14 @@ class SecretInput(forms.PasswordInput):
         super().__init__(render_value=False, attrs={"autocomplete": "new-password"})
 
     def render(self, name, value, attrs=None, renderer=None):  # type: ignore[no-untyped-def]
-        html = super().render(name, value, attrs, renderer)
         if not self.notice:
-            return html
-        return html + format_html('<p class="secret-notice cio-warn" id="{}_notice">{}</p>', f"id_{name}", self.notice)
+            return super().render(name, value, attrs, renderer)
+        attrs = dict(attrs or {})
+        notice_id = f"{attrs.get('id') or f'id_{name}'}_notice"
+        # Read out with the input, before its help text.
+        attrs["aria-describedby"] = f"{notice_id} {attrs.get('aria-describedby', '')}".strip()
+        html = super().render(name, value, attrs, renderer)
+        return html + format_html('<p class="secret-notice cio-warn" id="{}">{}</p>', notice_id, self.notice)
 
 
 def _secret_input() -> forms.CharField:

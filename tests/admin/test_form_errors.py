@@ -290,6 +290,7 @@ def test_after_an_error_the_add_form_asks_for_the_typed_keys_again(client, marke
     assert notice(response, "app_api_key") == (
         "Re-enter the App API key: for safety it is not sent back to the browser."
     )
+    assert 'aria-describedby="id_api_key_notice id_api_key_helptext"' in html  # read out with the input
     assert TYPED_KEY not in html and TYPED_KEY[-5:] not in html
     assert "app-typed-Vn1Zt5Hq8" not in html
 

@@ -9,8 +9,8 @@ profile, action and segment, in order. Rows whose profile is gone (deleted or er
 nothing: they cannot be retried, and an erased person must not be found again.
 
 Everything here is cheap on millions of rows: the links are correlated subqueries with LIMIT 1
-on the profile index, evaluated only for the rows that need them (a failed row looks forward, a
-retry looks back), and the linked rows are read in one query for a whole page.
+on the profile index, evaluated only for the rows of the page shown and only where needed (a
+failed row looks forward, a retry looks back), and the linked rows are read in one query.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from connections.models import Delivery, Forward, Profile
 UNSETTLED = (Delivery.Status.FAILED, Delivery.Status.RETRYING, Delivery.Status.CANCELLED)
 ATTEMPTS_SHOWN = 20  # on a delivery's page, at most this many attempts around it
 LINKS = ("later_success", "next_attempt", "previous_attempt")
+LINKED_FIELDS = ("pk", "status", "reason", "attempt", "created_at", "finished_at")
 
 
 def search(queryset: QuerySet[Delivery], term: str) -> QuerySet[Delivery]:
@@ -86,17 +87,22 @@ def with_links(queryset: QuerySet[Delivery]) -> QuerySet[Delivery]:
 
 
 def attach_links(rows: Iterable[Delivery]) -> None:
-    """Set `later_success`, `next_attempt` and `previous_attempt` on rows from `with_links`: one query for all."""
+    """Set `later_success`, `next_attempt` and `previous_attempt` (a Delivery or None) on each row.
+
+    Two queries for a whole page, whatever its size: the links of these rows (`with_links` over
+    their ids, so the list's own query and its count stay plain), then the linked rows.
+    """
     rows = list(rows)
-    wanted = {getattr(row, f"{name}_id", None) for row in rows for name in LINKS} - {None}
-    found = (
-        Delivery.objects.only("pk", "status", "reason", "attempt", "created_at", "finished_at").in_bulk(wanted)
-        if wanted
-        else {}
-    )
+    ids = [f"{name}_id" for name in LINKS]
+    links = {
+        values["pk"]: values
+        for values in with_links(Delivery.objects.filter(pk__in=[row.pk for row in rows])).values("pk", *ids)
+    }
+    wanted = {values[name] for values in links.values() for name in ids} - {None}
+    found = Delivery.objects.only(*LINKED_FIELDS).in_bulk(wanted) if wanted else {}
     for row in rows:
         for name in LINKS:
-            setattr(row, name, found.get(getattr(row, f"{name}_id", None)))
+            setattr(row, name, found.get(links.get(row.pk, {}).get(f"{name}_id")))
 
 
 def attempts_of(delivery: Delivery) -> list[Delivery]:
@@ -113,7 +119,7 @@ def attempts_of(delivery: Delivery) -> list[Delivery]:
         profile_id=delivery.profile_id,
         action=delivery.action,
         segment_id=delivery.segment_id,
-    ).only("pk", "status", "reason", "attempt", "created_at", "finished_at", "http_status", "error")
+    ).only(*LINKED_FIELDS, "http_status", "error")
     succeeded = Delivery.Status.SUCCEEDED
     before = list(same.filter(pk__lt=delivery.pk).order_by("-pk")[:ATTEMPTS_SHOWN])
     earlier = []

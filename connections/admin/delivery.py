@@ -98,6 +98,7 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER  # a COUNT per filter choice, over millions of rows
     paginator = CheapCountPaginator
+    rows_plural = _("deliveries")  # "7 deliveries" under the list, not "7 forwarding log"
     actions = ("retry_selected",)
     fieldsets = (
         (

@@ -125,6 +125,7 @@ def test_the_list_has_an_error_column_and_times_to_the_second_in_the_browsers_ti
     assert headers == ["time", "connection", "customer ID", "status", "HTTP", "request", "error"]
     assert ">2026-12-04 14:03:27<" in html
     assert "Times are in Asia/Kolkata." in html
+    assert "1 delivery\n" in html
     shown = Truncator(error).chars(80)
     assert f'<td class="field-error_short">{escape(shown)}</td>' in html
     assert shown.endswith("…") and escape(error) not in html  # the whole error is on the row's page

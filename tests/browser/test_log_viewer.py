@@ -239,6 +239,7 @@ def test_the_log_fits_a_laptop_links_retries_searches_and_retries_from_a_rows_pa
     ]
     assert_nothing_is_cut(page)
     expect(page.locator(".cio-zone")).to_have_text(f"Times are in {BROWSER_TIME_ZONE}.")
+    expect(page.locator("#changelist .paginator")).to_contain_text("7 deliveries")
     failed_row = rows.filter(has=page.get_by_role("link", name="2026-12-04 14:03:27", exact=True))
     expect(failed_row.locator("td.field-error_short")).to_contain_text("Customer.io rejected the request (HTTP 400)")
     expect(page.locator("td.field-what").filter(has_text="suppress the person (erasure)")).to_have_count(1)

@@ -14,9 +14,9 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.formats import number_format
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
+from django.utils.translation import ngettext_lazy
 
-from connections.admin.common import FixedOnceSavedInline, PlainHelpTextForm, summarized_deleted_objects
+from connections.admin.common import FixedOnceSavedInline, PlainHelpTextForm, report_count, summarized_deleted_objects
 from connections.admin.confirmation import confirmation_page, confirmed
 from connections.models import Audience, Subscription
 from connections.services.ingest import segments, subscriptions
@@ -25,6 +25,16 @@ from connections.services.visibility import audience_view
 
 ACTIVE = Subscription.Status.ACTIVE
 INACTIVE = Subscription.Status.INACTIVE
+ACTIVATED = ngettext_lazy(
+    "Activated %(count)d subscription: the audience's current members are queued for sending.",
+    "Activated %(count)d subscriptions: the audiences' current members are queued for sending.",
+    "count",
+)
+DEACTIVATED = ngettext_lazy(
+    "Deactivated %(count)d subscription. Nothing was sent: Customer.io keeps its attributes.",
+    "Deactivated %(count)d subscriptions. Nothing was sent: Customer.io keeps its attributes.",
+    "count",
+)
 
 
 def _become(row: Subscription, saved: Subscription) -> None:
@@ -317,20 +327,8 @@ class SubscriptionAdmin(admin.ModelAdmin):
         if not changed:
             already = _("already active") if status == ACTIVE else _("already inactive")
             self.message_user(request, _("Nothing changed: the subscriptions were %s.") % already, messages.WARNING)
-        elif status == ACTIVE:
-            message = ngettext(
-                "Activated %(count)d subscription: the audience's current members are queued for sending.",
-                "Activated %(count)d subscriptions: the audiences' current members are queued for sending.",
-                changed,
-            )
-            self.message_user(request, message % {"count": changed}, messages.SUCCESS)
         else:
-            message = ngettext(
-                "Deactivated %(count)d subscription. Nothing was sent: Customer.io keeps its attributes.",
-                "Deactivated %(count)d subscriptions. Nothing was sent: Customer.io keeps its attributes.",
-                changed,
-            )
-            self.message_user(request, message % {"count": changed}, messages.SUCCESS)
+            report_count(self, request, ACTIVATED if status == ACTIVE else DEACTIVATED, changed)
 
     def _confirm_deactivation(
         self, request: HttpRequest, selected: list[Subscription], *, from_changelist: bool = True

@@ -1,4 +1,5 @@
-"""Pieces shared by the admin modules: a paginator for huge tables, deletion summaries, fixed inline rows."""
+"""Pieces shared by the admin modules: a paginator for huge tables, deletion summaries, fixed inline rows,
+counted messages."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.utils import get_deleted_objects, quote
 from django.contrib.admin.widgets import RelatedFieldWidgetWrapper
 from django.core.paginator import Paginator
@@ -14,7 +15,7 @@ from django.db import connections, models
 from django.db.models.deletion import get_candidate_relations_to_delete
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.functional import cached_property
+from django.utils.functional import Promise, cached_property
 from django.utils.html import escape, format_html
 from django.utils.text import capfirst
 
@@ -165,3 +166,13 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         return False
+
+
+def report_count(
+    model_admin: admin.ModelAdmin, request: HttpRequest, message: Promise, count: int, level: int = messages.SUCCESS
+) -> None:
+    """Tell the user what an action did to `count` things.
+
+    `message`: `ngettext_lazy(singular, plural, "count")`, both holding `%(count)d`; the count picks the form.
+    """
+    model_admin.message_user(request, message % {"count": count}, level)

@@ -12,7 +12,7 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 venv: $(BIN)/.installed
 
 demo: venv
-	@scripts/demo.sh
+	@VENV="$(VENV)" scripts/demo.sh
 
 chromium:
 	@scripts/ensure-chromium.sh

@@ -7,6 +7,9 @@ GET      /_standin/health                             ``{"ok": true}``
 GET      /_standin/people?site_id=S                   ``{"people": {id: attributes}}``
                                                       (site_id may be left out when there is
                                                       only one workspace)
+GET      /_standin/tally?site_id=S&attribute=A     ``{"people": n, "values": {value: n},
+                                                      "segment_members": {id: n}}``: counts
+                                                      for workspaces too large to list
 GET      /_standin/requests?site_id=S&since=N&limit=M ``{"requests": [...], "next": N2}``:
                                                       recorded requests from list position N
                                                       (default 0, at most M, default 1000); ask
@@ -150,6 +153,10 @@ def _route(
             site_id = _site_id(handler, params, required=True)
             assert site_id is not None
             return 200, {"site_id": site_id, "people": state.people(site_id)}
+        if path == "/_standin/tally":
+            site_id = _site_id(handler, params, required=True)
+            assert site_id is not None
+            return 200, state.tally(site_id, params.get("attribute", [None])[0])
         if path == "/_standin/requests":
             since = _int_param(params, "since", 0)
             limit = _int_param(params, "limit", DEFAULT_PAGE)

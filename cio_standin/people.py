@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -224,6 +225,21 @@ class Directory:
         with self._lock:
             site = self._sites.get(site_id)
             return {key: dict(attributes) for key, attributes in site.attributes.items()} if site else {}
+
+    def tally(self, site_id: str, attribute: str | None) -> dict[str, Any]:
+        """Counts for a large workspace: people, each value of one attribute, each segment's members."""
+        with self._lock:
+            site = self._sites.get(site_id)
+            if site is None:
+                return {"people": 0, "values": {}, "segment_members": {}}
+            values: Counter[str] = Counter()
+            if attribute is not None:
+                values.update(str(attrs[attribute]) for attrs in site.attributes.values() if attribute in attrs)
+            return {
+                "people": len(site.attributes),
+                "values": dict(values),
+                "segment_members": {str(segment.id): len(segment.members) for segment in site.segments.values()},
+            }
 
     def create_segment(self, site_id: str, name: str, description: str = "") -> ManualSegment:
         with self._lock:

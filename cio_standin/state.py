@@ -249,6 +249,9 @@ class State:
     def people(self, site_id: str) -> dict[str, dict[str, Any]]:
         return self.directory.people(site_id)
 
+    def tally(self, site_id: str, attribute: str | None) -> dict[str, Any]:
+        return self.directory.tally(site_id, attribute)
+
     # --- recording ------------------------------------------------------------------------
 
     def _counters(self, site_id: str) -> Counters:

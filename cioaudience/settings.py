@@ -4,6 +4,7 @@ Production-safe defaults: DEBUG is off unless set, and SECRET_KEY is required th
 """
 
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -34,6 +35,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "connections.admin_config.LoginLockoutConfig",  # django-axes (see "Logins" below)
+    "django_otp",  # two-factor login codes
+    "connections.admin_config.TwoFactorConfig",  # django-otp's TOTP devices
     "connections",
 ]
 
@@ -46,9 +50,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified(): logged in with a code
     "connections.middleware.BrowserTimezoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as axes asks: turns a lockout into the lockout page
 ]
 
 ROOT_URLCONF = "cioaudience.urls"
@@ -116,6 +122,35 @@ STORAGES = {
 }
 
 LOGIN_URL = "admin:login"
+
+# --- Logins (connections/login.py; docs/operations.md, "Logins") ---
+# django-axes counts failed logins per (username, client address): after LOGIN_FAILURE_LIMIT in a row
+# that pair is refused, even with the right password, for LOGIN_LOCKOUT_MINUTES after its last failure.
+# Another address, or another username, is not affected. `manage.py axes_reset` (and the admin's
+# "Access attempts") unlock at once. A wrong or missing two-factor code counts as a failure too.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out pair before the password is checked
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_VERBOSE = False  # no start-up banner in every process's output
+AXES_RESET_ON_SUCCESS = True  # a successful login starts the count again
+# Attempts during a lockout do not push its end further: the page's "try again at" holds.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "connections.login.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "connections.login.client_ip"
+# Masked in axes' log lines and in the attempts it stores (the password always is).
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "otp_token"]
+# Reverse proxies in front of gunicorn that append the client's address to X-Forwarded-For (nginx's
+# $proxy_add_x_forwarded_for). 0: the connecting address is the client's. Behind one proxy, 1: without
+# it every login would seem to come from the proxy, and one user's lockout would hold for everyone.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+# On: every admin login needs a code from a confirmed TOTP device (users without one cannot log in).
+# Off (the default): only users who have a confirmed device must give its code.
+ADMIN_REQUIRE_2FA = env.bool("ADMIN_REQUIRE_2FA", default=False)
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="cioaudience")
 
 # --- Security (manage.py check --deploy --fail-level WARNING passes with DEBUG=0) ---
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)

@@ -1,12 +1,15 @@
 """Production settings: safe by default, and Django's deployment checks pass."""
 
 import os
+import re
 import secrets
 import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,3 +104,49 @@ def test_make_demo_refuses_to_start_beside_something_on_its_ports():
                 demo.wait(timeout=30)
     assert demo.returncode == 1
     assert "is already in use" in stderr and "make demo" in stderr
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_make_demo_ends_with_the_admin_address_the_credentials_and_the_stand_in(tmp_path):
+    # The credentials used to scroll away under some 80 lines of Celery banners: now the worker and
+    # beat write to log files, and a short block with what a person needs comes last, once the worker is ready.
+    admin_port, standin_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "DJANGO_SETTINGS_MODULE"}}
+    env.update(
+        DEMO_PORT=str(admin_port), DEMO_STANDIN_PORT=str(standin_port), DEMO_DIR=str(tmp_path), VENV=sys.prefix
+    )
+    demo = subprocess.Popen(
+        ["bash", "scripts/demo.sh"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )
+    lines: list[str] = []
+    try:
+        for line in demo.stdout:  # type: ignore[union-attr]
+            lines.append(line.rstrip("\n"))
+            if "Ctrl-C stops everything." in line:
+                break
+        last = [line.strip() for line in lines[-12:]]
+        username, password = re.search(r"^Superuser: (\S+) / password: (\S+)$", "\n".join(lines), re.M).groups()
+
+        assert f"Admin:      http://127.0.0.1:{admin_port}/admin/" in last
+        assert f"Log in as:  {username} / password: {password}" in last
+        assert f"Stand-in:   http://127.0.0.1:{standin_port}/_standin/people?site_id=demo-site" in last
+        assert not any("celery@" in line or "[tasks]" in line for line in lines)  # the banners went to the log
+        assert " ready." in (tmp_path / "worker.log").read_text()
+        # The credentials shown open the admin.
+        session = requests.Session()
+        login = f"http://127.0.0.1:{admin_port}/admin/login/"
+        session.get(login, timeout=10)
+        form = {"username": username, "password": password, "next": "/admin/"}
+        answer = session.post(
+            login, {**form, "csrfmiddlewaretoken": session.cookies["csrftoken"]}, timeout=10
+        )
+        assert answer.url.endswith("/admin/") and "Log out" in answer.text
+    finally:
+        os.killpg(demo.pid, signal.SIGINT)
+        demo.wait(timeout=60)

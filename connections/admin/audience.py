@@ -5,7 +5,6 @@ through `connections.services.ingest.subscriptions`, so backfills happen and que
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
@@ -16,15 +15,27 @@ from django.urls import path, reverse
 from django.utils.formats import number_format
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
+from django.utils.translation import ngettext_lazy
 
-from connections.admin.common import FixedOnceSavedForm, PlainHelpTextForm, summarized_deleted_objects
+from connections.admin.common import FixedOnceSavedInline, PlainHelpTextForm, report_count, summarized_deleted_objects
+from connections.admin.confirmation import confirmation_page, confirmed
 from connections.models import Audience, Subscription
 from connections.services.ingest import segments, subscriptions
+from connections.services.resync import estimates
 from connections.services.visibility import audience_view
 
 ACTIVE = Subscription.Status.ACTIVE
 INACTIVE = Subscription.Status.INACTIVE
+ACTIVATED = ngettext_lazy(
+    "Activated %(count)d subscription: the audience's current members are queued for sending.",
+    "Activated %(count)d subscriptions: the audiences' current members are queued for sending.",
+    "count",
+)
+DEACTIVATED = ngettext_lazy(
+    "Deactivated %(count)d subscription. Nothing was sent: Customer.io keeps its attributes.",
+    "Deactivated %(count)d subscriptions. Nothing was sent: Customer.io keeps its attributes.",
+    "count",
+)
 
 
 def _become(row: Subscription, saved: Subscription) -> None:
@@ -35,22 +46,31 @@ def _become(row: Subscription, saved: Subscription) -> None:
     row._state.db = saved._state.db
 
 
-class SubscriptionInlineForm(FixedOnceSavedForm):
-    fixed_fields = ("connection",)
+def _segment_plan(subscription: Subscription) -> tuple[estimates.Estimate | None, str]:
+    """What creating its manual segment would send, and how; None when the service would refuse it."""
+    if subscription.customerio_segment_id:
+        return None, str(_("Already uses manual segment %(id)s: nothing is created.")) % {
+            "id": subscription.customerio_segment_id
+        }
+    if subscription.status != ACTIVE:
+        return estimates.new_segment(subscription), str(
+            _("Inactive: one request creates the segment; members are added once the subscription is activated.")
+        )
+    how = estimates.how_sent(subscription.connection)
+    return estimates.new_segment(subscription), str(
+        _("One request creates the segment; the members are sent (%(how)s) and added to it.")
+    ) % {"how": how}
 
 
-class SubscriptionInline(admin.TabularInline):
+class SubscriptionInline(FixedOnceSavedInline):
     """New rows start active (with a backfill); status changes happen on each subscription's page."""
 
     model = Subscription
-    form = SubscriptionInlineForm
+    fixed_fields = ("connection",)
+    related = ("connection", "audience")
     fields = ("connection", "status", "updated_at")
     readonly_fields = ("status", "updated_at")
-    extra = 0
     show_change_link = True
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Subscription]:
-        return super().get_queryset(request).select_related("connection", "audience")
 
 
 class AudienceChangeList(ChangeList):
@@ -160,6 +180,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
     autocomplete_fields = ("audience",)
     actions = ("activate_subscriptions", "deactivate_subscriptions", "create_manual_segments")
     deactivate_confirmation_template = "admin/connections/subscription/deactivate_confirmation.html"
+    segment_confirmation_template = "admin/connections/subscription/segment_confirmation.html"
 
     def get_fields(self, request: HttpRequest, obj: Subscription | None = None) -> tuple[str, ...]:
         if obj is None:
@@ -197,7 +218,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
     def deactivate_subscriptions(
         self, request: HttpRequest, queryset: QuerySet[Subscription]
     ) -> TemplateResponse | None:
-        if request.POST.get("post") != "yes":
+        if not confirmed(request):
             return self._confirm_deactivation(request, list(queryset.select_related("audience", "connection")))
         changed = self._set_status(request, queryset, INACTIVE)
         self._report(request, changed, INACTIVE)
@@ -208,9 +229,23 @@ class SubscriptionAdmin(admin.ModelAdmin):
         # A short header: the model field's name is too long for a list column.
         return obj.customerio_segment_id
 
-    @admin.action(description=_("Create a manual segment in Customer.io"), permissions=["change"])
-    def create_manual_segments(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
-        for subscription in queryset.select_related("audience", "connection"):
+    @admin.action(description=_("Create a manual segment in Customer.io…"), permissions=["change"])
+    def create_manual_segments(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> TemplateResponse | None:
+        selected = list(queryset.select_related("audience", "connection"))
+        if not confirmed(request):
+            rows = [(s, *_segment_plan(s)) for s in selected]
+            sent = [e for _s, e, _n in rows if e is not None]
+            return confirmation_page(
+                self,
+                request,
+                self.segment_confirmation_template,
+                title=_("Create manual segments in Customer.io?"),
+                action="create_manual_segments",
+                selected=selected,
+                rows=rows,
+                total=estimates.Estimate(sum(e.people for e in sent), sum(e.requests for e in sent)),
+            )
+        for subscription in selected:
             try:
                 segment_id = segments.create_manual_segment(subscription)
             except segments.SegmentError as error:
@@ -228,6 +263,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
             if subscription.status == ACTIVE:
                 message += " " + str(_("The audience's current members are queued to be added to it."))
             self.message_user(request, message, messages.SUCCESS)
+        return None
 
     # --- Activation and deactivation: buttons on the subscription's page ---
 
@@ -258,7 +294,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         subscription = self._get_changeable(request, object_id)
-        if request.POST.get("post") != "yes":
+        if not confirmed(request):
             return self._confirm_deactivation(request, [subscription], from_changelist=False)
         self._report(request, self._set_status(request, [subscription], INACTIVE), INACTIVE)
         return HttpResponseRedirect(self._back_url(request, subscription))
@@ -299,34 +335,19 @@ class SubscriptionAdmin(admin.ModelAdmin):
         if not changed:
             already = _("already active") if status == ACTIVE else _("already inactive")
             self.message_user(request, _("Nothing changed: the subscriptions were %s.") % already, messages.WARNING)
-        elif status == ACTIVE:
-            message = ngettext(
-                "Activated %(count)d subscription: the audience's current members are queued for sending.",
-                "Activated %(count)d subscriptions: the audiences' current members are queued for sending.",
-                changed,
-            )
-            self.message_user(request, message % {"count": changed}, messages.SUCCESS)
         else:
-            message = ngettext(
-                "Deactivated %(count)d subscription. Nothing was sent: Customer.io keeps its attributes.",
-                "Deactivated %(count)d subscriptions. Nothing was sent: Customer.io keeps its attributes.",
-                changed,
-            )
-            self.message_user(request, message % {"count": changed}, messages.SUCCESS)
+            report_count(self, request, ACTIVATED if status == ACTIVE else DEACTIVATED, changed)
 
     def _confirm_deactivation(
         self, request: HttpRequest, selected: list[Subscription], *, from_changelist: bool = True
     ) -> TemplateResponse:
-        context = {
-            **self.admin_site.each_context(request),
-            "title": _("Deactivate subscriptions?"),
-            "subtitle": None,
-            "opts": self.opts,
-            "subscriptions": selected,
-            "from_changelist": from_changelist,
-            "next": "" if from_changelist else self._back_url(request, selected[0]),
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "media": self.media,
-        }
-        request.current_app = self.admin_site.name
-        return TemplateResponse(request, self.deactivate_confirmation_template, context)
+        return confirmation_page(
+            self,
+            request,
+            self.deactivate_confirmation_template,
+            title=_("Deactivate subscriptions?"),
+            action="deactivate_subscriptions" if from_changelist else None,
+            selected=selected,
+            subscriptions=selected,
+            next="" if from_changelist else self._back_url(request, selected[0]),
+        )

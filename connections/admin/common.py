@@ -1,4 +1,5 @@
-"""Pieces shared by the admin modules: a paginator for huge tables, deletion summaries, fixed inline rows."""
+"""Pieces shared by the admin modules: a paginator for huge tables, deletion summaries, fixed inline rows,
+counted messages."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.utils import get_deleted_objects, quote
 from django.contrib.admin.widgets import RelatedFieldWidgetWrapper
 from django.core.paginator import Paginator
@@ -14,7 +15,7 @@ from django.db import connections, models
 from django.db.models.deletion import get_candidate_relations_to_delete
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.functional import cached_property
+from django.utils.functional import Promise, cached_property
 from django.utils.html import escape, format_html
 from django.utils.text import capfirst
 
@@ -136,6 +137,24 @@ class FixedOnceSavedForm(PlainHelpTextForm):
                     field.widget = field.widget.widget
 
 
+class FixedOnceSavedInline(admin.TabularInline):
+    """A tabular inline whose rows' `fixed_fields` cannot change once saved (FixedOnceSavedForm), read with
+    their `related` rows in the same query."""
+
+    form = FixedOnceSavedForm
+    fixed_fields: tuple[str, ...] = ()
+    related: tuple[str, ...] = ()
+    extra = 0
+
+    def get_formset(self, request: HttpRequest, obj: models.Model | None = None, **kwargs):  # type: ignore[no-untyped-def]
+        formset = super().get_formset(request, obj, **kwargs)
+        formset.form.fixed_fields = self.fixed_fields  # the factory made this form class for this formset only
+        return formset
+
+    def get_queryset(self, request: HttpRequest) -> models.QuerySet:
+        return super().get_queryset(request).select_related(*self.related)
+
+
 class ReadOnlyAdminMixin:
     """View-only: nobody adds, changes or deletes rows here through the admin."""
 
@@ -147,3 +166,13 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         return False
+
+
+def report_count(
+    model_admin: admin.ModelAdmin, request: HttpRequest, message: Promise, count: int, level: int = messages.SUCCESS
+) -> None:
+    """Tell the user what an action did to `count` things.
+
+    `message`: `ngettext_lazy(singular, plural, "count")`, both holding `%(count)d`; the count picks the form.
+    """
+    model_admin.message_user(request, message % {"count": count}, level)

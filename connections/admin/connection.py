@@ -28,6 +28,7 @@ from django.views.decorators.http import require_POST
 
 from connections.admin.charts import delivery_chart
 from connections.admin.common import summarized_deleted_objects
+from connections.admin.confirmation import confirmation_page, confirmed
 from connections.admin.connection_form import (
     FORWARDING,
     HISTORY,
@@ -41,7 +42,7 @@ from connections.models import Connection, ResyncRun
 from connections.services.connection import breaker, credentials
 from connections.services.connection import transitions as connection_state
 from connections.services.ingest import segments
-from connections.services.resync import background_resync
+from connections.services.resync import background_resync, estimates
 from connections.services.resync import runs as resync
 from connections.services.visibility import audience_view, figures
 from connections.templatetags.cio import ago
@@ -49,6 +50,8 @@ from connections.templatetags.cio import until as time_until
 
 # A change to any of these makes the stored credentials unverified until Customer.io accepts them.
 CREDENTIAL_FIELDS = {"api_key", "site_id", "region"}
+
+RESYNC_CONFIRMATION = "admin/connections/connection/resync_confirmation.html"
 
 
 @admin.register(Connection)
@@ -151,11 +154,14 @@ class ConnectionAdmin(ConnectionListColumns, admin.ModelAdmin):
             )
 
     @admin.action(
-        description=_("Resync selected connections (sends every member's full state)"), permissions=["change"]
+        description=_("Resync selected connections (sends every member's full state)…"), permissions=["change"]
     )
-    def resync_connections(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+    def resync_connections(self, request: HttpRequest, queryset: QuerySet[Connection]) -> TemplateResponse | None:
+        if not confirmed(request):
+            return self._confirm_resync(request, list(queryset), action="resync_connections")
         for connection in queryset:
             self._start_resync(request, connection)
+        return None
 
     # --- buttons on the change page ---
 
@@ -165,7 +171,6 @@ class ConnectionAdmin(ConnectionListColumns, admin.ModelAdmin):
             ("test-credentials/", self.test_credentials_view, "test_credentials"),
             ("resume/", self.resume_view, "resume"),
             ("probe/", self.probe_view, "probe"),
-            ("resync/", self.resync_view, "resync"),
         ]
         # POST only (and the admin's CSRF check): following a link or a prefetch changes nothing.
         return [
@@ -176,6 +181,12 @@ class ConnectionAdmin(ConnectionListColumns, admin.ModelAdmin):
                     name="{}_{}_{}".format(*info, name),
                 )
                 for route, view, name in buttons
+            ),
+            # GET (or the button's POST) asks first; the confirmation's POST resyncs.
+            path(
+                "<path:object_id>/resync/",
+                self.admin_site.admin_view(self.resync_view),
+                name="{}_{}_resync".format(*info),
             ),
             *super().get_urls(),
         ]
@@ -207,8 +218,31 @@ class ConnectionAdmin(ConnectionListColumns, admin.ModelAdmin):
 
     def resync_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         connection = self._get_changeable(request, object_id)
+        if not confirmed(request):
+            return self._confirm_resync(request, [connection])
         self._start_resync(request, connection)
         return self._back_to(connection)
+
+    def _confirm_resync(
+        self, request: HttpRequest, selected: list[Connection], *, action: str | None = None
+    ) -> TemplateResponse:
+        rows = []
+        for connection in selected:
+            estimate = estimates.resync(connection)
+            notes = [estimates.how_sent(connection)]
+            if not estimate.people:
+                notes.append(str(_("no member in an active subscription: nothing is sent")))
+            elif connection.state == Connection.State.FAULTED:
+                notes.append(str(_("faulted: sent once it is resumed")))
+            rows.append((connection, estimate, "; ".join(notes) + "."))
+        total = estimates.Estimate(sum(e.people for _c, e, _n in rows), sum(e.requests for _c, e, _n in rows))
+        title = ngettext("Resync %(name)s?", "Resync %(count)d connections?", len(rows)) % {
+            "name": selected[0].name if selected else "",
+            "count": len(rows),
+        }
+        return confirmation_page(
+            self, request, RESYNC_CONFIRMATION, title=title, action=action, selected=selected, rows=rows, total=total
+        )
 
     def render_change_form(  # type: ignore[no-untyped-def]
         self, request: HttpRequest, context, add=False, change=False, form_url="", obj=None

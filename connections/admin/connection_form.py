@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from connections.admin.common import PlainHelpTextForm
@@ -16,12 +17,27 @@ UPDATE_ONLY_NEEDS_V2 = _(
 )
 
 
+class SecretInput(forms.PasswordInput):
+    """A password input that never renders its value, with an optional notice beside it."""
+
+    notice = ""
+
+    def __init__(self) -> None:
+        super().__init__(render_value=False, attrs={"autocomplete": "new-password"})
+
+    def render(self, name, value, attrs=None, renderer=None):  # type: ignore[no-untyped-def]
+        if not self.notice:
+            return super().render(name, value, attrs, renderer)
+        attrs = dict(attrs or {})
+        notice_id = f"{attrs.get('id') or f'id_{name}'}_notice"
+        # Read out with the input, before its help text.
+        attrs["aria-describedby"] = f"{notice_id} {attrs.get('aria-describedby', '')}".strip()
+        html = super().render(name, value, attrs, renderer)
+        return html + format_html('<p class="secret-notice cio-warn" id="{}">{}</p>', notice_id, self.notice)
+
+
 def _secret_input() -> forms.CharField:
-    return forms.CharField(
-        required=False,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-    )
+    return forms.CharField(required=False, strip=True, widget=SecretInput())
 
 
 class ConnectionForm(PlainHelpTextForm):
@@ -77,6 +93,23 @@ class ConnectionForm(PlainHelpTextForm):
         for name in Connection.SECRET_FIELDS:
             if key := self.cleaned_data.get(name):
                 setattr(self.instance, name, key)
+        if self._errors:
+            self._ask_to_reenter_secrets()
+
+    def _ask_to_reenter_secrets(self) -> None:
+        """The form comes back with errors and its key inputs empty: say so beside each key that was typed."""
+        for name in Connection.SECRET_FIELDS:
+            if not self.data.get(self.add_prefix(name), "").strip():
+                continue  # nothing typed, nothing lost
+            field = self.fields[name]
+            notice = _("Re-enter the %(label)s: for safety it is not sent back to the browser.") % {
+                "label": field.label
+            }
+            if self.instance.pk is not None and getattr(self.instance, f"{name}_last4"):
+                notice += " " + _("Left empty, the stored key (ending …%(last4)s) is kept.") % {
+                    "last4": getattr(self.instance, f"{name}_last4")
+                }
+            field.widget.notice = notice
 
 
 WORKSPACE = (

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.loader import render_to_string
 from django.templatetags.static import static
-from django.utils.html import format_html
+from django.urls import path, reverse
+from django.utils import dateformat, timezone
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
+from django.utils.translation import ngettext_lazy
 
-from connections.admin.common import CheapCountPaginator, ReadOnlyAdminMixin
+from connections.admin.common import CheapCountPaginator, ReadOnlyAdminMixin, report_count
 from connections.models import Connection, Delivery, Forward
 from connections.services.forwarding import retries
+from connections.services.visibility import log_view
 
 REASONS = dict(Forward.Reason.choices)
 TRANSPORTS = dict(Connection.Transport.choices)
@@ -27,6 +36,13 @@ STATUS_ICONS = {
     Delivery.Status.SKIPPED: "icon-alert.svg",
     Delivery.Status.CANCELLED: "icon-unknown.svg",
 }
+SECONDS = "Y-m-d H:i:s"
+ERROR_SHOWN = 80  # characters of the error in the list
+QUEUED = ngettext_lazy(
+    "Queued %(count)d person to be sent again with their current state.",
+    "Queued %(count)d people to be sent again with their current state.",
+    "count",
+)
 PRE = '<pre style="white-space: pre-wrap; overflow-wrap: anywhere; margin: 0">{}</pre>'
 
 
@@ -61,36 +77,36 @@ class HttpStatusFilter(admin.SimpleListFilter):
         return queryset
 
 
+class DeliveryChangeList(ChangeList):
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        # The page's rows are read once (the template reuses them); their linked attempts in two more queries.
+        log_view.attach_links(self.result_list)
+
+
 @admin.register(Delivery)
 class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    # Attempt, duration and the request id are on each row's page: the list must fit beside its filters.
-    list_display = (
-        "created_at",
-        "connection",
-        "customer_id",
-        "outcome",
-        "http_status",
-        "what",
-    )
+    # Fits 1366 px beside the filters: long values wrap, the error is cut short (whole on the row's page),
+    # and attempt, duration and the request id are on the row's page.
+    list_display = ("logged_at", "connection", "customer_id", "outcome", "http", "what", "error_short")
     list_filter = ("connection", "status", HttpStatusFilter, ("created_at", admin.DateFieldListFilter))
     list_select_related = ("connection",)
-    # Exact and case-sensitive, so the customer_id index serves it ("=customer_id" would be
-    # iexact, which PostgreSQL cannot answer from that index).
-    search_fields = ("customer_id__exact",)
-    search_help_text = _("The exact customer ID.")
+    search_fields = ("customer_id",)  # the search itself is log_view.search (get_search_results)
+    search_help_text = _("A customer ID or its beginning, or a person's exact email address (any case).")
     ordering = ("-created_at",)
-    sortable_by = ("created_at",)
+    sortable_by = ("logged_at",)
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER  # a COUNT per filter choice, over millions of rows
     paginator = CheapCountPaginator
+    rows_plural = _("deliveries")  # "7 deliveries" under the list, not "7 forwarding log"
     actions = ("retry_selected",)
     fieldsets = (
         (
             None,
             {
                 "fields": (
-                    "created_at",
-                    "finished_at",
+                    "started",
+                    "finished",
                     "connection",
                     "profile",
                     "customer_id",
@@ -98,20 +114,37 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     "reason_label",
                     "transport_label",
                     "attempt",
-                    "retry_at",
+                    "retry_time",
                     "duration_ms",
                     "request_id",
                 )
             },
         ),
+        (_("Attempts of this delivery"), {"fields": ("attempts",)}),
         (_("Sent"), {"fields": ("attributes_sent",)}),
         (_("Answer"), {"fields": ("http_status", "response_text", "error_text")}),
     )
     # The log is read-only: every field shown is a read-only one.
     readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
 
+    def get_changelist(self, request: HttpRequest, **kwargs):  # type: ignore[no-untyped-def]
+        return DeliveryChangeList
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Delivery], search_term: str
+    ) -> tuple[QuerySet[Delivery], bool]:
+        return log_view.search(queryset, search_term), False
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        info = self.opts.app_label, self.opts.model_name
+        retry = path(
+            "<path:object_id>/retry/", self.admin_site.admin_view(self.retry_view), name="{}_{}_retry".format(*info)
+        )
+        return [retry, *super().get_urls()]
+
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        return super().changelist_view(request, {"title": _("Forwarding log"), **(extra_context or {})})
+        context = {"title": _("Forwarding log"), "time_zone": timezone.get_current_timezone_name()}
+        return super().changelist_view(request, {**context, **(extra_context or {})})
 
     def render_change_form(  # type: ignore[no-untyped-def]
         self, request: HttpRequest, context, add=False, change=False, form_url="", obj=None
@@ -119,21 +152,31 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if obj is not None:
             # Who, where and how it ended: the model's own name only knows the connection's id.
             context["subtitle"] = f"{obj.customer_id or '—'} → {obj.connection.name}: {obj.get_status_display()}"
+            context["can_retry"] = self._retryable(obj) and self.has_retry_permission(request)
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    # --- the list's columns ---
+
+    @admin.display(description=_("time"), ordering="created_at")
+    def logged_at(self, obj: Delivery) -> str:
+        return to_the_second(obj.created_at)
 
     @admin.display(description=_("status"), ordering="status")
     def outcome(self, obj: Delivery) -> SafeString:
         icon = STATUS_ICONS.get(obj.status, "icon-unknown.svg")
-        return format_html(
-            '<span style="white-space: nowrap"><img src="{}" alt="" width="13" height="13"'
-            ' style="vertical-align: -2px"> {}</span>',
+        status = format_html(
+            '<span class="cio-status"><img src="{}" alt="" width="13" height="13"> {}</span>',
             static(f"admin/img/{icon}"),
             obj.get_status_display(),
         )
+        links = format_html_join(
+            "", '<span class="cio-attempt">{}</span>', ((link,) for link in self._attempt_links(obj))
+        )
+        return format_html("{}{}", status, links)
 
-    @admin.display(description=_("reason"))
-    def reason_label(self, obj: Delivery) -> str:
-        return str(REASONS.get(obj.reason, obj.reason))
+    @admin.display(description=_("HTTP"), ordering="http_status", empty_value="—")
+    def http(self, obj: Delivery) -> int | None:
+        return obj.http_status
 
     @admin.display(description=_("request"))
     def what(self, obj: Delivery) -> str:
@@ -144,6 +187,69 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             return str(_("remove from segment %(id)s") % {"id": obj.segment_id})
         if obj.action in ("suppress", "delete"):
             return str(_("%(action)s the person (erasure)") % {"action": obj.action})
+        return str(REASONS.get(obj.reason, obj.reason))
+
+    @admin.display(description=_("error"), empty_value="")
+    def error_short(self, obj: Delivery) -> str:
+        # Errors name no person or key (the client scrubs them); the whole text is on the row's page.
+        return Truncator(obj.error).chars(ERROR_SHOWN)
+
+    def _attempt_links(self, obj: Delivery) -> list[SafeString]:
+        """A row that did not get through links to its first later success, else to its next attempt; a retry
+        links back to the attempt before it (log_view.with_links)."""
+        later, following, previous = obj.later_success, obj.next_attempt, obj.previous_attempt  # type: ignore[attr-defined]
+        links = []
+        if later is not None:
+            text = (
+                _("Retried: delivered at %(time)s")
+                if log_view.is_retry(later)
+                else _("Newer update delivered at %(time)s")
+            )
+            links.append(self._link(text, later, later.finished_at or later.created_at, obj))
+        elif following is not None:
+            links.append(self._link(_("Tried again at %(time)s: %(status)s"), following, following.created_at, obj))
+        if previous is not None:
+            links.append(self._link(_("Retry of the attempt at %(time)s"), previous, previous.created_at, obj))
+        return links
+
+    def _link(self, text: str, target: Delivery, when: datetime, obj: Delivery) -> SafeString:
+        """A link to another attempt, its time without the date when it is the row's own day."""
+        same_day = timezone.localtime(when).date() == timezone.localtime(obj.created_at).date()
+        label = text % {
+            "time": to_the_second(when, "H:i:s" if same_day else SECONDS),
+            "status": target.get_status_display().lower(),
+        }
+        return format_html('<a href="{}">{}</a>', self._change_url(target), label)
+
+    def _change_url(self, delivery: Delivery) -> str:
+        return reverse(
+            f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_change", args=[delivery.pk]
+        )
+
+    # --- the row's page ---
+
+    @admin.display(description=_("started"))
+    def started(self, obj: Delivery) -> str:
+        return to_the_second(obj.created_at)
+
+    @admin.display(description=_("finished"))
+    def finished(self, obj: Delivery) -> str:
+        return to_the_second(obj.finished_at)
+
+    @admin.display(description=_("retry at"))
+    def retry_time(self, obj: Delivery) -> str:
+        return to_the_second(obj.retry_at)
+
+    @admin.display(description=_("attempts"))
+    def attempts(self, obj: Delivery) -> SafeString:
+        rows = log_view.attempts_of(obj)
+        return render_to_string(
+            "admin/connections/delivery/attempts.html",
+            {"rows": [(row, self._change_url(row), to_the_second(row.created_at)) for row in rows], "current": obj},
+        )
+
+    @admin.display(description=_("reason"))
+    def reason_label(self, obj: Delivery) -> str:
         return str(REASONS.get(obj.reason, obj.reason))
 
     @admin.display(description=_("transport"))
@@ -162,24 +268,43 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def error_text(self, obj: Delivery) -> SafeString | str:
         return format_html(PRE, obj.error) if obj.error else "—"
 
+    # --- retrying: the list's action and the row's button ---
+
     def has_retry_permission(self, request: HttpRequest) -> bool:
         # Those who manage subscriptions (marketers, superusers) may resend; log viewers only read.
         return request.user.has_perm("connections.change_subscription")
 
+    @staticmethod
+    def _retryable(obj: Delivery) -> bool:
+        return obj.status in retries.RETRYABLE and obj.profile_id is not None
+
     @admin.action(description=_("Retry selected (failed or cancelled) deliveries"), permissions=["retry"])
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
-        queued = retries.retry_deliveries(queryset)
+        self._report_retry(request, retries.retry_deliveries(queryset))
+
+    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        delivery = self.get_object(request, unquote(object_id))
+        if delivery is None:
+            raise Http404(_("No such delivery."))
+        if not self.has_retry_permission(request):
+            raise PermissionDenied
+        self._report_retry(request, retries.retry_deliveries(Delivery.objects.filter(pk=delivery.pk)))
+        return HttpResponseRedirect(self._change_url(delivery))
+
+    def _report_retry(self, request: HttpRequest, queued: int) -> None:
         if queued:
-            message = ngettext(
-                "Queued %(count)d person to be sent again with their current state.",
-                "Queued %(count)d people to be sent again with their current state.",
-                queued,
-            )
-            self.message_user(request, message % {"count": queued}, messages.SUCCESS)
+            report_count(self, request, QUEUED, queued)
         else:
             self.message_user(
                 request, _("Nothing to retry: only failed or cancelled deliveries are retried."), messages.WARNING
             )
+
+
+def to_the_second(moment: datetime | None, format: str = SECONDS) -> str:
+    """A time in the viewer's time zone (connections.middleware), to the second; "—" for none."""
+    return dateformat.format(timezone.localtime(moment), format) if moment else "—"
 
 
 @admin.register(Forward)

@@ -5,13 +5,12 @@ to un-suppress it here)."""
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.template.response import TemplateResponse
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from connections.admin.confirmation import confirmation_page, confirmed
 from connections.firehose import inbox
 from connections.models import ErasureCall, ErasureRecord, Profile, SuppressedIdentifier
 from connections.services.erasure import local as erasure
@@ -24,19 +23,18 @@ CONFIRMATION_TEMPLATE = "admin/connections/profile/erase_confirmation.html"
 def erase_people(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Profile]):  # type: ignore[no-untyped-def]
     """Confirm first (what each connection's Customer.io is told), then erase each person."""
     profiles = list(queryset.order_by("pk"))
-    if request.POST.get("post") != "yes":
+    if not confirmed(request):
         plans = [(profile, erasure.plan_erasure(erasure.PersonQuery.for_profile(profile))) for profile in profiles]
-        context = {
-            **modeladmin.admin_site.each_context(request),
-            "title": ngettext("Erase a person", "Erase %(count)d people", len(profiles)) % {"count": len(profiles)},
-            "subtitle": None,
-            "opts": modeladmin.opts,
-            "plans": plans,
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "media": modeladmin.media,
-        }
-        request.current_app = modeladmin.admin_site.name
-        return TemplateResponse(request, CONFIRMATION_TEMPLATE, context)
+        title = ngettext("Erase a person", "Erase %(count)d people", len(profiles)) % {"count": len(profiles)}
+        return confirmation_page(
+            modeladmin,
+            request,
+            CONFIRMATION_TEMPLATE,
+            title=title,
+            action="erase_people",
+            selected=profiles,
+            plans=plans,
+        )
     # Messages accepted before this erasure and still waiting for a worker are applied first, for
     # a few seconds at most; past that the erasure waits behind them (FIREHOSE_APPLY=worker).
     done = inbox.erase_in_order(

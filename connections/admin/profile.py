@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 
-from connections.admin.common import CheapCountPaginator, FixedOnceSavedForm, PlainHelpTextForm
+from connections.admin.common import (
+    CheapCountPaginator,
+    FixedOnceSavedInline,
+    PlainHelpTextForm,
+    summarized_deleted_objects,
+)
 from connections.admin.erasure import erase_people
 from connections.models import Membership, Profile
 from connections.services.ingest import memberships
@@ -33,23 +40,16 @@ class ProfileForm(PlainHelpTextForm):
         return cleaned
 
 
-class MembershipInlineForm(FixedOnceSavedForm):
-    fixed_fields = ("audience",)
-
-
-class MembershipInline(admin.TabularInline):
+class MembershipInline(FixedOnceSavedInline):
     """Untick "is member" to record that the person left (sent as "false"); rows are not deleted."""
 
     model = Membership
-    form = MembershipInlineForm
+    fixed_fields = ("audience",)
+    related = ("audience",)
     fields = ("audience", "is_member", "changed_at")
     readonly_fields = ("changed_at",)
     autocomplete_fields = ("audience",)
-    extra = 0
     can_delete = False
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Membership]:
-        return super().get_queryset(request).select_related("audience")
 
     def has_add_permission(self, request: HttpRequest, obj: Profile | None = None) -> bool:
         return _addressable(obj) and super().has_add_permission(request, obj)
@@ -96,16 +96,47 @@ class ProfileAdmin(admin.ModelAdmin):
 
     change_form_template = "admin/connections/profile/change_form.html"
 
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        erase = path(
+            "<path:object_id>/erase/", self.admin_site.admin_view(self.erase_view), name="connections_profile_erase"
+        )
+        return [erase, *super().get_urls()]
+
+    def erase_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The page's "Erase…": the list action's confirmation and erasure, for this one person."""
+        profile = self.get_object(request, unquote(object_id))
+        if profile is None:
+            raise Http404
+        if not self.has_delete_permission(request, profile):
+            raise PermissionDenied
+        response = self.erase_people(request, Profile.objects.filter(pk=profile.pk))
+        return response or HttpResponseRedirect(reverse("admin:connections_profile_changelist"))
+
+    def get_actions(self, request: HttpRequest):  # type: ignore[no-untyped-def]
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            function, name, _description = actions["delete_selected"]
+            actions["delete_selected"] = (function, name, _("Delete selected profiles here only (not in Customer.io)"))
+        return actions
+
     def render_change_form(  # type: ignore[no-untyped-def]
         self, request: HttpRequest, context, add=False, change=False, form_url="", obj=None
     ) -> TemplateResponse:
         if obj is not None and obj.pk is not None:
-            # "What Customer.io has for this person", above the form.
+            # "This person in Customer.io" (last delivered, next update), above the form.
             context.update(
                 person=person_view.build(obj),
                 can_view_connections=request.user.has_perm("connections.view_connection"),
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def get_deleted_objects(self, objs, request):  # type: ignore[no-untyped-def]
+        # Memberships and queued forwards go with the profile (Django's would ask for delete permission on forwards).
+        return summarized_deleted_objects(self, objs, request)
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context=None):  # type: ignore[no-untyped-def]
+        erase_url = reverse("admin:connections_profile_erase", args=[object_id])
+        return super().delete_view(request, object_id, {**(extra_context or {}), "erase_url": erase_url})
 
     def get_fieldsets(self, request: HttpRequest, obj: Profile | None = None):  # type: ignore[no-untyped-def]
         return self.fieldsets if obj is not None else self.fieldsets[:2]

@@ -36,3 +36,8 @@ def positive_int(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
     return number
+
+
+def add_rows_per_transaction(parser: argparse.ArgumentParser, flag: str, default: int, what: str) -> None:
+    """The option every long-running command has: how many rows one transaction handles."""
+    parser.add_argument(flag, type=positive_int, default=default, metavar="N", help=f"{what} (default {default}).")

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from connections.management.lookup import positive_int
+from connections.management.lookup import add_rows_per_transaction
 from connections.services.erasure import retention
 
 
@@ -35,13 +35,7 @@ class PruneCommand(BaseCommand):
             help=f"How old {self.kind.noun} must be to go: a number and d (days), h (hours) or m (minutes), e.g. 30d.",
         )
         parser.add_argument("--dry-run", action="store_true", help=f"Only count the {self.kind.noun} that would go.")
-        parser.add_argument(
-            "--batch-size",
-            type=positive_int,
-            default=retention.BATCH_SIZE,
-            metavar="N",
-            help=f"Rows deleted per transaction (default {retention.BATCH_SIZE}).",
-        )
+        add_rows_per_transaction(parser, "--batch-size", retention.BATCH_SIZE, "Rows deleted per transaction")
 
     def handle(self, *args: Any, **options: Any) -> None:
         older_than: timedelta = options["older_than"]

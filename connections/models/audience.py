@@ -4,8 +4,10 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from connections.models.constraint_errors import FieldConstraintErrors
 
-class Audience(models.Model):
+
+class Audience(FieldConstraintErrors):
     """An audience of the source system (mParticle), identified by its numeric id."""
 
     audience_id = models.PositiveBigIntegerField(
@@ -24,15 +26,25 @@ class Audience(models.Model):
         verbose_name_plural = _("audiences")
         ordering = ("name",)
         constraints = [
-            models.CheckConstraint(condition=Q(audience_id__gt=0), name="audience_id_positive"),
-            models.CheckConstraint(condition=~Q(name=""), name="audience_name_not_empty"),
+            models.CheckConstraint(
+                condition=Q(audience_id__gt=0),
+                name="audience_id_positive",
+                violation_error_code="audience_id_too_low",
+                violation_error_message=_("The audience ID must be a whole number of 1 or more, as in mParticle."),
+            ),
+            models.CheckConstraint(
+                condition=~Q(name=""),
+                name="audience_name_not_empty",
+                violation_error_code="audience_name_empty",
+                violation_error_message=_("Enter the audience's name."),
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.audience_id})"
 
 
-class Subscription(models.Model):
+class Subscription(FieldConstraintErrors):
     """An audience forwarded to a connection (mParticle calls it an audience connection)."""
 
     class Status(models.TextChoices):
@@ -74,11 +86,28 @@ class Subscription(models.Model):
         verbose_name_plural = _("subscriptions")
         ordering = ("connection__name", "audience__name")
         constraints = [
-            models.UniqueConstraint(fields=["audience", "connection"], name="subscription_unique_audience_connection"),
-            models.CheckConstraint(condition=Q(status__in=["active", "inactive"]), name="subscription_status_valid"),
+            models.UniqueConstraint(
+                fields=["audience", "connection"],
+                name="subscription_unique_audience_connection",
+                violation_error_code="subscription_exists",
+                violation_error_message=_(
+                    "This audience is already forwarded to this connection: change its subscription instead."
+                ),
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["active", "inactive"]),
+                name="subscription_status_valid",
+                violation_error_code="status_invalid",
+                violation_error_message=_("The status must be active or inactive."),
+            ),
             models.CheckConstraint(
                 condition=Q(customerio_segment_id__isnull=True) | Q(customerio_segment_id__gt=0),
                 name="subscription_segment_id_positive",
+                violation_error_code="segment_id_too_low",
+                violation_error_message=_(
+                    "A Customer.io segment ID is a whole number of 1 or more (it is in the segment's address in "
+                    "Customer.io). Leave the field empty for no manual segment."
+                ),
             ),
         ]
         indexes = [models.Index(fields=["connection", "status"], name="subscription_conn_status")]

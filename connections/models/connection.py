@@ -3,19 +3,34 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 
 from connections.crypto import Ciphertext, EncryptedTextField
+from connections.models.constraint_errors import FieldConstraintErrors
+
+# Customer.io's Site IDs are 20 hexadecimal characters; the stand-in's and older workspaces'
+# may differ, so any letters, digits, dots, dashes and underscores are taken. The Site ID is the
+# user name of HTTP Basic authentication: a space, a colon or other punctuation can only be a
+# copying mistake. (Surrounding whitespace is stripped by the form before this check.)
+site_id_validator = RegexValidator(
+    r"\A[A-Za-z0-9][A-Za-z0-9._-]*\Z",
+    message=_(
+        "A Site ID has only letters, digits, dots, dashes and underscores, with no spaces (for example "
+        "3f9a1c2b7d4e5f6a8b0c). Copy it again from Customer.io: Settings, API credentials."
+    ),
+    code="site_id_invalid",
+)
 
 
 def new_connection_key() -> str:
     return secrets.token_urlsafe(18)
 
 
-class Connection(models.Model):
+class Connection(FieldConstraintErrors):
     """One Customer.io workspace that audience membership is forwarded to."""
 
     # The fields that hold secrets: encrypted at rest, never shown, deferred wherever they are not used.
@@ -48,7 +63,10 @@ class Connection(models.Model):
         _("name"), max_length=100, unique=True, help_text=_("A name you will recognise this workspace by.")
     )
     site_id = models.CharField(
-        _("Site ID"), max_length=100, help_text=_("The Track API Site ID, from Customer.io's API credentials page.")
+        _("Site ID"),
+        max_length=100,
+        validators=[site_id_validator],
+        help_text=_("The Track API Site ID, from Customer.io's API credentials page."),
     )
     api_key = EncryptedTextField(
         _("API key"),
@@ -206,20 +224,50 @@ class Connection(models.Model):
         verbose_name_plural = _("connections")
         ordering = ("name",)
         constraints = [
-            models.CheckConstraint(condition=Q(region__in=["us", "eu"]), name="connection_region_valid"),
-            models.CheckConstraint(condition=Q(transport__in=["v2_batch", "v1"]), name="connection_transport_valid"),
             models.CheckConstraint(
-                condition=Q(state__in=["active", "backing_off", "faulted"]), name="connection_state_valid"
+                condition=Q(region__in=["us", "eu"]),
+                name="connection_region_valid",
+                violation_error_code="region_invalid",
+                violation_error_message=_("Choose the US or the EU region."),
+            ),
+            models.CheckConstraint(
+                condition=Q(transport__in=["v2_batch", "v1"]),
+                name="connection_transport_valid",
+                violation_error_code="transport_invalid",
+                violation_error_message=_("Choose the v2 batch or the v1 per-person transport."),
+            ),
+            models.CheckConstraint(
+                condition=Q(state__in=["active", "backing_off", "faulted"]),
+                name="connection_state_valid",
+                violation_error_code="state_invalid",
+                violation_error_message=_("The state must be active, backing off or faulted."),
             ),
             models.CheckConstraint(
                 condition=Q(identify_by__in=["customer_id", "customer_id_or_email", "email"]),
                 name="connection_identify_by_valid",
+                violation_error_code="identify_by_invalid",
+                violation_error_message=_(
+                    "Choose how people are identified: by customer ID, by customer ID or email, or by email."
+                ),
             ),
             models.CheckConstraint(
-                condition=Q(erasure__in=["suppress", "delete", "none"]), name="connection_erasure_valid"
+                condition=Q(erasure__in=["suppress", "delete", "none"]),
+                name="connection_erasure_valid",
+                violation_error_code="erasure_invalid",
+                violation_error_message=_("Choose what Customer.io is told on erasure: suppress, delete or nothing."),
             ),
-            models.CheckConstraint(condition=Q(rate_limit__gt=0), name="connection_rate_limit_positive"),
-            models.CheckConstraint(condition=~Q(site_id=""), name="connection_site_id_not_empty"),
+            models.CheckConstraint(
+                condition=Q(rate_limit__gt=0),
+                name="connection_rate_limit_positive",
+                violation_error_code="rate_limit_too_low",
+                violation_error_message=_("Rate limit must be at least 1 request per second."),
+            ),
+            models.CheckConstraint(
+                condition=~Q(site_id=""),
+                name="connection_site_id_not_empty",
+                violation_error_code="site_id_empty",
+                violation_error_message=_("Enter the Site ID, from Customer.io's API credentials page."),
+            ),
         ]
 
     def __str__(self) -> str:

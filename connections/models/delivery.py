@@ -92,7 +92,9 @@ class Delivery(models.Model):
             models.Index(fields=["status", "-created_at"], name="delivery_status_created"),
             models.Index(fields=["connection", "status", "-created_at"], name="delivery_conn_status_created"),
             models.Index(fields=["http_status", "-created_at"], name="delivery_http_created"),
-            models.Index(fields=["customer_id"], name="delivery_customer"),
+            # The log's search: a customer ID prefix (LIKE 'x%' needs the pattern operator class on
+            # PostgreSQL; equality, as the erasure's lookups use, is served by it too).
+            models.Index(fields=["customer_id"], name="delivery_customer_prefix", opclasses=["varchar_pattern_ops"]),
         ]
 
     def __str__(self) -> str:

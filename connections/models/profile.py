@@ -5,8 +5,10 @@ from django.db.models import Q
 from django.db.models.functions import Upper
 from django.utils.translation import gettext_lazy as _
 
+from connections.models.constraint_errors import FieldConstraintErrors
 
-class Profile(models.Model):
+
+class Profile(FieldConstraintErrors):
     """A person. `customer_id` is their Customer.io identifier; without it they are not forwarded."""
 
     customer_id = models.CharField(
@@ -38,9 +40,19 @@ class Profile(models.Model):
         verbose_name_plural = _("profiles")
         constraints = [
             models.UniqueConstraint(
-                fields=["customer_id"], condition=~Q(customer_id=""), name="profile_unique_customer_id"
+                fields=["customer_id"],
+                condition=~Q(customer_id=""),
+                name="profile_unique_customer_id",
+                violation_error_code="customer_id_taken",
+                violation_error_message=_("Another profile already has this customer ID: open that profile instead."),
             ),
-            models.UniqueConstraint(fields=["mpid"], condition=Q(mpid__isnull=False), name="profile_unique_mpid"),
+            models.UniqueConstraint(
+                fields=["mpid"],
+                condition=Q(mpid__isnull=False),
+                name="profile_unique_mpid",
+                violation_error_code="mpid_taken",
+                violation_error_message=_("Another profile already has this mParticle ID: open that profile instead."),
+            ),
         ]
         indexes = [
             # The admin's search: a customer ID prefix (LIKE 'x%' needs the pattern operator class on
@@ -53,7 +65,7 @@ class Profile(models.Model):
         return self.customer_id or (f"mpid {self.mpid}" if self.mpid else f"profile #{self.pk}")
 
 
-class Membership(models.Model):
+class Membership(FieldConstraintErrors):
     """Whether a profile is in an audience, and since when."""
 
     # No foreign key constraints in the database (db_constraint=False), as in the outbox: PostgreSQL
@@ -99,7 +111,12 @@ class Membership(models.Model):
         verbose_name = _("membership")
         verbose_name_plural = _("memberships")
         constraints = [
-            models.UniqueConstraint(fields=["profile", "audience"], name="membership_unique_profile_audience"),
+            models.UniqueConstraint(
+                fields=["profile", "audience"],
+                name="membership_unique_profile_audience",
+                violation_error_code="membership_exists",
+                violation_error_message=_("This person already has a row for this audience: change that row instead."),
+            ),
         ]
         indexes = [models.Index(fields=["audience", "is_member"], name="membership_audience_member")]
 

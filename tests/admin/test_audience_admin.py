@@ -42,12 +42,16 @@ def test_a_subscription_added_inline_is_active_and_backfills(client, marketer, a
 
 def test_an_existing_inline_subscription_keeps_its_connection_and_status(client, marketer, audience):
     subscription = SubscriptionFactory(audience=audience, status=Subscription.Status.INACTIVE)
+    connection = subscription.connection
     client.force_login(marketer)
+    form = client.get(admin_url(Audience, "change", audience.pk)).context["inline_admin_formsets"][0].formset.forms[0]
+    assert form.fields["connection"].disabled
 
     response, _data = edit(client, audience, **{"subscriptions-0-connection": ConnectionFactory().pk})
 
     assert response.status_code == 302
     subscription.refresh_from_db()
+    assert subscription.connection == connection
     assert subscription.status == Subscription.Status.INACTIVE
     assert Subscription.objects.filter(audience=audience).count() == 1
     assert Forward.objects.count() == 0

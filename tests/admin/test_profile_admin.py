@@ -79,6 +79,23 @@ def test_joining_an_audience_in_the_inline_is_recorded_and_forwarded(client, mar
     assert queued(Forward.Reason.MEMBERSHIP) == [(membership.profile_id, vip.pk)]
 
 
+def test_a_saved_membership_keeps_its_audience(client, marketer, membership):
+    client.force_login(marketer)
+    url = admin_url(Profile, "change", membership.profile_id)
+    row = client.get(url).context["inline_admin_formsets"][0].formset.forms[0]
+    assert row.fields["audience"].disabled
+
+    other = AudienceFactory()
+
+    response = edit(client, membership.profile, lambda data: data.update({"memberships-0-audience": other.pk}))
+
+    assert response.status_code == 302
+    assert list(Membership.objects.values_list("profile_id", "audience_id")) == [
+        (membership.profile_id, membership.audience_id)
+    ]
+    assert Forward.objects.count() == 0
+
+
 def test_the_customer_id_is_fixed_once_the_profile_exists(client, marketer, membership):
     client.force_login(marketer)
 

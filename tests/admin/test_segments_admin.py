@@ -223,7 +223,7 @@ def active_subscription(workspace_connection):
 
 
 def create_action(subscription: Subscription) -> dict:
-    return {"action": "create_manual_segments", "_selected_action": [subscription.pk]}
+    return {"action": "create_manual_segments", "_selected_action": [subscription.pk], "post": "yes"}
 
 
 def test_a_marketer_enters_a_segment_id_and_the_members_are_queued_for_it(client, marketer, active_subscription):

@@ -86,6 +86,8 @@ def test_a_resync_shows_its_progress_until_every_profile_is_sent(
     expect(page.locator(".cio-health")).to_contain_text("No resync yet.")
 
     page.get_by_role("button", name="Resync").click()
+    expect(page.locator("#content")).to_contain_text(f"People to send: {MEMBERS}. Requests to Customer.io: about 1.")
+    page.get_by_role("button", name="Yes, resync").click()
     expect(page.locator(".messagelist .success")).to_contain_text(
         f"US workspace: resync started. {MEMBERS} profiles are being queued and sent with their full state."
     )

@@ -4,6 +4,7 @@ to the login page; a marketer sees a faulted connection's error and resumes it (
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -11,6 +12,7 @@ from playwright.sync_api import Page, expect
 
 from connections.models import Connection, Delivery, Forward
 from connections.services.connection import transitions as connection_state
+from tests.browser.conftest import BROWSER_TIME_ZONE
 from tests.conftest import STANDIN_WORKSPACES
 from tests.support.admin import admin_url, make_delivery
 from tests.support.factories import ProfileFactory
@@ -145,3 +147,140 @@ def test_a_faulted_connection_shows_its_error_and_resumes(
     expect(page.locator(".cio-health")).to_contain_text("1 succeeded, 0 failed")  # the chart's bar title
     expect(page.locator(".cio-health .cio-badge")).to_have_text("Active")
     assert Connection.objects.get(pk=us.pk).state == Connection.State.ACTIVE
+
+
+LONG_ID = "cust-3f2b9c1e-8a47-4d2b-9c3e-5f6a7b8c9d0e-eu-marketing"
+LONG_ERROR = (
+    "Customer.io rejected the request (HTTP 400): attribute 'In Spring newsletter subscribers' is longer "
+    "than 1000 bytes, and 'first_name' must be a string"
+)
+
+
+def logged_at(connection, profile, at: datetime, **fields) -> Delivery:  # type: ignore[no-untyped-def]
+    fields.setdefault("reason", Forward.Reason.MEMBERSHIP)
+    delivery = make_delivery(connection, profile, **fields)
+    Delivery.objects.filter(pk=delivery.pk).update(created_at=at, finished_at=at + timedelta(seconds=1))
+    return delivery
+
+
+@pytest.fixture
+def busy_log(db):
+    """A log with long values in every column, a failure retried with success, and one not retried."""
+    eu = Connection.objects.create(
+        name="EU marketing workspace (newsletters and onboarding)", site_id="site-eu", api_key=EU_KEY, region="eu"
+    )
+    long = ProfileFactory(customer_id=LONG_ID, email="long@example.com")
+    ada = ProfileFactory(customer_id="ada", email="Ada.Lovelace@example.com")
+    grace = ProfileFactory(customer_id="grace", email="grace@example.com")
+    start = datetime(2026, 12, 4, 19, 3, 27, tzinfo=UTC)  # 14:03:27 in New York
+    failed = logged_at(eu, ada, start, status=Delivery.Status.FAILED, http_status=400, error=LONG_ERROR)
+    retried = logged_at(eu, ada, start + timedelta(seconds=105), reason=Forward.Reason.RETRY)
+    lonely = logged_at(
+        eu, grace, start + timedelta(seconds=120), status=Delivery.Status.FAILED, http_status=400, error=LONG_ERROR
+    )
+    for seconds, fields in enumerate(
+        [
+            {
+                "status": Delivery.Status.RETRYING,
+                "http_status": 503,
+                "error": "Customer.io is unavailable. Will retry.",
+            },
+            {"action": "segment_add", "segment_id": 1234567, "reason": Forward.Reason.ACTIVATION},
+            {"action": "suppress", "reason": "", "status": Delivery.Status.SKIPPED, "http_status": None},
+            {"reason": Forward.Reason.ACTIVATION, "status": Delivery.Status.CANCELLED, "http_status": None},
+        ]
+    ):
+        logged_at(eu, long, start + timedelta(seconds=130 + seconds), **fields)
+    return failed, retried, lonely
+
+
+def assert_nothing_is_cut(page: Page) -> None:
+    """No horizontal scrolling, every column in the window, and no request cell wider than it shows."""
+    sizes = page.evaluate(
+        """() => {
+            const table = document.querySelector('#result_list');
+            const results = document.querySelector('#changelist-form .results');
+            const cells = [...document.querySelectorAll('#result_list td.field-what')];
+            const headers = [...document.querySelectorAll('#result_list thead th')];
+            return {
+                viewport: window.innerWidth,
+                page: document.documentElement.scrollWidth,
+                table: table.scrollWidth,
+                results: [results.scrollWidth, results.clientWidth],
+                cutRequests: cells.filter(c => c.scrollWidth > c.clientWidth).map(c => c.textContent),
+                lastHeaderRight: Math.max(...headers.map(h => h.getBoundingClientRect().right)),
+            };
+        }"""
+    )
+    assert sizes["page"] <= sizes["viewport"], sizes
+    assert sizes["table"] <= sizes["viewport"], sizes
+    assert sizes["results"][0] <= sizes["results"][1], sizes
+    assert sizes["cutRequests"] == [], sizes
+    assert sizes["lastHeaderRight"] <= sizes["viewport"], sizes
+
+
+def test_the_log_fits_a_laptop_links_retries_searches_and_retries_from_a_rows_page(
+    page: Page, live_server, marketer, busy_log, log_in, screenshot
+):
+    _failed, retried, lonely = busy_log
+    page.set_viewport_size({"width": 1366, "height": 800})
+    log_in("marketer")
+    goto(page, live_server, admin_url(Delivery, "changelist"))
+
+    rows = page.locator("#result_list tbody tr")
+    expect(rows).to_have_count(7)
+    headers = page.locator("#result_list thead th").all_inner_texts()
+    assert [h.strip().lower() for h in headers[1:]] == [
+        "time",
+        "connection",
+        "customer id",
+        "status",
+        "http",
+        "request",
+        "error",
+    ]
+    assert_nothing_is_cut(page)
+    expect(page.locator(".cio-zone")).to_have_text(f"Times are in {BROWSER_TIME_ZONE}.")
+    expect(page.locator("#changelist .paginator")).to_contain_text("7 deliveries")
+    failed_row = rows.filter(has=page.get_by_role("link", name="2026-12-04 14:03:27", exact=True))
+    expect(failed_row.locator("td.field-error_short")).to_contain_text("Customer.io rejected the request (HTTP 400)")
+    expect(page.locator("td.field-what").filter(has_text="suppress the person (erasure)")).to_have_count(1)
+    screenshot("list")
+
+    # The failed row says when it was retried with success, and links to that attempt.
+    failed_row.get_by_role("link", name="Retried: delivered at 14:05:13").click()
+    expect(page).to_have_url(re.compile(rf"/delivery/{retried.pk}/change/$"))
+    attempts = page.locator(".cio-attempts tbody tr")
+    expect(attempts).to_have_count(2)
+    expect(attempts.nth(1)).to_contain_text("2026-12-04 14:05:12 (this one)")
+    expect(page.get_by_role("button", name="Retry")).to_have_count(0)  # it got through
+    screenshot("retried")
+
+    # Search: a customer ID's beginning, then an email in another case.
+    goto(page, live_server, admin_url(Delivery, "changelist"))
+    expect(page.locator("#searchbar_helptext")).to_contain_text(
+        "A customer ID or its beginning, or a person's exact email address (any case)."
+    )
+    page.locator("#searchbar").fill("cust-3f2b")
+    page.get_by_role("button", name="Search").click()
+    expect(rows).to_have_count(4)
+    expect(page.locator("td.field-customer_id").first).to_have_text(LONG_ID)
+    assert_nothing_is_cut(page)
+    screenshot("prefix")
+    page.locator("#searchbar").fill("ada.lovelace@EXAMPLE.com")
+    page.get_by_role("button", name="Search").click()
+    expect(rows).to_have_count(2)
+    expect(page.locator("td.field-customer_id")).to_have_text(["ada", "ada"])
+    screenshot("email")
+
+    # Retry from the page of a failed delivery that was not retried yet.
+    goto(page, live_server, admin_url(Delivery, "change", lonely.pk))
+    expect(page.locator(".field-error_text pre")).to_have_text(LONG_ERROR)  # the whole error
+    page.get_by_role("button", name="Retry").click()
+    expect(page.locator(".messagelist .success")).to_have_text(
+        "Queued 1 person to be sent again with their current state."
+    )
+    expect(page).to_have_url(re.compile(rf"/delivery/{lonely.pk}/change/$"))
+    forward = Forward.objects.get()
+    assert (forward.profile.customer_id, forward.reason) == ("grace", Forward.Reason.RETRY)
+    screenshot("retry")

@@ -69,8 +69,13 @@ def test_a_marketer_creates_a_manual_segment_for_a_subscription(
     # Create the manual segment from the subscriptions list.
     page.goto(f"{live_server.url}{admin_url(Subscription, 'changelist')}")
     page.locator("#result_list tbody tr").filter(has_text="New Users").locator("input.action-select").check()
-    page.locator("select[name=action]").select_option(label="Create a manual segment in Customer.io")
+    page.locator("select[name=action]").select_option(label="Create a manual segment in Customer.io…")
     page.get_by_role("button", name="Go").click()
+    # It asks first, with what it will send: the segment, one batch of the 3 members, one request adding them.
+    expect(page.locator("#content")).to_contain_text("People to send: 3. Requests to Customer.io: about 3.")
+    assert standin.segments("site-us") == []
+    screenshot("segment-confirmation")
+    page.get_by_role("button", name="Yes, create").click()
 
     [segment] = standin.segments("site-us")
     expect(page.locator(".messagelist .success")).to_contain_text(

@@ -1,4 +1,4 @@
-"""The overview home, a profile's "What Customer.io has" panel and an audience page in Chromium, as a marketer
+"""The overview home, a profile's "This person in Customer.io" panel and an audience page in Chromium, as a marketer
 sees them (screenshots under test-artifacts/screenshots/)."""
 
 from __future__ import annotations
@@ -82,11 +82,12 @@ def test_the_profile_page_shows_what_customerio_has(page: Page, live_server, wor
     page.goto(f"{live_server.url}{admin_url(Profile, 'change', ada.pk)}")
 
     panel = page.locator(".cio-panel")
-    expect(panel).to_contain_text("What Customer.io has for this person")
-    attributes = panel.locator(".cio-attributes")
-    expect(attributes.locator("tr", has_text="In Loyal buyers")).to_contain_text("true")
-    expect(attributes.locator("tr", has_text="In Churned")).to_contain_text("false")
-    expect(panel).to_contain_text("Last delivery: Succeeded")
+    expect(panel).to_contain_text("This person in Customer.io")
+    delivered = panel.locator(".cio-last-delivered")
+    expect(delivered.locator("tr", has_text="In Loyal buyers")).to_contain_text("true")
+    expect(delivered.locator("tr", has_text="In Churned")).to_contain_text("false")
+    expect(delivered).to_contain_text("Succeeded (HTTP 200)")
+    expect(panel.locator(".cio-next-update")).to_contain_text("Nothing pending: up to date.")
     screenshot("panel")
 
     panel.locator("table.cio-table a").first.click()

@@ -11,7 +11,7 @@ import pytest
 from connections.models import Subscription, SuppressedIdentifier
 from connections.services.erasure.rules import ID, identifier_hash
 from connections.services.erasure.suppression import SUPPRESSED_REASON
-from connections.services.forwarding.payloads import NOT_SUBSCRIBED, ClaimedRow, plan
+from connections.services.forwarding.payloads import NOT_SUBSCRIBED, PROFILE_GONE, ClaimedRow, plan
 from tests.support.factories import (
     AudienceFactory,
     ConnectionFactory,
@@ -54,6 +54,21 @@ def test_a_profile_with_nothing_left_to_forward_is_cancelled_and_the_next_one_st
     assert first.cancel == NOT_SUBSCRIBED and not first.sendable
     assert first.customer_id == cancelled.customer_id  # the log names who was not sent
     assert second.sendable and second.attributes["last_name"] == "Hopper"
+
+
+def test_a_profile_deleted_after_its_rows_were_queued_is_planned_gone_naming_nobody(connection):
+    live = subscribe(connection, 1)
+    erased, sent = ProfileFactory(customer_id="erased-1"), ProfileFactory(last_name="Lovelace")
+    MembershipFactory(profile=erased, audience=live)
+    MembershipFactory(profile=sent, audience=live)
+    rows = rows_for(erased, live) + rows_for(sent, live)
+    erased.delete()
+
+    first, second = plan(connection, rows)
+
+    assert first.gone and first.cancel == PROFILE_GONE and not first.sendable
+    assert first.customer_id == ""  # the plan names nobody who was erased
+    assert second.sendable and second.attributes["last_name"] == "Lovelace"
 
 
 def test_the_identify_carries_the_profiles_names_and_email(connection):

@@ -211,10 +211,10 @@ def exercise_admin(evidence: Evidence, superuser) -> tuple[RecordingClient, str]
     every = [str(pk) for pk in Connection.objects.values_list("pk", flat=True)]
     for pk in every:
         for button in ("test_credentials", "resume", "resync"):
-            admin.post(reverse(f"admin:connections_connection_{button}", args=[pk]), follow=True)
+            admin.post(reverse(f"admin:connections_connection_{button}", args=[pk]), {"post": "yes"}, follow=True)
     changelist = reverse("admin:connections_connection_changelist")
     for action in ("test_credentials", "resume_connections", "resync_connections"):
-        admin.post(changelist, {"action": action, "_selected_action": every}, follow=True)
+        admin.post(changelist, {"action": action, "_selected_action": every, "post": "yes"}, follow=True)
     failed = list(Delivery.objects.filter(status="failed").values_list("pk", flat=True))
     admin.post(
         reverse("admin:connections_delivery_changelist"),

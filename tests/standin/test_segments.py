@@ -252,6 +252,23 @@ def test_the_control_api_reports_segments_with_their_members(cio):
     assert requests.get(f"{cio.url}/_standin/stats", timeout=5).json()["workspaces"]["site1"]["segments"] == 1
 
 
+def test_the_control_api_counts_people_by_an_attributes_value_and_segments_by_members(cio):
+    segment = requests.post(f"{cio.url}/_standin/segments", json={"site_id": "site1", "name": "VIP"}, timeout=5).json()
+    identify(cio, {"id": "a"}, **{"In VIP": "true"})
+    identify(cio, {"id": "b"}, **{"In VIP": "true"})
+    identify(cio, {"id": "c"}, **{"In VIP": "false"})
+    identify(cio, {"id": "d"}, plan="pro")
+    segment_request(cio, segment["id"], "add_customers", {"ids": ["a", "b"]})
+
+    tally = requests.get(
+        f"{cio.url}/_standin/tally", params={"site_id": "site1", "attribute": "In VIP"}, timeout=5
+    ).json()
+    other = requests.get(f"{cio.url}/_standin/tally", params={"site_id": "site2"}, timeout=5).json()
+
+    assert tally == {"people": 4, "values": {"true": 2, "false": 1}, "segment_members": {str(segment["id"]): 2}}
+    assert other == {"people": 0, "values": {}, "segment_members": {}}
+
+
 def test_the_control_api_refuses_a_segment_for_an_unknown_workspace(cio):
     response = requests.post(f"{cio.url}/_standin/segments", json={"site_id": "nope", "name": "VIP"}, timeout=5)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import html
+import re
+from html.parser import HTMLParser
 from typing import Any
 
 from django import forms
@@ -61,3 +64,44 @@ def add_inline_row(data: dict[str, Any], prefix: str, **fields: Any) -> None:
     for name, value in fields.items():
         data[f"{prefix}-{index}-{name}"] = value
     data[f"{prefix}-TOTAL_FORMS"] = index + 1
+
+
+def page_text(response) -> str:  # type: ignore[no-untyped-def]
+    """The page's visible text, tags removed and spaces collapsed."""
+    body = re.sub(r"<(script|style)\b.*?</\1>", " ", response.content.decode(), flags=re.S)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", body))).strip()
+
+
+class _ClassTexts(HTMLParser):
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+    def __init__(self, css_class: str) -> None:
+        super().__init__()
+        self.css_class = css_class
+        self.open: list[tuple[str, list[str] | None]] = []  # each open tag, with its text when it has the class
+        self.found: list[list[str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.VOID:
+            return
+        classes = (dict(attrs).get("class") or "").split()
+        collected: list[str] | None = [] if self.css_class in classes else None
+        if collected is not None:
+            self.found.append(collected)
+        self.open.append((tag, collected))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.open and self.open.pop()[0] != tag:
+            pass
+
+    def handle_data(self, data: str) -> None:
+        for _tag, collected in self.open:
+            if collected is not None:
+                collected.append(data)
+
+
+def texts_of(response, css_class: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """The visible text of each element of the page with `css_class`, spaces collapsed."""
+    parser = _ClassTexts(css_class)
+    parser.feed(response.content.decode())
+    return [re.sub(r"\s+", " ", "".join(parts)).strip() for parts in parser.found]

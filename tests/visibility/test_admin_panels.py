@@ -1,4 +1,7 @@
-"""The admin's new panels, for each role: the home overview, a profile's Customer.io panel, an audience's numbers."""
+"""The admin's panels, for each role: the home overview, an audience's numbers.
+
+A profile's panel: tests/admin/test_profile_page.py.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +14,16 @@ from django.urls import reverse
 from django.utils import timezone
 
 from connections.models import Audience, Connection, Delivery, FirehoseMessage, ImportRun, Profile
-from connections.services.forwarding import worker as forwarding
 from connections.services.ingest import subscriptions
 from connections.services.ingest.memberships import ProfileChange, ProfileInput, apply_changes
 from connections.services.resync import runs as resync
 from tests.support.admin import admin_url, make_delivery, make_forward
+from tests.support.admin import page_text as text
 from tests.support.factories import AudienceFactory, ConnectionFactory, ProfileFactory
 
 pytestmark = pytest.mark.django_db
 
 INDEX = "/admin/"
-
-
-def text(response) -> str:  # type: ignore[no-untyped-def]
-    """The page's visible text, tags removed and spaces collapsed."""
-    body = re.sub(r"<(script|style)\b.*?</\1>", " ", response.content.decode(), flags=re.S)
-    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", body)))
 
 
 @pytest.fixture
@@ -130,73 +127,6 @@ def test_anonymous_visitors_are_sent_to_log_in(client, scene):
     response = client.get(INDEX)
 
     assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
-
-
-# --- a profile's "what Customer.io has" --------------------------------------------------------
-
-
-@pytest.fixture
-def forwarded_person(standin, workspace_connection):
-    connection = workspace_connection("site-us", name="US workspace", one_attribute_per_audience=True)
-    subscriptions.subscribe(AudienceFactory(audience_id=123, name="New Users"), connection)
-    subscriptions.subscribe(AudienceFactory(audience_id=456, name="Churned"), connection)
-    apply_changes(
-        [ProfileChange(ProfileInput(customer_id="ada", email="ada@example.com", first_name="Ada"), {123: True})]
-    )
-    apply_changes([ProfileChange(ProfileInput(customer_id="ada"), {456: False})])
-    return connection, Profile.objects.get(customer_id="ada")
-
-
-@pytest.mark.parametrize("role", ["marketer", "superuser"])
-def test_the_profile_page_shows_exactly_what_customerio_received(as_role, standin, forwarded_person, role):
-    connection, profile = forwarded_person
-    forwarding.forward_pending(connection.pk)  # the worker's own path, to the stand-in
-    received = standin.people("site-us")["ada"]
-
-    response = as_role(role).get(admin_url(Profile, "change", profile.pk))
-    page = text(response)
-
-    assert response.status_code == 200
-    assert "What Customer.io has for this person" in page
-    assert "Sent as the person with ID ada" in page
-    shown = dict(re.findall(r"<tr><th scope=\"row\">([^<]+)</th><td>([^<]*)</td></tr>", response.content.decode()))
-    assert {html.unescape(k): html.unescape(v) for k, v in shown.items()} == received
-    assert received == {"email": "ada@example.com", "first_name": "Ada", "In New Users": "true", "In Churned": "false"}
-    last = Delivery.objects.filter(profile=profile).latest("created_at")
-    assert "Last delivery: Succeeded" in page
-    assert f'href="{admin_url(Delivery, "change", last.pk)}"' in response.content.decode()
-    assert "All of this person's deliveries in the forwarding log" in page
-
-
-def test_the_profile_page_says_when_an_update_is_queued_and_why_a_person_is_not_sent(as_role, forwarded_person):
-    _connection, profile = forwarded_person  # changes applied, not sent yet
-    nobody = ProfileFactory(customer_id="", mpid="m-1")
-    audience = Audience.objects.get(audience_id=123)
-    from connections.models import Membership
-
-    Membership.objects.create(profile=nobody, audience=audience, changed_at=timezone.now())
-
-    queued = text(as_role("marketer").get(admin_url(Profile, "change", profile.pk)))
-    skipped = text(as_role("marketer").get(admin_url(Profile, "change", nobody.pk)))
-
-    assert "An update for this person is queued and will be sent shortly." in queued
-    assert "Never delivered to this workspace yet." in queued
-    assert "Not sent:" in skipped
-    assert "Nothing was sent for this person yet." in skipped
-
-
-def test_a_profile_in_no_forwarded_audience_says_so(as_role):
-    profile = ProfileFactory()
-
-    page = text(as_role("marketer").get(admin_url(Profile, "change", profile.pk)))
-
-    assert "Not forwarded to any Customer.io workspace" in page
-
-
-def test_log_viewers_do_not_open_profiles(as_role, forwarded_person):
-    _connection, profile = forwarded_person
-
-    assert as_role("log_viewer").get(admin_url(Profile, "change", profile.pk)).status_code == 403
 
 
 # --- an audience's numbers -------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from connections.management.lookup import find_audience, find_connection, positive_int
+from connections.management.lookup import add_rows_per_transaction, find_audience, find_connection, positive_int
 from connections.models import Connection, ResyncRun
 from connections.services.forwarding import worker as forwarding
 from connections.services.resync import runs as resync
@@ -67,12 +67,8 @@ class Command(BaseCommand):
             help=f"While waiting for workers: when nothing is delivered for this long, send from this "
             f"process (default {STALL_SECONDS:g}).",
         )
-        parser.add_argument(
-            "--chunk-size",
-            type=positive_int,
-            default=resync.CHUNK_SIZE,
-            metavar="N",
-            help=f"Profiles queued per transaction, i.e. between checkpoints (default {resync.CHUNK_SIZE}).",
+        add_rows_per_transaction(
+            parser, "--chunk-size", resync.CHUNK_SIZE, "Profiles queued per transaction, i.e. between checkpoints"
         )
 
     def handle(self, *args: Any, **options: Any) -> None:

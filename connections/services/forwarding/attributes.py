@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, overload
+from typing import Literal, NamedTuple
 
 from connections.customerio.identifiers import Identifier
+from connections.customerio.limits import AttributeValue
 
 SEGMENT_MEMBERSHIP_ATTRIBUTE = "SegmentMembership"
 AUDIENCE_ATTRIBUTE_PREFIX = "In "
@@ -111,30 +112,6 @@ def audience_attribute_name(audience_name: str) -> str:
     return f"{AUDIENCE_ATTRIBUTE_PREFIX}{audience_name}"
 
 
-@overload
-def build_identify_attributes(
-    profile: ProfileData,
-    *,
-    one_attribute_per_audience: bool,
-    forwarded_audiences: Sequence[AudienceState],
-    segment_membership_always: bool = False,
-    segment_membership_audiences: Sequence[AudienceState] | None = None,
-    update_existing_only: Literal[False] = False,
-) -> dict[str, str]: ...
-
-
-@overload
-def build_identify_attributes(
-    profile: ProfileData,
-    *,
-    one_attribute_per_audience: bool,
-    forwarded_audiences: Sequence[AudienceState],
-    segment_membership_always: bool = False,
-    segment_membership_audiences: Sequence[AudienceState] | None = None,
-    update_existing_only: bool,
-) -> dict[str, str | bool]: ...
-
-
 def build_identify_attributes(
     profile: ProfileData,
     *,
@@ -143,7 +120,7 @@ def build_identify_attributes(
     segment_membership_always: bool = False,
     segment_membership_audiences: Sequence[AudienceState] | None = None,
     update_existing_only: bool = False,
-) -> dict[str, str] | dict[str, str | bool]:
+) -> dict[str, AttributeValue]:
     """The attributes of the identify call for `profile` on one connection.
 
     `forwarded_audiences` means, with the toggle on, the audiences whose membership is
@@ -174,11 +151,9 @@ def build_identify_attributes(
     else:
         audiences = forwarded_audiences if segment_membership_audiences is None else segment_membership_audiences
         attributes[SEGMENT_MEMBERSHIP_ATTRIBUTE] = _segment_membership(audiences)
-    if not update_existing_only:
-        return attributes
-    flagged: dict[str, str | bool] = dict(attributes)
-    flagged[UPDATE_ONLY_FLAG] = True
-    return flagged
+    if update_existing_only:
+        attributes[UPDATE_ONLY_FLAG] = True
+    return attributes
 
 
 def segment_operations(
@@ -208,7 +183,7 @@ def segment_operations(
     }
     operations = []
     for segment_id in sorted(touched):
-        is_member = any(memberships.get(link.audience, False) for link in links if link.segment_id == segment_id)
+        is_member = any(memberships.get(link.audience) for link in links if link.segment_id == segment_id)
         operations.append(SegmentOperation(segment_id, "add" if is_member else "remove"))
     return operations
 
@@ -217,7 +192,7 @@ def _segment_membership(audiences: Sequence[AudienceState]) -> str:
     return segment_membership_value(audience.audience_id for audience in audiences if audience.is_member)
 
 
-def _identity_attributes(profile: ProfileData) -> dict[str, str]:
+def _identity_attributes(profile: ProfileData) -> dict[str, AttributeValue]:
     # Unknown fields are left out rather than sent empty, so that a source that never
     # knew a name cannot blank out one Customer.io already has.
     identity = {
@@ -236,5 +211,5 @@ def _one_attribute_per_audience(audiences: Sequence[AudienceState]) -> dict[str,
     is_member_by_name: dict[str, bool] = {}
     for audience in sorted(audiences, key=lambda audience: audience.audience_id):
         name = audience_attribute_name(audience.name)
-        is_member_by_name[name] = is_member_by_name.get(name, False) or audience.is_member
+        is_member_by_name[name] = is_member_by_name.get(name) or audience.is_member
     return {name: MEMBER_VALUE if is_member else NON_MEMBER_VALUE for name, is_member in is_member_by_name.items()}

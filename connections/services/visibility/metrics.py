@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from typing import TypeVar
 
 from django.db.models import Count, Min, OuterRef, Subquery
 from django.utils import timezone
@@ -30,6 +31,7 @@ from connections.services.visibility import firehose_counts, tallies
 
 PREFIX = "cioaudience"
 CONNECTION_LABELS = ["connection_id", "connection"]
+F = TypeVar("F", GaugeMetricFamily, CounterMetricFamily, HistogramMetricFamily)
 FINAL_STATUSES = [s for s in Delivery.Status.values if s != Delivery.Status.PENDING]
 
 
@@ -51,16 +53,22 @@ class DatabaseCollector(Collector):
         yield from _imports()
 
 
+def _per_connection(kind: type[F], name: str, documentation: str, *labels: str) -> F:
+    """A metric family labelled by connection (and by `labels` after it)."""
+    return kind(f"{PREFIX}_{name}", documentation, labels=[*CONNECTION_LABELS, *labels])
+
+
 def _states(connections: list[tuple[int, str, str, datetime | None]], labels: dict[int, list[str]]) -> Iterator[Metric]:
-    state = GaugeMetricFamily(
-        f"{PREFIX}_connection_state",
+    state = _per_connection(
+        GaugeMetricFamily,
+        "connection_state",
         "1 for the state each connection is in (active, backing_off, faulted), 0 for the others.",
-        labels=[*CONNECTION_LABELS, "state"],
+        "state",
     )
-    success = GaugeMetricFamily(
-        f"{PREFIX}_connection_last_success_timestamp_seconds",
+    success = _per_connection(
+        GaugeMetricFamily,
+        "connection_last_success_timestamp_seconds",
         "When Customer.io last accepted an update for the connection (Unix time); absent if never.",
-        labels=CONNECTION_LABELS,
     )
     for pk, _name, current, last_success in connections:
         for value in Connection.State.values:
@@ -72,15 +80,15 @@ def _states(connections: list[tuple[int, str, str, datetime | None]], labels: di
 
 
 def _backlog(labels: dict[int, list[str]], now: datetime) -> Iterator[Metric]:
-    size = GaugeMetricFamily(
-        f"{PREFIX}_backlog_forwards",
+    size = _per_connection(
+        GaugeMetricFamily,
+        "backlog_forwards",
         "Profiles waiting to be sent to the connection (outbox rows, retries in backoff included).",
-        labels=CONNECTION_LABELS,
     )
-    age = GaugeMetricFamily(
-        f"{PREFIX}_backlog_oldest_age_seconds",
+    age = _per_connection(
+        GaugeMetricFamily,
+        "backlog_oldest_age_seconds",
         "Age of the oldest change still waiting to be sent to the connection; 0 when nothing waits.",
-        labels=CONNECTION_LABELS,
     )
     rows = {
         row["connection_id"]: row
@@ -96,21 +104,22 @@ def _backlog(labels: dict[int, list[str]], now: datetime) -> Iterator[Metric]:
 
 def _deliveries(labels: dict[int, list[str]]) -> Iterator[Metric]:
     totals = tallies.current_totals()
-    deliveries = CounterMetricFamily(
-        f"{PREFIX}_deliveries",
+    deliveries = _per_connection(
+        CounterMetricFamily,
+        "deliveries",
         "Forwarding-log rows (one per profile per attempt) by final status: succeeded, failed, retrying "
         "(a transient failure, sent again later), skipped, cancelled.",
-        labels=[*CONNECTION_LABELS, "status"],
+        "status",
     )
-    pending = GaugeMetricFamily(
-        f"{PREFIX}_deliveries_pending",
+    pending = _per_connection(
+        GaugeMetricFamily,
+        "deliveries_pending",
         "Forwarding-log rows whose request is in flight (sent, Customer.io has not answered yet).",
-        labels=CONNECTION_LABELS,
     )
-    latency = HistogramMetricFamily(
-        f"{PREFIX}_request_duration_seconds",
+    latency = _per_connection(
+        HistogramMetricFamily,
+        "request_duration_seconds",
         "Duration of requests to Customer.io (one per request, however many profiles it carried).",
-        labels=CONNECTION_LABELS,
     )
     for pk, label in labels.items():
         counts = totals.statuses.get(pk, {})
@@ -126,10 +135,11 @@ def _deliveries(labels: dict[int, list[str]]) -> Iterator[Metric]:
 
 
 def _state_changes(labels: dict[int, list[str]]) -> Metric:
-    family = CounterMetricFamily(
-        f"{PREFIX}_connection_state_changes",
+    family = _per_connection(
+        CounterMetricFamily,
+        "connection_state_changes",
         "Transitions of the connection's circuit breaker, by the state entered.",
-        labels=[*CONNECTION_LABELS, "to_state"],
+        "to_state",
     )
     counted = {
         (row["connection_id"], row["to_state"]): row["n"]
@@ -191,15 +201,16 @@ def _erasures_waiting(now: datetime) -> Iterator[Metric]:
 
 
 def _resyncs(labels: dict[int, list[str]]) -> Iterator[Metric]:
-    running = GaugeMetricFamily(
-        f"{PREFIX}_resync_running",
+    running = _per_connection(
+        GaugeMetricFamily,
+        "resync_running",
         "1 while the connection's latest resync is still queuing profiles.",
-        labels=CONNECTION_LABELS,
     )
-    profiles = GaugeMetricFamily(
-        f"{PREFIX}_resync_profiles",
+    profiles = _per_connection(
+        GaugeMetricFamily,
+        "resync_profiles",
         "The connection's latest resync: profiles in all (total) and queued so far (queued).",
-        labels=[*CONNECTION_LABELS, "stage"],
+        "stage",
     )
     latest = Subquery(ResyncRun.objects.filter(connection=OuterRef("pk")).order_by("-pk").values("pk")[:1])
     ids = [i for i in Connection.objects.annotate(latest=latest).values_list("latest", flat=True) if i is not None]

@@ -9,7 +9,7 @@ def verified_by_past_deliveries(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("connections", "0015_resync_run_claim"),
+        ("connections", "0017_delivery_customer_prefix_index"),
     ]
 
     operations = [

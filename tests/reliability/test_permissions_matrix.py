@@ -24,7 +24,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from connections.models import Connection, ErasureCall, ErasureRecord, InboundToken, Subscription, SuppressedIdentifier
 from connections.services.ingest import tokens
 from tests.support.admin import make_delivery, make_forward
-from tests.support.admin_urls import Route, model_admin_url_names, routes, url_of
+from tests.support.admin_urls import Route, login_rows, model_admin_url_names, routes, url_of
 from tests.support.factories import ConnectionFactory, MembershipFactory, SubscriptionFactory, UserFactory
 from tests.support.firehose import URL as FIREHOSE_URL
 from tests.support.firehose import official
@@ -109,6 +109,19 @@ EXPECTED: dict[tuple[str, str], tuple[object, object, object, object]] = {
     **model_rows("connections_erasurerecord", (MANAGED, MANAGED, NOBODY), (MANAGED, NOBODY)),
     # Suppressed identifiers: marketers read them and delete one to un-suppress it; nobody adds or edits.
     **model_rows("connections_suppressedidentifier", (MANAGED, MANAGED, MANAGED), (MANAGED, NOBODY)),
+    ("connections_delivery_retry", "GET"): BUTTON_BY_GET,
+    ("connections_delivery_retry", "POST"): BUTTON,
+    ("connections_profile_erase", "GET"): CONFIRMATION,
+    ("connections_profile_erase", "POST"): CONFIRMATION,
+    # Logins (django-axes, django-otp): superusers unlock and enrol; the records are written by logins only.
+    ("app_list axes", "GET"): (LOGIN, NOT_FOUND, NOT_FOUND, OK),
+    ("app_list otp_totp", "GET"): (LOGIN, NOT_FOUND, NOT_FOUND, OK),
+    **model_rows("axes_accessattempt", (SUPERUSER_ONLY,) * 3, (SUPERUSER_ONLY, NOBODY)),
+    **model_rows("axes_accesslog", (SUPERUSER_ONLY,) * 3, (SUPERUSER_ONLY, NOBODY)),
+    **model_rows("axes_accessfailurelog", (SUPERUSER_ONLY,) * 3, (SUPERUSER_ONLY, NOBODY)),
+    **model_rows("otp_totp_totpdevice", (SUPERUSER_ONLY,) * 3, (SUPERUSER_ONLY,) * 2),
+    ("otp_totp_totpdevice_config", "GET"): SUPERUSER_ONLY,
+    ("otp_totp_totpdevice_qrcode", "GET"): SUPERUSER_ONLY,
 }
 
 
@@ -119,6 +132,7 @@ def objects(db, marketer, log_viewer, superuser):  # type: ignore[no-untyped-def
     membership = MembershipFactory(audience=subscription.audience)
     token, _secret = tokens.create_token("mParticle")
     return {
+        **login_rows(superuser),
         "auth.group": marketer.groups.get(),
         "auth.user": log_viewer,
         "connections.connection": subscription.connection,

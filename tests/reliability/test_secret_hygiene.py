@@ -44,7 +44,7 @@ from connections.services.erasure import calls as erasure_calls
 from connections.services.erasure import local as erasure
 from connections.services.ingest import subscriptions, tokens
 from tests.support.admin import changeform_data
-from tests.support.admin_urls import routes, url_of
+from tests.support.admin_urls import login_rows, routes, url_of
 from tests.support.evidence import Evidence, RecordingClient, Secret, findings, recording
 from tests.support.factories import AudienceFactory, ConnectionFactory
 from tests.support.firehose import URL as FIREHOSE_URL
@@ -247,6 +247,7 @@ def render_every_page(evidence: Evidence, admin: RecordingClient, users: list, w
     erased = erasure.erase(erasure.PersonQuery(customer_id="p5"), source=ErasureRecord.Source.COMMAND).record
     erasure_calls.send_due(wrong.pk)
     objects = {
+        **login_rows(users[-1]),
         "auth.group": users[1].groups.get(),
         "auth.user": users[0],
         "connections.connection": wrong,

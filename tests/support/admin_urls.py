@@ -61,10 +61,27 @@ def url_of(route: Route, objects: dict[str, Any]) -> str:
     url = "/admin/" + route.pattern
     if route.model is not None and "<" in url:
         obj = objects[route.model._meta.label_lower]
-        url = url.replace("<path:object_id>", str(obj.pk)).replace("<id>", str(obj.pk))
+        url = url.replace("<path:object_id>", str(obj.pk)).replace("<id>", str(obj.pk)).replace("<int:pk>", str(obj.pk))
     if "<path:content_type_id>" in url:
         profile = objects["connections.profile"]
         url = url.replace("<path:content_type_id>", str(ContentType.objects.get_for_model(profile).pk))
         url = url.replace("<path:object_id>", str(profile.pk))
     assert "<" not in url and "(" not in url, url
     return url + QUERIES.get(route.key, "")
+
+
+def login_rows(user: Any) -> dict[str, Any]:
+    """A row of each model the login apps add to the admin (django-axes' records, a django-otp device of `user`)."""
+    from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+    from django.utils import timezone
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    attempt = {"user_agent": "test", "http_accept": "*/*", "path_info": "/admin/login/", "attempt_time": timezone.now()}
+    return {
+        "axes.accessattempt": AccessAttempt.objects.create(
+            **attempt, get_data="", post_data="", failures_since_start=1
+        ),
+        "axes.accesslog": AccessLog.objects.create(**attempt),
+        "axes.accessfailurelog": AccessFailureLog.objects.create(**attempt),
+        "otp_totp.totpdevice": TOTPDevice.objects.create(user=user, name="phone"),
+    }

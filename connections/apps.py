@@ -8,5 +8,6 @@ class ConnectionsConfig(AppConfig):
     def ready(self) -> None:
         from connections import (
             lookups,  # noqa: F401 - registers the `__any` lookup
+            secret_key,  # noqa: F401 - registers its deployment check
             signals,  # noqa: F401 - connects the receivers
         )

@@ -27,11 +27,12 @@ from django.utils import timezone
 from connections.models import Audience, Connection, Delivery, Forward, Membership, ResyncRun, Subscription
 from connections.services.forwarding.payloads import ClaimedRow, Planned, plan
 from connections.services.outbox import queue as outbox
+from connections.services.resync import leases
 
 CHUNK_SIZE = 5000  # profiles queued per transaction
 PREVIEW_CHUNK_SIZE = 500  # profiles planned at once by a dry run, like a worker's claim
 
-UNFINISHED = (ResyncRun.Status.RUNNING, ResyncRun.Status.INTERRUPTED)
+UNFINISHED = leases.UNFINISHED
 
 
 class ResyncError(Exception):
@@ -122,16 +123,18 @@ def start(scope: Scope, *, count: bool = True) -> tuple[ResyncRun, bool]:
 
 
 def next_profile_ids(scope: Scope, after: int, limit: int) -> list[int]:
-    """The next `limit` profile ids in scope above `after`, ascending (one keyset page)."""
-    if not scope.audience_pks:
-        return []
-    return list(
-        _memberships(scope)
-        .filter(profile_id__gt=after)
-        .order_by("profile_id")
-        .values_list("profile_id", flat=True)
-        .distinct()[:limit]
-    )
+    """The next `limit` profile ids in scope above `after`, ascending (one keyset page).
+
+    One index range per audience (membership_audience_profile), merged here: a single query over
+    several audiences would sort every remaining row of them for each page.
+    """
+    found: set[int] = set()
+    for audience_pk in scope.audience_pks:
+        rows = Membership.objects.filter(audience_id=audience_pk, profile_id__gt=after)
+        if scope.members_only:
+            rows = rows.filter(is_member=True)
+        found.update(rows.order_by("profile_id").values_list("profile_id", flat=True)[:limit])
+    return sorted(found)[:limit]
 
 
 def queue_next_chunk(run: ResyncRun, scope: Scope, *, chunk_size: int = CHUNK_SIZE, wake: bool = True) -> int:

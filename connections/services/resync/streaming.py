@@ -49,6 +49,8 @@ def carry_on(connection: Connection, run: ResyncRun, scope: resync.Scope, second
     held = leases.claim(run)
     if held is None:
         return Turn(finished=True, run=run, held_elsewhere=True)
+    if not run.last_profile_id:
+        resync.refresh_membership_statistics()  # the audience may have been imported a moment ago
     turn = stream_turn(connection, run, scope, held, seconds, attempt)
     turn.run = run
     return turn
@@ -118,3 +120,10 @@ def _wait(connection: Connection, fresh: dict) -> float | None:
     if connection.state == Connection.State.BACKING_OFF:
         return breaker.seconds_to_probe(connection) or float(settings.BREAKER_PROBE_BASE)
     return None
+
+
+def stop(run: ResyncRun) -> None:
+    """A run stopped from outside a turn (Ctrl-C): interrupted, its mark and lease given up at once,
+    so the changes of the people in its page need not wait for the lease to run out."""
+    ResyncRun.objects.filter(pk=run.pk).update(inflight_to=None, claimed_until=None)
+    resync.interrupt(run)

@@ -189,6 +189,10 @@ FORWARD_BACKOFF_MAX = env.float("FORWARD_BACKOFF_MAX", default=300.0)  # seconds
 FORWARD_BATCH_SIZE = env.int("FORWARD_BATCH_SIZE", default=1000)
 FORWARD_V1_CONCURRENCY = env.int("FORWARD_V1_CONCURRENCY", default=8)  # v1 requests in flight per thread
 FORWARD_V1_CLAIM_SIZE = env.int("FORWARD_V1_CLAIM_SIZE", default=50)  # v1: profiles claimed at once
+# A streamed activation or resync (v2): pages of FORWARD_BATCH_SIZE people under way at once, their
+# requests in flight together (each page's segment request after its identify), so a run is not
+# held up by Customer.io's answer time; 1 sends one page after another.
+STREAM_PAGES_IN_FLIGHT = env.int("STREAM_PAGES_IN_FLIGHT", default=4)
 # The lease of a claim, renewed before every request its worker sends: a killed worker's rows
 # are free again after at most this long, and the next sweep hands them to another worker.
 FORWARD_CLAIM_SECONDS = env.int("FORWARD_CLAIM_SECONDS", default=45)

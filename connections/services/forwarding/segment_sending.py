@@ -13,8 +13,7 @@ The identify goes first so that the person exists when the segment names them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Protocol
+from collections.abc import Iterable, Iterator
 
 from django.utils import timezone
 
@@ -34,18 +33,9 @@ STATUS_OF = {
 }
 
 
-class SegmentLog(Protocol):
-    """Where a segment request is logged: pending before the call, completed after it."""
-
-    def pending(self, chunk: list[Planned], kind: str, segment_id: int) -> tuple[list[Planned], object]:
-        """Log the request; returns the people still to send (an erased one is left out) and a handle."""
-        ...
-
-    def complete(self, handle: object, result: SendResult, chunk: list[Planned]) -> None: ...
-
-
 class PerPersonLog:
-    """The change path's log: one `Delivery` row per person in the request."""
+    """The change path's log of a segment request: one `Delivery` row per person in it (a streamed
+    page logs one row per request instead: resync/page_sending.py)."""
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
@@ -75,28 +65,33 @@ def send_segment_operations(
     client: CustomerIOClient,
     identified: Iterable[Planned],
     report: ForwardReport,
-    log: SegmentLog | None = None,
 ) -> set[int]:
     """Send the segment changes of profiles just identified; returns the profile ids to retry."""
-    log = log or PerPersonLog(connection)
+    log = PerPersonLog(connection)
+    retry: set[int] = set()
+    for segment_id, action, id_type, chunk in segment_requests(identified):
+        ratelimit.acquire(connection.pk, connection.rate_limit)
+        chunk, handle = log.pending(chunk, f"segment_{action}", segment_id)  # erased since: left out
+        if not chunk:
+            continue
+        send = client.add_to_segment if action == "add" else client.remove_from_segment
+        result = send(segment_id, [p.customer_id for p in chunk], id_type)
+        log.complete(handle, result, chunk)
+        connection_state.note_results(connection, [result])
+        report.requests += 1
+        if result.outcome in (Outcome.RETRY, Outcome.CREDENTIALS_REJECTED):
+            retry.update(p.profile_id for p in chunk)
+    return retry
+
+
+def segment_requests(identified: Iterable[Planned]) -> Iterator[tuple[int, str, str, list[Planned]]]:
+    """The segment requests the people's changes make: per (segment, add or remove, identifier
+    kind), their ids in requests of at most SEGMENT_MAX_IDS, in a fixed order."""
     groups: dict[tuple[int, str, str], list[Planned]] = {}
     for p in identified:
         assert p.identifier is not None  # only sendable profiles are identified
         for operation in p.segment_operations:
             groups.setdefault((operation.segment_id, operation.action, p.identifier.kind), []).append(p)
-    retry: set[int] = set()
     for (segment_id, action, id_type), profiles in sorted(groups.items()):
         for start in range(0, len(profiles), SEGMENT_MAX_IDS):
-            chunk = profiles[start : start + SEGMENT_MAX_IDS]
-            ratelimit.acquire(connection.pk, connection.rate_limit)
-            chunk, handle = log.pending(chunk, f"segment_{action}", segment_id)  # erased since: left out
-            if not chunk:
-                continue
-            send = client.add_to_segment if action == "add" else client.remove_from_segment
-            result = send(segment_id, [p.customer_id for p in chunk], id_type)
-            log.complete(handle, result, chunk)
-            connection_state.note_results(connection, [result])
-            report.requests += 1
-            if result.outcome in (Outcome.RETRY, Outcome.CREDENTIALS_REJECTED):
-                retry.update(p.profile_id for p in chunk)
-    return retry
+            yield segment_id, action, id_type, profiles[start : start + SEGMENT_MAX_IDS]

@@ -2,11 +2,16 @@
 
     page (pages.py) -> the people not sendable logged as the change path logs them (skipped,
       cancelled, a Customer.io limit) -> the sendable packed into v2 batches within
-      Customer.io's limits -> per batch, through the connection's rate limiter:
+      Customer.io's limits -> per batch:
         - in one transaction: the people still here locked (FOR KEY SHARE, the erasure fence of
           delivery_log.log_pending) and the request logged pending, its body as sent
-        - POST /api/v2/batch -> the answer logged on the same row, told to the breaker
+        - POST /api/v2/batch, through the connection's rate limiter -> the answer logged on the
+          same row, told to the breaker
         - the people identified who have a manual-segment change: segment requests, one row each
+
+A page is a program (`page_program`): a generator that does its database work itself and yields
+each HTTP call for the driver to make (streaming.py runs a few pages' calls at once, in threads,
+while every database statement stays on the driver's thread, in order), then receives the answer.
 
 A transient answer (429, 5xx, a timeout) on any request of the page means the page is sent again,
 whole, after a backoff: identify and segment calls are idempotent, and the checkpoint stays
@@ -16,12 +21,15 @@ before the page until every request of it was answered for good.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from django.db import transaction
 
 from connections.customerio import ratelimit
-from connections.customerio.client import CustomerIOClient, Outcome, SendResult, prepare_batch
+from connections.customerio.client import BatchResult, CustomerIOClient, Outcome, SendResult, prepare_batch
 from connections.customerio.limits import encode_json
 from connections.logfmt import logfmt
 from connections.models import Connection, ResyncRun
@@ -29,13 +37,16 @@ from connections.services.connection import transitions as connection_state
 from connections.services.forwarding import batch_log
 from connections.services.forwarding.delivery_log import ForwardReport, lock_present, log_unsent
 from connections.services.forwarding.payloads import Planned
-from connections.services.forwarding.segment_sending import send_segment_operations
+from connections.services.forwarding.segment_sending import segment_requests
 from connections.services.forwarding.transports import V2Batch
 from connections.services.resync.pages import Page
 
 log = logging.getLogger("cioaudience.resync")
 
 TRANSIENT = (Outcome.RETRY, Outcome.CREDENTIALS_REJECTED)
+
+Call = Callable[[], Any]  # one HTTP request, made by the driver (in a thread)
+Program = Generator[Call, Any, "PageResult"]
 
 
 @dataclass
@@ -48,31 +59,58 @@ class PageResult:
 def send_page(
     connection: Connection, run: ResyncRun, page: Page, client: CustomerIOClient, report: ForwardReport, attempt: int
 ) -> PageResult:
+    """The page's program, its calls made here one after another."""
+    program = page_program(connection, run, page, client, report, attempt)
+    try:
+        call = next(program)
+        while True:
+            call = program.send(call())
+    except StopIteration as finished:
+        return finished.value
+
+
+def page_program(
+    connection: Connection, run: ResyncRun, page: Page, client: CustomerIOClient, report: ForwardReport, attempt: int
+) -> Program:
     result = PageResult()
-    unsent = log_unsent(connection, page.planned, report)
-    result.done += len(unsent)
+    result.done += len(log_unsent(connection, page.planned, report))
     sendable = [p for p in page.planned if p.sendable]
     for group in V2Batch().groups(sendable, probe=False):
-        ratelimit.acquire(connection.pk, connection.rate_limit)
-        sent = _send_batch(connection, run, group, client, attempt)
-        if sent is None:  # everyone in it was erased since the plan
+        logged = _log_batch(connection, run, group, attempt)
+        if logged is None:  # everyone in it was erased since the plan
             result.done += len(group)
             continue
-        answer, identified, people = sent
+        logged_people = group
+        group, ref, prepared = logged
+        answer: BatchResult = yield partial(_paced, connection, client.send_batch, prepared)
+        identified = _record_batch(connection, run, group, ref, answer)
         report.requests += 1
-        report.sent += people
-        connection_state.note_results(connection, [answer])
-        if answer.outcome in TRANSIENT:
-            return _again(result, answer, report, people)
+        report.sent += len(group)
+        if answer.overall.outcome in TRANSIENT:
+            return _again(result, answer.overall, report, len(group))
         report.succeeded += len(identified)
-        report.failed += people - len(identified)
-        result.done += len(group)  # those erased since the plan are settled too
-        with_segments = [p for p in identified if p.segment_operations]
-        if with_segments:
-            log_to = BatchSegmentLog(connection, run, attempt)
-            if send_segment_operations(connection, client, with_segments, report, log=log_to):
-                return _again(result, log_to.last_transient, report, 0)
+        report.failed += len(group) - len(identified)
+        result.done += len(logged_people)  # those erased since the plan are settled too
+        for segment_id, action, id_type, chunk in segment_requests(p for p in identified if p.segment_operations):
+            chunk, ref = _log_segment(connection, run, chunk, f"segment_{action}", segment_id, attempt)
+            if not chunk:
+                continue
+            send = client.add_to_segment if action == "add" else client.remove_from_segment
+            ids = [p.customer_id for p in chunk]
+            answered: SendResult = yield partial(_paced, connection, send, segment_id, ids, id_type)
+            batch_log.complete_batch(ref, answered, {})
+            connection_state.note_results(connection, [answered])
+            _log_request(connection, run, "segment", len(chunk), answered, 0)
+            report.requests += 1
+            if answered.outcome in TRANSIENT:
+                return _again(result, answered, report, 0)
     return result
+
+
+def _paced(connection: Connection, send: Callable[..., Any], *args: Any) -> Any:
+    """One request, once the connection's rate limiter lets it go (shared by every worker)."""
+    ratelimit.acquire(connection.pk, connection.rate_limit)
+    return send(*args)
 
 
 def _again(result: PageResult, answer: SendResult | None, report: ForwardReport, people: int) -> PageResult:
@@ -82,11 +120,10 @@ def _again(result: PageResult, answer: SendResult | None, report: ForwardReport,
     return result
 
 
-def _send_batch(
-    connection: Connection, run: ResyncRun, group: list[Planned], client: CustomerIOClient, attempt: int
-) -> tuple[SendResult, list[Planned], int] | None:
-    """One v2 batch: logged, sent, answered. Returns the answer, the people identified and how many
-    were sent; None when nobody of the group is left to send."""
+def _log_batch(
+    connection: Connection, run: ResyncRun, group: list[Planned], attempt: int
+) -> tuple[list[Planned], batch_log.BatchRef, Any] | None:
+    """The people of the group still here, locked, and their request logged pending; None when none is left."""
     with transaction.atomic():
         present = lock_present([p.profile_id for p in group])
         group = [p for p in group if p.profile_id in present]  # erased since the plan: not sent
@@ -103,49 +140,41 @@ def _send_batch(
             body=prepared.body,
             attempt=attempt,
         )
-    answer = client.send_batch(prepared)
-    item_errors = (
-        {item.index: item.error for item in answer.items if item.outcome is not Outcome.SUCCEEDED}
-        if answer.overall.outcome is Outcome.SUCCEEDED
-        else {}
-    )
+    return group, ref, prepared
+
+
+def _record_batch(
+    connection: Connection, run: ResyncRun, group: list[Planned], ref: batch_log.BatchRef, answer: BatchResult
+) -> list[Planned]:
+    """Log the batch's answer, tell the breaker; returns the people Customer.io accepted."""
+    accepted = answer.overall.outcome is Outcome.SUCCEEDED
+    item_errors = {i.index: i.error for i in answer.items if i.outcome is not Outcome.SUCCEEDED} if accepted else {}
     batch_log.complete_batch(ref, answer.overall, item_errors)
+    connection_state.note_results(connection, [answer.overall])
     _log_request(connection, run, "identify", len(group), answer.overall, len(item_errors))
-    identified = [p for p, item in zip(group, answer.items, strict=True) if item.outcome is Outcome.SUCCEEDED]
-    return answer.overall, identified, len(group)
+    return [p for p, item in zip(group, answer.items, strict=True) if item.outcome is Outcome.SUCCEEDED]
 
 
-class BatchSegmentLog:
-    """A streamed page's segment requests: one batch-log row per request (segment_sending.SegmentLog)."""
-
-    def __init__(self, connection: Connection, run: ResyncRun, attempt: int) -> None:
-        self.connection, self.run, self.attempt = connection, run, attempt
-        self.last_transient: SendResult | None = None
-
-    def pending(self, chunk: list[Planned], kind: str, segment_id: int) -> tuple[list[Planned], object]:
-        with transaction.atomic():
-            present = lock_present([p.profile_id for p in chunk])
-            chunk = [p for p in chunk if p.profile_id in present]
-            if not chunk:
-                return chunk, None
-            ref = batch_log.log_batch_pending(
-                self.connection.pk,
-                run_id=self.run.pk,
-                reason=self.run.reason,
-                action=kind,
-                segment_id=segment_id,
-                profile_ids=[p.profile_id for p in chunk],
-                body=encode_json({"ids": [p.customer_id for p in chunk]}),
-                attempt=self.attempt,
-            )
-        return chunk, ref
-
-    def complete(self, handle: object, result: SendResult, chunk: list[Planned]) -> None:
-        assert isinstance(handle, batch_log.BatchRef)
-        batch_log.complete_batch(handle, result, {})
-        if result.outcome in TRANSIENT:
-            self.last_transient = result
-        _log_request(self.connection, self.run, "segment", len(chunk), result, 0)
+def _log_segment(
+    connection: Connection, run: ResyncRun, chunk: list[Planned], kind: str, segment_id: int, attempt: int
+) -> tuple[list[Planned], batch_log.BatchRef | None]:
+    """A segment request's people still here, locked, and the request logged pending (as `_log_batch`)."""
+    with transaction.atomic():
+        present = lock_present([p.profile_id for p in chunk])
+        chunk = [p for p in chunk if p.profile_id in present]
+        if not chunk:
+            return chunk, None
+        ref = batch_log.log_batch_pending(
+            connection.pk,
+            run_id=run.pk,
+            reason=run.reason,
+            action=kind,
+            segment_id=segment_id,
+            profile_ids=[p.profile_id for p in chunk],
+            body=encode_json({"ids": [p.customer_id for p in chunk]}),
+            attempt=attempt,
+        )
+    return chunk, ref
 
 
 def _log_request(

@@ -37,13 +37,22 @@ class Page:
 
 
 def next_page(
-    connection: Connection, run: ResyncRun, scope: resync.Scope, held: datetime, *, size: int, attempt: int
+    connection: Connection,
+    run: ResyncRun,
+    scope: resync.Scope,
+    held: datetime,
+    *,
+    size: int,
+    attempt: int,
+    after: int | None = None,
 ) -> Page | None:
-    """Mark and read the page after the run's checkpoint; None when the run has nothing left.
+    """Mark and read the page after `after` (the run's checkpoint, or the last page still in
+    flight); None when the run has nothing left. The mark then covers every page from the
+    checkpoint to this one.
 
     Raises `LeaseLost` when another worker took the run meanwhile (its lease had run out).
     """
-    after = run.last_profile_id
+    after = run.last_profile_id if after is None else after
     ids = resync.next_profile_ids(scope, after, size)
     if not ids:
         return None
@@ -81,18 +90,19 @@ def mark(run: ResyncRun, high: int, held: datetime) -> datetime:
     return until
 
 
-def settle(run: ResyncRun, page: Page, done: int) -> None:
-    """The page is answered: the checkpoint moves past it and the mark comes off.
+def settle(run: ResyncRun, page: Page, done: int, held: datetime, still_in_flight: int | None = None) -> None:
+    """The page is answered: the checkpoint moves past it, and the mark shrinks to the pages still
+    in flight after it (`still_in_flight`: the last one's last id), or comes off.
 
     Changes to its people that waited for it (a claim skipped them, or gave them back) are due
     now: the connection's workers are woken for them rather than left to the next sweep.
     """
     low = run.last_profile_id
-    if not ResyncRun.objects.filter(pk=run.pk, claimed_until=page.held).update(
-        last_profile_id=page.high, queued=run.queued + done, inflight_to=None, updated_at=timezone.now()
+    if not ResyncRun.objects.filter(pk=run.pk, claimed_until=held).update(
+        last_profile_id=page.high, queued=run.queued + done, inflight_to=still_in_flight, updated_at=timezone.now()
     ):
         raise LeaseLost(run.pk)
-    run.last_profile_id, run.queued, run.inflight_to = page.high, run.queued + done, None
+    run.last_profile_id, run.queued, run.inflight_to = page.high, run.queued + done, still_in_flight
     wake_the_waiting(run.connection_id, low, page.high)
 
 

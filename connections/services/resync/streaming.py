@@ -1,19 +1,24 @@
-"""A streamed run's turn: pages sent one after another, each committed with its checkpoint (issue 29).
+"""A streamed run's turn: pages sent a few at once, each committed with its checkpoint in order (issue 29).
 
     backfill.queue_for (a worker's task, the run's lease held)
-      -> per page: the connection re-read (faulted, paused by a 429, backing off: the turn ends
-         and says when to come back); the subscription still active (else the run ends)
-      -> pages.next_page (marked in flight, read, planned) -> page_sending.send_page
-      -> answered for good: pages.settle (the checkpoint moves past the page, the mark comes off)
-         a transient answer: pages.unmark, and the turn ends with a backoff (Retry-After wins)
+      -> before each page: the connection re-read (faulted, paused by a 429, backing off: no new
+         page; the turn ends and says when to come back); the subscription still active (else the
+         run ends once what is under way is answered)
+      -> pages.next_page (the mark now reaches its last id; read, planned)
+      -> page_sending.page_program, STREAM_PAGES_IN_FLIGHT pages at once (pipeline.py)
+      -> in page order, answered for good: pages.settle (the checkpoint moves past the page, the
+         mark shrinks to the pages still under way); a transient answer: no page after it is
+         settled, what is under way is answered, pages.unmark, and the turn ends with a backoff
+         (Retry-After wins)
 
-A crash loses at most the page in flight: the checkpoint is before it, and its requests are sent
-again by whichever worker resumes the run (identify and segment calls are idempotent).
+A crash loses at most the pages under way: the checkpoint is before them, and their requests are
+sent again by whichever worker resumes the run (identify and segment calls are idempotent).
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,7 +30,8 @@ from connections.services.connection import breaker, clients
 from connections.services.forwarding.delivery_log import ForwardReport, backoff_seconds
 from connections.services.resync import leases, pages
 from connections.services.resync import runs as resync
-from connections.services.resync.page_sending import send_page
+from connections.services.resync.page_sending import PageResult, page_program
+from connections.services.resync.pipeline import Pipeline
 
 
 @dataclass
@@ -59,39 +65,62 @@ def carry_on(connection: Connection, run: ResyncRun, scope: resync.Scope, second
 def stream_turn(
     connection: Connection, run: ResyncRun, scope: resync.Scope, held: datetime, seconds: float, attempt: int
 ) -> Turn:
-    """Send pages for about `seconds` from the run's checkpoint. The caller holds the lease `held`."""
+    """Send pages for about `seconds` from the run's checkpoint, STREAM_PAGES_IN_FLIGHT at once.
+    The caller holds the lease `held`."""
     deadline = time.monotonic() + seconds
-    client = clients.track_client(connection)
     report = ForwardReport()
+    depth = settings.STREAM_PAGES_IN_FLIGHT
+    stop: Turn | None = None  # why no more page is started
+    failed: PageResult | None = None  # a page to send again: nothing after it is settled
+    ended = False  # the subscription went inactive: the run ends once what is under way is answered
+    exhausted = False  # every page is under way or answered
+    started = False
     try:
-        while True:
-            wait, subscribed = _must_wait(connection, scope)
-            if wait is not None:
-                leases.release(run, held)
-                return Turn(finished=wait < 0, come_back_in=max(wait, 0.0), attempt=attempt, report=report)
-            if not subscribed:
-                resync.finish(run)  # deactivated or deleted since: nothing more is sent (SPEC)
-                leases.release(run, held)
-                return Turn(finished=True, report=report)
-            page = pages.next_page(connection, run, scope, held, size=settings.FORWARD_BATCH_SIZE, attempt=attempt)
-            if page is None:
-                resync.finish(run)
-                leases.release(run, held)
-                return Turn(finished=True, report=report)
-            held = page.held
-            result = send_page(connection, run, page, client, report, attempt)
-            if result.again:
-                pages.unmark(run, held)
-                leases.release(run, held)
-                delay = backoff_seconds(attempt, result.retry_after)
-                return Turn(finished=False, come_back_in=delay, attempt=attempt + 1, report=report)
-            pages.settle(run, page, result.done + page.deferred)
-            attempt = 1
-            if time.monotonic() >= deadline:
-                leases.release(run, held)
-                return Turn(finished=False, come_back_in=0.0, report=report)
+        with ThreadPoolExecutor(max_workers=max(1, depth), thread_name_prefix="cio-page") as pool:
+            under_way = Pipeline(pool, depth)
+            while True:
+                while stop is None and failed is None and not (ended or exhausted) and under_way.has_room():
+                    if started and time.monotonic() >= deadline:  # a turn sends one page at least
+                        stop = Turn(finished=False, come_back_in=0.0, attempt=attempt, report=report)
+                        break
+                    wait, subscribed = _must_wait(connection, scope)
+                    if wait is not None:
+                        stop = Turn(finished=wait < 0, come_back_in=max(wait, 0.0), attempt=attempt, report=report)
+                        break
+                    if not subscribed:  # deactivated or deleted since: nothing more is sent (SPEC)
+                        ended = True
+                        break
+                    size, after = settings.FORWARD_BATCH_SIZE, under_way.last_high()
+                    page = pages.next_page(connection, run, scope, held, size=size, attempt=attempt, after=after)
+                    if page is None:
+                        exhausted = True
+                        break
+                    held, started = page.held, True
+                    client = clients.track_client(connection)  # one per page: its calls run in a thread
+                    under_way.start(page, page_program(connection, run, page, client, report, attempt))
+                if not under_way.under_way:
+                    break
+                under_way.wait()
+                for page, result in under_way.finished():
+                    if failed is None and result.again:
+                        failed = result
+                    if failed is None:
+                        pages.settle(run, page, result.done + page.deferred, held, under_way.last_high())
+                        attempt = 1
     except pages.LeaseLost:
         return Turn(finished=True, report=report, held_elsewhere=True)  # another worker took the run over
+    if failed is not None and not ended:
+        pages.unmark(run, held)
+        leases.release(run, held)
+        delay = backoff_seconds(attempt, failed.retry_after)
+        return Turn(finished=False, come_back_in=delay, attempt=attempt + 1, report=report)
+    if ended or exhausted:
+        resync.finish(run)
+        leases.release(run, held)
+        return Turn(finished=True, report=report)
+    leases.release(run, held)
+    assert stop is not None  # a turn only ends early for a reason
+    return stop
 
 
 def _must_wait(connection: Connection, scope: resync.Scope) -> tuple[float | None, bool]:

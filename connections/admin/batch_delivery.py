@@ -43,7 +43,7 @@ class BatchChangeList(ChangeList):
 
 @admin.register(BatchDelivery)
 class BatchDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("logged_at", "connection", "what", "people", "outcome", "http", "error_short")
+    list_display = ("logged_at", "connection", "what", "people_count", "outcome", "http", "error_short")
     list_filter = (
         "connection",
         "status",
@@ -70,7 +70,7 @@ class BatchDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     "status",
                     "reason",
                     "request_label",
-                    "people",
+                    "people_count",
                     "attempt",
                     "duration_ms",
                 )
@@ -128,6 +128,10 @@ class BatchDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             obj.get_status_display(),
         )
 
+    @admin.display(description=_("people"))
+    def people_count(self, obj: BatchDelivery) -> str:
+        return f"{obj.people:,}"
+
     @admin.display(description=_("HTTP"), ordering="http_status", empty_value="—")
     def http(self, obj: BatchDelivery) -> int | None:
         return obj.http_status
@@ -183,8 +187,10 @@ class BatchDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         text = json.dumps(shown, indent=2, ensure_ascii=False)
         if len(items) > BODY_ITEMS_SHOWN:
             more = _(
-                "The first %(shown)d of %(total)d items (%(size)s bytes sent); each person's own is on their page."
+                "The first %(shown)d of %(total)s items (%(size)s bytes sent); each person's own is on their page."
             )
-            note = more % {"shown": BODY_ITEMS_SHOWN, "total": len(items), "size": f"{len(bytes(obj.body)):,}"}
-            return format_html('<p class="help">{}</p>' + PRE, note, text)
+            note = more % {"shown": BODY_ITEMS_SHOWN, "total": f"{len(items):,}", "size": f"{len(bytes(obj.body)):,}"}
+            return format_html(
+                '<div><p class="help" style="margin: 0 0 6px; padding: 0">{}</p>' + PRE + "</div>", note, text
+            )
         return format_html(PRE, text)

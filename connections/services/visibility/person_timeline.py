@@ -9,7 +9,6 @@ person's item is cut out of the body in SQL), and the connections' names.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from django.utils.translation import gettext as _
 
 from connections.models import BatchDelivery, Connection, Delivery, Forward, Profile
-from connections.services.forwarding.batch_log import BatchEntry, batch_entries_for_profile
+from connections.services.forwarding.batch_log import BatchEntry, BatchRef, batch_entries, batch_refs_for_profile
 
 PER_PAGE = 10
 RESPONSE_SHOWN = 300  # characters of the answer on the page; the whole one is on the row's page
@@ -51,11 +50,20 @@ class TimelineEntry:
         return str(REASONS.get(self.reason, self.reason))
 
     @property
-    def sent_json(self) -> str:
-        """Attributes or an identify action as JSON; "" for nothing or a bare id (shown as it is)."""
-        if self.sent in (None, {}) or isinstance(self.sent, str):
-            return ""
-        return json.dumps(self.sent, indent=2, ensure_ascii=False)
+    def people_shown(self) -> str:
+        return f"{self.people:,}" if self.people is not None else ""
+
+    @property
+    def sent_fields(self) -> list[tuple[str, Any]]:
+        """What was sent for them as (name, value) rows: the identifier first, then the attributes."""
+        sent = self.sent
+        if isinstance(sent, str):  # their id in a segment request
+            return [("id", sent)]
+        if not isinstance(sent, dict):
+            return []
+        if "identifiers" in sent or "attributes" in sent:  # a v2 identify action
+            return [*dict(sent.get("identifiers") or {}).items(), *dict(sent.get("attributes") or {}).items()]
+        return list(sent.items())  # a single update's attributes
 
     @property
     def what(self) -> str:
@@ -76,17 +84,25 @@ class Timeline:
 
 
 def timeline(profile: Profile, page: int = 1, per_page: int = PER_PAGE) -> Timeline:
-    """Page `page` of the person's history: the newest `page * per_page` of each log, merged."""
+    """Page `page` of the person's history: the newest `page * per_page` keys of each log, merged by
+    time; only the page's own batch entries have their item cut out of a body."""
     page = max(1, page)
     wanted = page * per_page
     deliveries = list(Delivery.objects.filter(profile=profile).order_by("-created_at", "-pk")[: wanted + 1])
-    batch = batch_entries_for_profile(profile.pk, page=1, per_page=wanted)
-    entries = [_from_delivery(d) for d in deliveries[:wanted]] + [_from_batch(e) for e in batch.entries]
-    entries.sort(key=lambda e: e.at, reverse=True)
+    refs = batch_refs_for_profile(profile.pk, limit=wanted + 1)
+    merged: list[tuple[datetime, Delivery | BatchRef]] = [(d.created_at, d) for d in deliveries[:wanted]]
+    merged += [(ref.created_at, ref) for ref in refs[:wanted]]
+    merged.sort(key=lambda pair: pair[0], reverse=True)
+    shown = [item for _, item in merged[(page - 1) * per_page : wanted]]
+    batch = {e.row.pk: e for e in batch_entries(profile.pk, [i for i in shown if isinstance(i, BatchRef)])}
+    entries = [
+        _from_delivery(i) if isinstance(i, Delivery) else _from_batch(batch[i.id])
+        for i in shown
+        if isinstance(i, Delivery) or i.id in batch  # a request pruned or scrubbed in between is left out
+    ]
     names = dict(Connection.objects.filter(pk__in={e.connection_id for e in entries}).values_list("pk", "name"))
-    shown = [_named(e, names) for e in entries[(page - 1) * per_page : wanted]]
-    has_next = len(entries) > wanted or len(deliveries) > wanted or batch.has_next
-    return Timeline(entries=shown, page=page, has_next=has_next)
+    has_next = len(merged) > wanted or len(deliveries) > wanted or len(refs) > wanted
+    return Timeline(entries=[_named(e, names) for e in entries], page=page, has_next=has_next)
 
 
 def _named(entry: TimelineEntry, names: dict[int, str]) -> TimelineEntry:

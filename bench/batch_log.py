@@ -11,7 +11,8 @@ through Django's test client as a superuser (DEBUG off):
   median and p95 of REPEAT requests (goal: under 300 ms);
 - the batch requests' list, filtered and not, and one request's page;
 - bytes per person-send: the partitions' pg_total_relation_size (heap, TOAST, every index) / the
-  person-sends; and the body's lz4 size against pglz's on a sample.
+  person-sends; and the body's lz4 size against pglz's on a sample;
+- last, erasing the person (their place taken out of each request that names them).
 
 With --screenshots DIR it serves the admin on 127.0.0.1 and takes Chromium screenshots (1366x800)
 of the profile page's history and of the list. --drop drops the database at the end (disk).
@@ -344,6 +345,15 @@ def main() -> None:
                 ("batch_request", f"/admin/connections/batchdelivery/{request}/change/"),
             ],
         )
+    # Last, as it changes the data: erasing the person rewrites the requests that name them (GIN).
+    from connections.services.erasure import local as erasure
+
+    started = time.perf_counter()
+    erasure.erase(erasure.PersonQuery(customer_id="c424242"), source="command", requested_by="bench")
+    took = (time.perf_counter() - started) * 1000
+    left = BatchDelivery.objects.filter(profile_ids__has=person.pk).count()
+    print(f"erasing c424242 (in {in_rows} requests): {took:.0f} ms; requests still naming them: {left}")
+
     if args.drop:
         connection.close()
         name = env["DATABASE_URL"].rsplit("/", 1)[1]

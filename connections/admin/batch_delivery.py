@@ -17,11 +17,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
 from connections.admin.common import CheapCountPaginator, ReadOnlyAdminMixin
-from connections.admin.delivery import ERROR_SHOWN, PRE, HttpStatusFilter, to_the_second
+from connections.admin.delivery import PRE, HttpStatusFilter, LogRowFields
 from connections.models import BatchDelivery
 
 STATUS_ICONS = {
@@ -42,7 +41,7 @@ class BatchChangeList(ChangeList):
 
 
 @admin.register(BatchDelivery)
-class BatchDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class BatchDeliveryAdmin(LogRowFields, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("logged_at", "connection", "what", "people_count", "outcome", "http", "error_short")
     list_filter = (
         "connection",
@@ -106,10 +105,6 @@ class BatchDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     # --- the list's columns ---
 
-    @admin.display(description=_("time"), ordering="created_at")
-    def logged_at(self, obj: BatchDelivery) -> str:
-        return to_the_second(obj.created_at)
-
     @admin.display(description=_("request"))
     def what(self, obj: BatchDelivery) -> str:
         reason = obj.get_reason_display()
@@ -132,23 +127,7 @@ class BatchDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def people_count(self, obj: BatchDelivery) -> str:
         return f"{obj.people:,}"
 
-    @admin.display(description=_("HTTP"), ordering="http_status", empty_value="—")
-    def http(self, obj: BatchDelivery) -> int | None:
-        return obj.http_status
-
-    @admin.display(description=_("error"), empty_value="")
-    def error_short(self, obj: BatchDelivery) -> str:
-        return Truncator(obj.error).chars(ERROR_SHOWN)
-
     # --- the row's page ---
-
-    @admin.display(description=_("started"))
-    def started(self, obj: BatchDelivery) -> str:
-        return to_the_second(obj.created_at)
-
-    @admin.display(description=_("finished"))
-    def finished(self, obj: BatchDelivery) -> str:
-        return to_the_second(obj.finished_at)
 
     @admin.display(description=_("run"))
     def run_label(self, obj: BatchDelivery) -> str:
@@ -157,14 +136,6 @@ class BatchDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description=_("request"))
     def request_label(self, obj: BatchDelivery) -> str:
         return f"{self.what(obj)} ({obj.transport})"
-
-    @admin.display(description=_("response"))
-    def response_text(self, obj: BatchDelivery) -> SafeString | str:
-        return format_html(PRE, obj.response) if obj.response else "—"
-
-    @admin.display(description=_("error"))
-    def error_text(self, obj: BatchDelivery) -> SafeString | str:
-        return format_html(PRE, obj.error) if obj.error else "—"
 
     @admin.display(description=_("rejected items"))
     def rejected_items(self, obj: BatchDelivery) -> SafeString | str:

@@ -126,19 +126,27 @@ def resync_connection(
 
 @shared_task(ignore_result=True, acks_late=True)
 def backfill_audience(
-    connection_id: int, audience_pk: int, reason: str, time_budget: float = TIME_BUDGET_SECONDS
+    connection_id: int, audience_pk: int, reason: str, time_budget: float = TIME_BUDGET_SECONDS, attempt: int = 1
 ) -> int:
-    """Queue a large audience's members for a connection (activation or rename), chunk by chunk.
+    """Carry a large audience's backfill on for a connection (activation or rename), page by page.
 
-    Resumable: each chunk commits with its checkpoint, and after `time_budget` seconds the
-    rest goes to a fresh task. Returns the profiles queued by the run so far.
+    Resumable: each page (or, on v1, each chunk queued) commits with its checkpoint, and after
+    `time_budget` seconds the rest goes to a fresh task; a page Customer.io must be asked again
+    comes back after its backoff, and a pause or an open breaker is waited out the same way.
+    Returns the profiles done by the run so far.
     """
-    run, finished = backfill.queue_for(connection_id, audience_pk, reason, time_budget)
-    if run is None:
+    turn = backfill.queue_for(connection_id, audience_pk, reason, time_budget, attempt)
+    if turn.run is None:
         return 0
-    if not finished:
-        backfill_audience.apply_async((connection_id, audience_pk, reason, time_budget))
-    log.info("backfill_audience run=%s connection=%s queued=%s done=%s", run.pk, connection_id, run.queued, finished)
+    if not turn.finished:
+        countdown = turn.come_back_in or None
+        backfill_audience.apply_async(
+            (connection_id, audience_pk, reason, time_budget, turn.attempt), countdown=countdown
+        )
+    run = turn.run
+    log.info(
+        "backfill_audience run=%s connection=%s done=%s finished=%s", run.pk, connection_id, run.queued, turn.finished
+    )
     return run.queued
 
 
@@ -170,7 +178,10 @@ def check_alerts() -> None:
     if report.opened or report.closed or report.emails_failed:
         log.info(
             "check_alerts opened=%s closed=%s emails_sent=%s emails_failed=%s",
-            report.opened, report.closed, report.emails_sent, report.emails_failed,
+            report.opened,
+            report.closed,
+            report.emails_sent,
+            report.emails_failed,
         )
 
 

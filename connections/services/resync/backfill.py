@@ -29,6 +29,8 @@ from connections.models import Audience, Connection, Forward, Membership, Resync
 from connections.services.outbox import queue as outbox
 from connections.services.outbox import wakeup
 from connections.services.resync import runs as resync
+from connections.services.resync import streaming
+from connections.services.resync.streaming import Turn
 
 log = logging.getLogger("cioaudience.resync")
 
@@ -84,17 +86,19 @@ def _release(run: ResyncRun, held: datetime) -> None:
     ResyncRun.objects.filter(pk=run.pk, claimed_until=held).update(claimed_until=None)
 
 
-def queue_for(connection_id: int, audience_pk: int, reason: str, seconds: float) -> tuple[ResyncRun | None, bool]:
-    """Queue the recorded backfill for about `seconds` (a worker's turn); True when nothing is left for a task.
+def queue_for(connection_id: int, audience_pk: int, reason: str, seconds: float, attempt: int = 1) -> Turn:
+    """Carry the recorded backfill on for about `seconds` (a worker's turn); says when a task must come back.
 
-    Only an unfinished run is resumed, from its checkpoint; none (None, True): it is done, or a
-    worker holds it (the same run is never queued by two workers at once). A subscription
-    deactivated (or deleted) meanwhile ends it: nothing more is queued for it.
+    Only an unfinished run is resumed, from its checkpoint; none (finished, run None): it is done,
+    or a worker holds it (the same run is never carried on by two workers at once). A subscription
+    deactivated (or deleted) meanwhile ends it: nothing more is sent for it. On a v2 connection the
+    run streams its pages to Customer.io itself (streaming.py); on v1 it queues its members in the
+    outbox chunk by chunk, for the change path's workers to send one by one.
     """
     connection = Connection.objects.filter(pk=connection_id).first()
     audience = Audience.objects.filter(pk=audience_pk).first()
     if connection is None or audience is None:
-        return None, True
+        return Turn(finished=True)
     run = (
         ResyncRun.objects.filter(
             connection_id=connection_id, audience_id=audience_pk, reason=reason, status__in=resync.UNFINISHED
@@ -103,19 +107,23 @@ def queue_for(connection_id: int, audience_pk: int, reason: str, seconds: float)
         .first()
     )
     if run is None:
-        return None, True
+        return Turn(finished=True)
     active = Subscription.objects.filter(
         connection_id=connection_id, audience_id=audience_pk, status=Subscription.Status.ACTIVE
     ).exists()
     if not active:
         resync.finish(run)
-        return run, True
+        return Turn(finished=True, run=run)
     held = _claim(run)
     if held is None:
-        log.info("backfill run=%s is being queued by another worker", run.pk)
-        return None, True
+        log.info("backfill run=%s is being carried on by another worker", run.pk)
+        return Turn(finished=True)
     scope = resync.Scope(connection, audience, (audience_pk,), reason)
     run, _ = resync.start(scope)  # the same run, running, with its total counted
+    if streaming.streams(connection):
+        turn = streaming.stream_turn(connection, run, scope, held, seconds, attempt)
+        turn.run = run
+        return turn
     deadline = time.monotonic() + seconds
     chunks = resync.queue(run, scope)
     for _ in chunks:
@@ -123,13 +131,13 @@ def queue_for(connection_id: int, audience_pk: int, reason: str, seconds: float)
         if held is None:
             chunks.close()
             log.warning("backfill run=%s: the lease ran out and another worker took it", run.pk)
-            return None, True
+            return Turn(finished=True, run=run)
         if time.monotonic() >= deadline:
             chunks.close()  # the run stays unfinished: the next task resumes it from the checkpoint
             _release(run, held)
-            return run, False
+            return Turn(finished=False, come_back_in=0.0, run=run)
     _release(run, held)
-    return run, True
+    return Turn(finished=True, run=run)
 
 
 def stalled(now: datetime) -> QuerySet[ResyncRun]:

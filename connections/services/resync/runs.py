@@ -90,10 +90,7 @@ def _memberships(scope: Scope) -> QuerySet[Membership]:
 def count_profiles(scope: Scope) -> int:
     if not scope.audience_pks:
         return 0
-    return (
-        _memberships(scope)
-        .aggregate(n=Count("profile_id", distinct=True))["n"]
-    )
+    return _memberships(scope).aggregate(n=Count("profile_id", distinct=True))["n"]
 
 
 def start(scope: Scope, *, count: bool = True) -> tuple[ResyncRun, bool]:
@@ -175,7 +172,14 @@ def _insert_forwards(scope: Scope, *, after: int, up_to: int) -> int:
             f" WHERE m.audience_id IN ({placeholders}) AND m.profile_id > %s AND m.profile_id <= %s{members}"
             " GROUP BY m.profile_id ON CONFLICT DO NOTHING",
             [
-                scope.connection.pk, audience_pk, scope.reason, now, now, *scope.audience_pks, after, up_to,
+                scope.connection.pk,
+                audience_pk,
+                scope.reason,
+                now,
+                now,
+                *scope.audience_pks,
+                after,
+                up_to,
                 *([True] if scope.members_only else []),
             ],
         )

@@ -117,3 +117,18 @@ def test_nobody_changes_or_deletes_a_request(as_role, history):
     client = as_role("superuser")
     assert client.get(admin_url(BatchDelivery, "delete", ref.pk)).status_code == 403
     assert client.post(admin_url(BatchDelivery, "change", ref.pk), {"status": "succeeded"}).status_code == 403
+
+
+def test_the_profile_page_costs_the_same_queries_however_many_requests_name_the_person(as_role, history):
+    ada, bob, connection = history
+    client = as_role("marketer")
+
+    def queries() -> int:
+        with CaptureQueriesContext(db) as captured:
+            assert client.get(admin_url(Profile, "change", ada.pk)).status_code == 200
+        return len(captured)
+
+    before = queries()
+    for _ in range(25):
+        log_identify(connection, [bob, ada])
+    assert queries() == before

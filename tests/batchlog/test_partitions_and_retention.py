@@ -137,3 +137,27 @@ def test_retention_zero_keeps_every_request(dated_rows, settings):
     settings.DELIVERY_RETENTION_DAYS = 0
     prune_deliveries_task()
     assert BatchDelivery.objects.count() == 5
+
+
+@pytest.fixture
+def busy_table():
+    """Another session reading the batch log (ACCESS SHARE held), as a long admin query would."""
+    import psycopg
+
+    params = db.get_connection_params()
+    reader = psycopg.connect(**{k: v for k, v in params.items() if k in ("dbname", "user", "host", "port", "password")})
+    reader.execute("BEGIN")
+    reader.execute("LOCK TABLE connections_batchdelivery IN ACCESS SHARE MODE")
+    yield
+    reader.rollback()
+    reader.close()
+
+
+@on_postgresql
+def test_a_busy_table_delays_a_months_drop_to_the_next_run_instead_of_queueing_writers(monkeypatch, busy_table):
+    monkeypatch.setattr(partitions, "LOCK_TIMEOUT", "100ms")
+    before = names(partitions.month_partitions())
+
+    assert partitions.drop_month_partitions_before(datetime(2100, 1, 1, tzinfo=UTC)) == []
+    assert partitions.ensure_month_partitions(now=datetime(2040, 1, 1, tzinfo=UTC), months_ahead=0) == []
+    assert names(partitions.month_partitions()) == before

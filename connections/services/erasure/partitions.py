@@ -11,17 +11,23 @@ and every function here does nothing.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.db import connections, router, transaction
+from django.db import OperationalError, connections, router, transaction
 from django.utils import timezone
 
 from connections.models import BatchDelivery
 
+log = logging.getLogger("cioaudience.retention")
+
 TABLE = BatchDelivery._meta.db_table
 DEFAULT_PARTITION = f"{TABLE}_default"
 MONTHS_AHEAD = 2  # beyond the current month: a beat that stops for a month still finds them made
+# Making or dropping a partition locks the whole table; writers queue behind a lock that waits, so
+# it waits this long at most for the table's readers to finish, and the next day's run tries again.
+LOCK_TIMEOUT = "5s"
 # One lock for every change to the set of partitions: two maintenance runs never race.
 _LOCK = 0x62617463  # "batc"
 
@@ -81,13 +87,30 @@ def ensure_month_partitions(now: datetime | None = None, months_ahead: int = MON
         wanted.append(wanted[-1].next())
     made = []
     for partition in wanted:
-        with transaction.atomic(using=_db()), connections[_db()].cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK])
-            if partition.name in {p.name for p in month_partitions()}:
-                continue
-            _create(cursor, partition)
-            made.append(partition.name)
+        try:
+            with transaction.atomic(using=_db()), connections[_db()].cursor() as cursor:
+                _lock(cursor)
+                if partition.name in {p.name for p in month_partitions()}:
+                    continue
+                _create(cursor, partition)
+        except OperationalError as error:
+            if not _lock_timed_out(error):
+                raise
+            log.warning(
+                "batch log: the table stayed busy for %s; %s is made on the next run", LOCK_TIMEOUT, partition.name
+            )
+            break
+        made.append(partition.name)
     return made
+
+
+def _lock(cursor) -> None:  # type: ignore[no-untyped-def]
+    cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK])
+
+
+def _lock_timed_out(error: OperationalError) -> bool:
+    return getattr(error.__cause__, "sqlstate", None) == "55P03"  # lock_not_available
 
 
 def _create(cursor, partition: MonthPartition) -> None:  # type: ignore[no-untyped-def]
@@ -111,11 +134,20 @@ def drop_month_partitions_before(cutoff: datetime) -> list[tuple[str, int]]:
     for partition in month_partitions():
         if partition.end > cutoff:
             break
-        with transaction.atomic(using=_db()), connections[_db()].cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK])
-            cursor.execute(f"SELECT count(*) FROM {partition.name}")  # noqa: S608
-            (rows,) = cursor.fetchone()
-            cursor.execute(f"ALTER TABLE {TABLE} DETACH PARTITION {partition.name}")
-            cursor.execute(f"DROP TABLE {partition.name}")
+        try:
+            with transaction.atomic(using=_db()), connections[_db()].cursor() as cursor:
+                _lock(cursor)
+                cursor.execute(f"SELECT count(*) FROM {partition.name}")  # noqa: S608
+                (rows,) = cursor.fetchone()
+                cursor.execute(f"ALTER TABLE {TABLE} DETACH PARTITION {partition.name}")
+                cursor.execute(f"DROP TABLE {partition.name}")
+        except OperationalError as error:
+            if not _lock_timed_out(error):
+                raise
+            # Its rows are still deleted by date (retention.prune_batch_requests); the month goes next time.
+            log.warning(
+                "batch log: the table stayed busy for %s; %s is dropped on the next run", LOCK_TIMEOUT, partition.name
+            )
+            break
         dropped.append((partition.name, rows))
     return dropped

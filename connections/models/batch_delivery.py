@@ -19,6 +19,9 @@ from django.utils.translation import gettext_lazy as _
 
 from .delivery import RESPONSE_MAX_CHARS
 
+# An erased person's place in profile_ids: the others keep their positions (erasure/batch_scrub.py).
+ERASED_ID = 0
+
 
 class ProfileIdsField(models.Field):
     """A list of profile ids: bigint[] on PostgreSQL (GIN-indexed), a JSON list elsewhere (SQLite).

@@ -6,8 +6,9 @@ import pytest
 
 from connections.customerio.client import Outcome
 from connections.models import BatchDelivery
+from connections.models.batch_delivery import ERASED_ID
 from connections.services.erasure import local as erasure
-from connections.services.forwarding.batch_log import complete_batch
+from connections.services.forwarding.batch_log import batch_entries_for_profile, complete_batch
 from tests.support.batch_log import identify_body, log_identify, log_segment_add, result
 from tests.support.factories import ConnectionFactory, ProfileFactory
 
@@ -60,17 +61,32 @@ def test_the_others_of_each_request_keep_their_items_positions_and_errors(sent):
     erasure.erase(erasure.PersonQuery.for_profile(bea), source="admin", requested_by="dpo")
 
     identify = BatchDelivery.objects.get(pk=sent["identify"])
-    assert identify.profile_ids == [ann.pk, cy.pk] and identify.people == 2
-    assert json.loads(bytes(identify.body)) == json.loads(identify_body([ann, cy]))
-    assert identify.item_errors == {"1": "cy: attribute too long"}  # Cy's error follows Cy to position 1
+    assert identify.profile_ids == [ann.pk, ERASED_ID, cy.pk] and identify.people == 2
+    ann_item, cy_item = json.loads(identify_body([ann, cy]))["batch"]
+    assert json.loads(bytes(identify.body)) == {"batch": [ann_item, None, cy_item]}
+    assert identify.item_errors == {"2": "cy: attribute too long"}  # Cy's error still at Cy's position
     assert identify.status == "partial"
+    assert batch_entries_for_profile(cy.pk).entries[-1].item_error == "cy: attribute too long"
 
     segment = BatchDelivery.objects.get(pk=sent["segment"])
-    assert segment.profile_ids == [cy.pk]
-    assert json.loads(bytes(segment.body)) == {"ids": [cy.customer_id]}
+    assert segment.profile_ids == [ERASED_ID, cy.pk] and segment.people == 1
+    assert json.loads(bytes(segment.body)) == {"ids": [None, cy.customer_id]}
     assert segment.error == "Customer.io named [erased]. Will retry."
 
     alone = BatchDelivery.objects.get(pk=sent["alone"])
     assert alone.profile_ids == [ann.pk] and json.loads(bytes(alone.body))["batch"][0]["identifiers"] == {
         "id": ann.customer_id
     }
+
+
+def test_an_answer_arriving_after_the_erasure_keeps_the_others_errors_and_not_theirs():
+    ann, bea, cy = ProfileFactory.create_batch(3)
+    in_flight = log_identify(ConnectionFactory(), [ann, bea, cy])  # logged pending, being sent
+    erasure.erase(erasure.PersonQuery.for_profile(bea), source="admin", requested_by="dpo")
+
+    complete_batch(in_flight, result(Outcome.SUCCEEDED, 207), {1: f"{bea.email} bounced", 2: "cy: attribute too long"})
+
+    row = BatchDelivery.objects.get(pk=in_flight.id)
+    assert row.status == "partial"
+    assert row.item_errors == {"2": "cy: attribute too long"}
+    assert bea.email not in everything_stored(row)

@@ -2,13 +2,14 @@
 
     erase (local.py, in its transaction, the profiles locked)
       -> the batch rows naming the profiles (GIN: cost per row that holds them, not per table)
-      -> each locked, then rewritten: their id out of profile_ids, their item out of the body
-         (the identify action, or the id of a segment request), their item error out, the others
-         renumbered; their values replaced in the response and error texts
+      -> each locked, then rewritten: their id in profile_ids replaced by ERASED_ID (0), their item
+         in the body by null (the identify action, or the id of a segment request), their item
+         error removed; their values replaced in the response and error texts
 
-The row stays for the other people of the request, whose items, positions and errors still agree.
-A 207's response text keeps Customer.io's original batch_index numbers: item_errors is the
-record that follows the rewrite.
+The row stays for the other people of the request, at the same positions: their items, their
+errors and Customer.io's batch_index numbers still agree, and so does an answer that arrives
+after the erasure for a request in flight (forwarding/batch_log.complete_batch leaves out the
+errors of erased positions).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from operator import or_
 from django.db.models import Q
 
 from connections.models import BatchDelivery
+from connections.models.batch_delivery import ERASED_ID
 from connections.scrubbing import scrub_text
 from connections.services.erasure import rules
 
@@ -44,21 +46,15 @@ def scrub_batch_requests(profile_ids: Collection[int], values: list[str]) -> int
     rows = BatchDelivery.objects.filter(naming(erased)).select_for_update().order_by("created_at", "id")
     count = 0
     for row in rows:
-        kept = [i for i, pk in enumerate(row.profile_ids) if pk not in erased]
+        gone = {i for i, pk in enumerate(row.profile_ids) if pk in erased}
         body = json.loads(bytes(row.body))
         key = ITEMS_KEY[row.action]
-        body[key] = [body[key][i] for i in kept]
-        new_position = {old: new for new, old in enumerate(kept)}
-        item_errors = {
-            str(new_position[int(old)]): text
-            for old, text in (row.item_errors or {}).items()
-            if int(old) in new_position
-        }
+        body[key] = [None if i in gone else item for i, item in enumerate(body[key])]
         BatchDelivery.objects.filter(id=row.id, created_at=row.created_at).update(
-            profile_ids=[row.profile_ids[i] for i in kept],
-            people=len(kept),
+            profile_ids=[ERASED_ID if i in gone else pk for i, pk in enumerate(row.profile_ids)],
+            people=row.people - len(gone),
             body=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(),
-            item_errors=item_errors,
+            item_errors={k: v for k, v in (row.item_errors or {}).items() if int(k) not in gone},
             response=_scrubbed(row.response, values),
             error=_scrubbed(row.error, values),
         )

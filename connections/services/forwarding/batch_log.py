@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from connections.customerio.client import Outcome, SendResult
 from connections.models import BatchDelivery
+from connections.models.batch_delivery import ERASED_ID
 from connections.models.delivery import RESPONSE_MAX_CHARS
 
 Status = BatchDelivery.Status
@@ -91,13 +92,31 @@ def complete_batch(ref: BatchRef, result: SendResult, item_errors: Mapping[int, 
     # created_at too: on PostgreSQL it picks the one monthly partition to look in.
     BatchDelivery.objects.filter(id=ref.id, created_at=ref.created_at).update(
         status=status,
-        item_errors={str(position): text for position, text in item_errors.items()},
+        item_errors=_unless_erased({str(position): text for position, text in item_errors.items()}),
         http_status=result.http_status,
         response=result.response_text[:RESPONSE_MAX_CHARS],
         duration_ms=result.duration_ms,
         error=error,
         finished_at=timezone.now(),
     )
+
+
+def _unless_erased(item_errors: dict[str, str]) -> dict[str, str] | RawSQL:
+    """The item errors, less those of people erased while the request was in flight: an erasure
+    replaces their id by ERASED_ID and keeps everyone's position (erasure/batch_scrub.py)."""
+    if not item_errors:
+        return {}
+    if _on_postgresql():
+        sql = (
+            "(SELECT coalesce(jsonb_object_agg(e.key, e.value), '{}'::jsonb) FROM jsonb_each(%s::jsonb) e"
+            " WHERE profile_ids[e.key::int + 1] IS DISTINCT FROM %s)"
+        )
+    else:
+        sql = (
+            "(SELECT coalesce(json_group_object(e.key, e.value), '{}') FROM json_each(%s) e"
+            " WHERE json_extract(profile_ids, '$[' || e.key || ']') IS NOT %s)"
+        )
+    return RawSQL(sql, [json.dumps(item_errors), ERASED_ID])  # noqa: S611 (constant SQL, values as parameters)
 
 
 @dataclass(frozen=True)

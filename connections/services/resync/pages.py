@@ -16,14 +16,14 @@ values, and the plan is the change path's own (forwarding/payloads.py), so the t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from django.conf import settings
 from django.utils import timezone
 
 from connections.models import Connection, Forward, ResyncRun
 from connections.services.forwarding.payloads import ClaimedRow, Planned, plan
 from connections.services.outbox import queue as outbox
+from connections.services.resync import leases
 from connections.services.resync import runs as resync
 
 
@@ -33,10 +33,6 @@ class Page:
     held: datetime  # the run's lease, renewed by the mark
     planned: list[Planned] = field(default_factory=list)
     deferred: int = 0  # people left to the outbox: a change's claim held them
-
-
-def lease() -> timedelta:
-    return timedelta(seconds=settings.FORWARD_CLAIM_SECONDS)
 
 
 def next_page(
@@ -77,11 +73,8 @@ class LeaseLost(Exception):
 
 def mark(run: ResyncRun, high: int, held: datetime) -> datetime:
     """Put the page in flight and renew the lease (one conditional UPDATE, committed before the page is read)."""
-    now = timezone.now()
-    until = now + lease()
-    if not ResyncRun.objects.filter(pk=run.pk, claimed_until=held).update(
-        inflight_to=high, claimed_until=until, updated_at=now
-    ):
+    until = leases.renew(run, held, inflight_to=high)
+    if until is None:
         raise LeaseLost(run.pk)
     run.inflight_to = high
     return until

@@ -23,7 +23,7 @@ from django.db.models import Exists
 from connections.models import Connection, ResyncRun, Subscription
 from connections.services.connection import breaker, clients
 from connections.services.forwarding.delivery_log import ForwardReport, backoff_seconds
-from connections.services.resync import pages
+from connections.services.resync import leases, pages
 from connections.services.resync import runs as resync
 from connections.services.resync.page_sending import send_page
 
@@ -35,11 +35,25 @@ class Turn:
     attempt: int = 1  # the attempt the next task sends the page at (a backoff grows with it)
     report: ForwardReport | None = None
     run: ResyncRun | None = None
+    held_elsewhere: bool = False  # another worker carries the run on
 
 
 def streams(connection: Connection) -> bool:
     """Whether whole-audience work on this connection is streamed: v2 batches only (v1 sends one person per request)."""
     return connection.transport == Connection.Transport.V2_BATCH
+
+
+def carry_on(connection: Connection, run: ResyncRun, scope: resync.Scope, seconds: float, attempt: int = 1) -> Turn:
+    """Take the run's lease and stream it for about `seconds`; finished, with nothing sent, when
+    another worker holds it."""
+    held = leases.claim(run)
+    if held is None:
+        return Turn(finished=True, run=run, held_elsewhere=True)
+    if not run.last_profile_id:
+        resync.refresh_membership_statistics()  # the audience may have been imported a moment ago
+    turn = stream_turn(connection, run, scope, held, seconds, attempt)
+    turn.run = run
+    return turn
 
 
 def stream_turn(
@@ -53,31 +67,31 @@ def stream_turn(
         while True:
             wait, subscribed = _must_wait(connection, scope)
             if wait is not None:
-                _release(run, held)
+                leases.release(run, held)
                 return Turn(finished=wait < 0, come_back_in=max(wait, 0.0), attempt=attempt, report=report)
             if not subscribed:
                 resync.finish(run)  # deactivated or deleted since: nothing more is sent (SPEC)
-                _release(run, held)
+                leases.release(run, held)
                 return Turn(finished=True, report=report)
             page = pages.next_page(connection, run, scope, held, size=settings.FORWARD_BATCH_SIZE, attempt=attempt)
             if page is None:
                 resync.finish(run)
-                _release(run, held)
+                leases.release(run, held)
                 return Turn(finished=True, report=report)
             held = page.held
             result = send_page(connection, run, page, client, report, attempt)
             if result.again:
                 pages.unmark(run, held)
-                _release(run, held)
+                leases.release(run, held)
                 delay = backoff_seconds(attempt, result.retry_after)
                 return Turn(finished=False, come_back_in=delay, attempt=attempt + 1, report=report)
             pages.settle(run, page, result.done + page.deferred)
             attempt = 1
             if time.monotonic() >= deadline:
-                _release(run, held)
+                leases.release(run, held)
                 return Turn(finished=False, come_back_in=0.0, report=report)
     except pages.LeaseLost:
-        return Turn(finished=True, report=report)  # another worker took the run over: it carries on
+        return Turn(finished=True, report=report, held_elsewhere=True)  # another worker took the run over
 
 
 def _must_wait(connection: Connection, scope: resync.Scope) -> tuple[float | None, bool]:
@@ -108,5 +122,8 @@ def _wait(connection: Connection, fresh: dict) -> float | None:
     return None
 
 
-def _release(run: ResyncRun, held: datetime) -> None:
-    ResyncRun.objects.filter(pk=run.pk, claimed_until=held).update(claimed_until=None)
+def stop(run: ResyncRun) -> None:
+    """A run stopped from outside a turn (Ctrl-C): interrupted, its mark and lease given up at once,
+    so the changes of the people in its page need not wait for the lease to run out."""
+    ResyncRun.objects.filter(pk=run.pk).update(inflight_to=None, claimed_until=None)
+    resync.interrupt(run)

@@ -10,7 +10,7 @@ grant_role_permissions = import_module("connections.migrations.0009_erasure").gr
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('connections', '0020_resyncrun_inflight'),
+        ('connections', '0021_membership_audience_profile'),
     ]
 
     operations = [migrations.RunPython(grant_role_permissions, migrations.RunPython.noop)]

@@ -161,3 +161,14 @@ def test_a_busy_table_delays_a_months_drop_to_the_next_run_instead_of_queueing_w
     assert partitions.drop_month_partitions_before(datetime(2100, 1, 1, tzinfo=UTC)) == []
     assert partitions.ensure_month_partitions(now=datetime(2040, 1, 1, tzinfo=UTC), months_ahead=0) == []
     assert names(partitions.month_partitions()) == before
+
+
+@on_postgresql
+def test_a_partition_added_by_hand_is_left_alone():
+    with db.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE batch_archive_2001 PARTITION OF connections_batchdelivery"
+            " FOR VALUES FROM ('2001-01-01') TO ('2002-01-01')"
+        )
+    assert "batch_archive_2001" not in names(partitions.month_partitions())
+    assert partitions.drop_month_partitions_before(datetime(2003, 1, 1, tzinfo=UTC)) == []

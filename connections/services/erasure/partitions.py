@@ -12,6 +12,7 @@ and every function here does nothing.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -24,6 +25,7 @@ log = logging.getLogger("cioaudience.retention")
 
 TABLE = BatchDelivery._meta.db_table
 DEFAULT_PARTITION = f"{TABLE}_default"
+_MONTH_NAME = re.compile(rf"{TABLE}_(\d{{4}})_(\d{{2}})")
 MONTHS_AHEAD = 2  # beyond the current month: a beat that stops for a month still finds them made
 # Making or dropping a partition locks the whole table; writers queue behind a lock that waits, so
 # it waits this long at most for the table's readers to finish, and the next day's run tries again.
@@ -72,9 +74,10 @@ def month_partitions() -> list[MonthPartition]:
         )
         names = {name for (name,) in cursor.fetchall()}
     found = []
-    for name in names - {DEFAULT_PARTITION}:
-        year, month = name.removeprefix(f"{TABLE}_").split("_")
-        found.append(MonthPartition.starting(datetime(int(year), int(month), 1, tzinfo=UTC)))
+    for name in names:
+        # Only the months made here; a partition an operator added by hand is theirs to keep.
+        if match := _MONTH_NAME.fullmatch(name):
+            found.append(MonthPartition.starting(datetime(int(match[1]), int(match[2]), 1, tzinfo=UTC)))
     return sorted(found, key=lambda p: p.start)
 
 

@@ -176,8 +176,13 @@ def lock_present(profile_ids: list[int]) -> set[int]:
     db = bulk.database(Delivery)
     where, args = bulk.in_values(db, "id", profile_ids)
     lock = " FOR KEY SHARE" if bulk.is_postgresql(db) else ""
+    # The bounds: one primary-key range for a streamed page's contiguous ids (as payloads.plan).
+    bounds = [min(profile_ids), max(profile_ids)]
     with db.cursor() as cursor:
-        cursor.execute(f"SELECT id FROM {Profile._meta.db_table} WHERE {where}{lock}", args)  # noqa: S608
+        cursor.execute(
+            f"SELECT id FROM {Profile._meta.db_table} WHERE {where} AND id BETWEEN %s AND %s{lock}",  # noqa: S608
+            [*args, *bounds],
+        )
         return {pk for (pk,) in cursor.fetchall()}
 
 

@@ -82,14 +82,18 @@ def plan(connection: Connection, rows: Iterable[ClaimedRow]) -> list[Planned]:
     links = [SegmentLink(audience_pk, segment) for audience_pk, _, segment, _ in subscribed if segment]
     names = {audience_pk: name for audience_pk, _, _, name in subscribed}
     membership: dict[int, dict[int, bool]] = defaultdict(dict)
+    bounds = (min(by_profile), max(by_profile))
     if active:
+        # The id bounds add nothing to the answer, but give PostgreSQL one index range per audience
+        # (membership_audience_profile) where a streamed page's thousand ids are contiguous; for the
+        # thousand ids alone it chose to read the whole table (16 ms at 100,000 memberships).
         for profile_id, audience_pk, is_member in Membership.objects.filter(
-            profile_id__any=by_profile, audience_id__in=active
+            profile_id__any=by_profile, profile_id__gte=bounds[0], profile_id__lte=bounds[1], audience_id__in=active
         ).values_list("profile_id", "audience_id", "is_member"):
             membership[profile_id][audience_pk] = is_member
     profiles = {
         p["id"]: p
-        for p in Profile.objects.filter(pk__any=by_profile).values(
+        for p in Profile.objects.filter(pk__any=by_profile, pk__range=bounds).values(
             "id", "customer_id", "email", "first_name", "last_name"
         )
     }

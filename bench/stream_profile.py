@@ -81,7 +81,8 @@ def main() -> None:
             turn = backfill.queue_for(connection.pk, audience.pk, "activation", 3600.0)
             profiler.disable()
         seconds = time.monotonic() - started
-    print(f"finished={turn.finished} people={turn.run.queued:,} in {seconds:.1f} s: {turn.run.queued / seconds:,.0f} people/s")
+    people = turn.run.queued
+    print(f"finished={turn.finished} people={people:,} in {seconds:.1f} s: {people / seconds:,.0f} people/s")
     print("SQL statements by total time (count, total s, statement):")
     for sql, spent in sorted(timings.items(), key=lambda item: -sum(item[1]))[:20]:
         print(f"{len(spent):6d} {sum(spent):7.3f}  {sql}")

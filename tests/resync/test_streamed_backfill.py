@@ -293,3 +293,18 @@ def test_a_person_erased_before_the_page_is_never_sent(standin, activation):
 
     assert set(standin.people(SITE)) == {"m0", "m1", "m3", "m4"}
     assert not any("m2" in bytes(r.body).decode() for r in BatchDelivery.objects.all())
+
+
+def test_a_change_that_waited_for_a_page_is_woken_when_the_page_is_answered(standin, activation, monkeypatch):
+    connection, audience, _members, _ = activation()
+    change("m0", False)  # queued during the page below: its claim skips it until the page is answered
+    woken = []
+    monkeypatch.setattr(
+        "connections.services.outbox.wakeup.send_task",
+        lambda name, args, countdown=None: woken.append((name, args)) or True,
+    )
+
+    run_to_the_end(connection, audience)
+
+    assert ("connections.tasks.forward_connection", [connection.pk]) in woken
+    assert len(woken) == 1  # only the page holding m0 had a change waiting

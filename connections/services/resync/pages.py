@@ -23,6 +23,7 @@ from django.utils import timezone
 from connections.models import Connection, Forward, ResyncRun
 from connections.services.forwarding.payloads import ClaimedRow, Planned, plan
 from connections.services.outbox import queue as outbox
+from connections.services.outbox import wakeup
 from connections.services.resync import leases
 from connections.services.resync import runs as resync
 
@@ -81,15 +82,31 @@ def mark(run: ResyncRun, high: int, held: datetime) -> datetime:
 
 
 def settle(run: ResyncRun, page: Page, done: int) -> None:
-    """The page is answered: the checkpoint moves past it and the mark comes off."""
+    """The page is answered: the checkpoint moves past it and the mark comes off.
+
+    Changes to its people that waited for it (a claim skipped them, or gave them back) are due
+    now: the connection's workers are woken for them rather than left to the next sweep.
+    """
+    low = run.last_profile_id
     if not ResyncRun.objects.filter(pk=run.pk, claimed_until=page.held).update(
         last_profile_id=page.high, queued=run.queued + done, inflight_to=None, updated_at=timezone.now()
     ):
         raise LeaseLost(run.pk)
     run.last_profile_id, run.queued, run.inflight_to = page.high, run.queued + done, None
+    wake_the_waiting(run.connection_id, low, page.high)
+
+
+def wake_the_waiting(connection_id: int, low: int, high: int) -> None:
+    """Wake the connection's workers if changes of people in (low, high] wait in the outbox."""
+    waiting = Forward.objects.filter(connection_id=connection_id, profile_id__gt=low, profile_id__lte=high)
+    if waiting.exists():
+        wakeup.forward_now(connection_id)
 
 
 def unmark(run: ResyncRun, held: datetime) -> None:
     """The page must be sent again later: the mark comes off (its people's changes may go), the checkpoint stays."""
+    high = run.inflight_to
     ResyncRun.objects.filter(pk=run.pk, claimed_until=held).update(inflight_to=None, updated_at=timezone.now())
     run.inflight_to = None
+    if high is not None:
+        wake_the_waiting(run.connection_id, run.last_profile_id, high)

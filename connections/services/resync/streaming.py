@@ -125,5 +125,8 @@ def _wait(connection: Connection, fresh: dict) -> float | None:
 def stop(run: ResyncRun) -> None:
     """A run stopped from outside a turn (Ctrl-C): interrupted, its mark and lease given up at once,
     so the changes of the people in its page need not wait for the lease to run out."""
+    high = ResyncRun.objects.filter(pk=run.pk).values_list("inflight_to", flat=True).first()
     ResyncRun.objects.filter(pk=run.pk).update(inflight_to=None, claimed_until=None)
     resync.interrupt(run)
+    if high is not None:
+        pages.wake_the_waiting(run.connection_id, run.last_profile_id, high)

@@ -319,6 +319,12 @@ CELERY_BEAT_SCHEDULE = {
     "check-alerts": {"task": "connections.tasks.check_alerts", "schedule": ALERT_CHECK_INTERVAL_SECONDS},
     "advance-delivery-tallies": {"task": "connections.tasks.advance_delivery_tallies", "schedule": 60.0},
     "prune-deliveries": {"task": "connections.tasks.prune_deliveries_task", "schedule": crontab(hour=3, minute=30)},
+    # Daily: the batch log's monthly partitions, made two months ahead (PostgreSQL; a month without
+    # one still takes writes, into the DEFAULT partition).
+    "make-batch-log-partitions": {
+        "task": "connections.tasks.make_batch_log_partitions",
+        "schedule": crontab(hour=3, minute=15),
+    },
     # Daily: stored Firehose messages older than FIREHOSE_RETENTION_DAYS (the replay-protection window).
     "prune-firehose-messages": {
         "task": "connections.tasks.prune_firehose_messages_task",

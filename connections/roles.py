@@ -12,8 +12,8 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         for model in ("connection", "audience", "subscription", "profile", "membership")
         for action in ("add", "change", "delete", "view")
     ]
-    + ["view_delivery"]
+    + ["view_delivery", "view_batchdelivery"]
     # Erasures: the record is read-only for everyone; un-suppressing deletes a suppressed identifier.
     + ["view_erasurerecord", "view_erasurecall", "view_suppressedidentifier", "delete_suppressedidentifier"],
-    LOG_VIEWERS: ["view_delivery"],
+    LOG_VIEWERS: ["view_delivery", "view_batchdelivery"],
 }

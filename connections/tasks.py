@@ -12,7 +12,7 @@ from django.utils import timezone
 from connections.firehose import inbox
 from connections.models import Audience, Connection
 from connections.services.erasure import calls as erasure_calls
-from connections.services.erasure import retention
+from connections.services.erasure import partitions, retention
 from connections.services.forwarding import due
 from connections.services.forwarding import worker as forwarding
 from connections.services.outbox import queue as outbox
@@ -162,6 +162,15 @@ def prune_deliveries_task() -> int:
 
 
 @shared_task(ignore_result=True)
+def make_batch_log_partitions() -> list[str]:
+    """Make the batch log's monthly partitions ahead of time (PostgreSQL; beat, daily)."""
+    made = partitions.ensure_month_partitions()
+    if made:
+        log.info("make_batch_log_partitions made=%s", ",".join(made))
+    return made
+
+
+@shared_task(ignore_result=True)
 def advance_delivery_tallies() -> None:
     """Count settled forwarding-log rows into the totals /metrics reports (beat, every minute)."""
     tallies.advance()
@@ -188,9 +197,18 @@ def prune_firehose_messages_task() -> int:
 
 
 def _prune_by_setting(kind: retention.KeptRows) -> int:
+    """Prune the kind and its companion (the batch log goes with the forwarding log); rows deleted."""
     days = getattr(settings, kind.retention_setting)
     if days <= 0:
         return 0
-    result = kind.prune(timedelta(days=days))
-    log.info("%s deleted=%s batches=%s cutoff=%s", kind.name, result.deleted, result.batches, result.cutoff)
-    return result.deleted
+    deleted = 0
+    pruned: retention.KeptRows | None = kind
+    while pruned is not None:
+        result = pruned.prune(timedelta(days=days))
+        log.info(
+            "%s kind=%r deleted=%s batches=%s cutoff=%s partitions_dropped=%s",
+            pruned.name, pruned.noun, result.deleted, result.batches, result.cutoff, len(result.partitions_dropped),
+        )
+        deleted += result.deleted
+        pruned = pruned.companion
+    return deleted

@@ -1,5 +1,6 @@
-"""Celery beat's schedule: the outbox sweep every SWEEP_INTERVAL_SECONDS and the daily log prune,
-naming tasks a worker registers, callable with the arguments beat sends.
+"""Celery beat's schedule: the outbox sweep every SWEEP_INTERVAL_SECONDS, the daily log prune and
+the batch log's monthly partitions made daily, naming tasks a worker registers, callable with the
+arguments beat sends.
 
 That beat really runs the sweep at the default interval, and that the sweep delivers, is shown by
 tests/reliability/test_ratelimit_redis_stall.py (a real beat process; the test never sweeps itself).
@@ -49,7 +50,16 @@ def test_the_log_is_pruned_once_a_day_at_a_quiet_hour():
     assert schedule.day_of_month == set(range(1, 32)) and schedule.month_of_year == set(range(1, 13))
 
 
-@pytest.mark.parametrize("name", ["sweep-outbox", "prune-deliveries"])
+def test_the_batch_logs_partitions_are_made_once_a_day():
+    make = entry("make-batch-log-partitions")
+    schedule = maybe_schedule(make["schedule"])
+
+    assert make["task"] == "connections.tasks.make_batch_log_partitions"
+    assert isinstance(schedule, crontab)
+    assert schedule.day_of_week == set(range(7)) and schedule.day_of_month == set(range(1, 32))
+
+
+@pytest.mark.parametrize("name", ["sweep-outbox", "prune-deliveries", "make-batch-log-partitions"])
 def test_each_entry_names_a_registered_task_that_accepts_what_beat_sends(name, registered):
     scheduled = entry(name)
 

@@ -1,5 +1,5 @@
 """The Django admin: one module per model family, each calling the services for anything that must be forwarded."""
 
-from connections.admin import audience, connection, delivery, erasure, inbound, profile
+from connections.admin import audience, batch_delivery, connection, delivery, erasure, inbound, profile
 
-__all__ = ["audience", "connection", "delivery", "erasure", "inbound", "profile"]
+__all__ = ["audience", "batch_delivery", "connection", "delivery", "erasure", "inbound", "profile"]

@@ -22,7 +22,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext_lazy
 
 from connections.admin.common import CheapCountPaginator, ReadOnlyAdminMixin, report_count
-from connections.models import Connection, Delivery, Forward
+from connections.models import BatchDelivery, Connection, Delivery, Forward
 from connections.services.forwarding import retries
 from connections.services.visibility import log_view
 
@@ -84,8 +84,41 @@ class DeliveryChangeList(ChangeList):
         log_view.attach_links(self.result_list)
 
 
+class LogRowFields:
+    """The columns and fields a log row of either kind shows: Delivery (one person) and BatchDelivery (a request)."""
+
+    @admin.display(description=_("time"), ordering="created_at")
+    def logged_at(self, obj: Delivery | BatchDelivery) -> str:
+        return to_the_second(obj.created_at)
+
+    @admin.display(description=_("HTTP"), ordering="http_status", empty_value="—")
+    def http(self, obj: Delivery | BatchDelivery) -> int | None:
+        return obj.http_status
+
+    @admin.display(description=_("error"), empty_value="")
+    def error_short(self, obj: Delivery | BatchDelivery) -> str:
+        # Errors name no person or key (the client scrubs them); the whole text is on the row's page.
+        return Truncator(obj.error).chars(ERROR_SHOWN)
+
+    @admin.display(description=_("started"))
+    def started(self, obj: Delivery | BatchDelivery) -> str:
+        return to_the_second(obj.created_at)
+
+    @admin.display(description=_("finished"))
+    def finished(self, obj: Delivery | BatchDelivery) -> str:
+        return to_the_second(obj.finished_at)
+
+    @admin.display(description=_("response"))
+    def response_text(self, obj: Delivery | BatchDelivery) -> SafeString | str:
+        return format_html(PRE, obj.response) if obj.response else "—"
+
+    @admin.display(description=_("error"))
+    def error_text(self, obj: Delivery | BatchDelivery) -> SafeString | str:
+        return format_html(PRE, obj.error) if obj.error else "—"
+
+
 @admin.register(Delivery)
-class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class DeliveryAdmin(LogRowFields, ReadOnlyAdminMixin, admin.ModelAdmin):
     # Fits 1366 px beside the filters: long values wrap, the error is cut short (whole on the row's page),
     # and attempt, duration and the request id are on the row's page.
     list_display = ("logged_at", "connection", "customer_id", "outcome", "http", "what", "error_short")
@@ -157,10 +190,6 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     # --- the list's columns ---
 
-    @admin.display(description=_("time"), ordering="created_at")
-    def logged_at(self, obj: Delivery) -> str:
-        return to_the_second(obj.created_at)
-
     @admin.display(description=_("status"), ordering="status")
     def outcome(self, obj: Delivery) -> SafeString:
         icon = STATUS_ICONS.get(obj.status, "icon-unknown.svg")
@@ -174,10 +203,6 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         )
         return format_html("{}{}", status, links)
 
-    @admin.display(description=_("HTTP"), ordering="http_status", empty_value="—")
-    def http(self, obj: Delivery) -> int | None:
-        return obj.http_status
-
     @admin.display(description=_("request"))
     def what(self, obj: Delivery) -> str:
         """An identify says why it was sent; a segment or erasure request says what it did."""
@@ -188,11 +213,6 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if obj.action in ("suppress", "delete"):
             return str(_("%(action)s the person (erasure)") % {"action": obj.action})
         return str(REASONS.get(obj.reason, obj.reason))
-
-    @admin.display(description=_("error"), empty_value="")
-    def error_short(self, obj: Delivery) -> str:
-        # Errors name no person or key (the client scrubs them); the whole text is on the row's page.
-        return Truncator(obj.error).chars(ERROR_SHOWN)
 
     def _attempt_links(self, obj: Delivery) -> list[SafeString]:
         """A row that did not get through links to its first later success, else to its next attempt; a retry
@@ -228,14 +248,6 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     # --- the row's page ---
 
-    @admin.display(description=_("started"))
-    def started(self, obj: Delivery) -> str:
-        return to_the_second(obj.created_at)
-
-    @admin.display(description=_("finished"))
-    def finished(self, obj: Delivery) -> str:
-        return to_the_second(obj.finished_at)
-
     @admin.display(description=_("retry at"))
     def retry_time(self, obj: Delivery) -> str:
         return to_the_second(obj.retry_at)
@@ -259,14 +271,6 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description=_("attributes sent"))
     def attributes_sent(self, obj: Delivery) -> SafeString:
         return format_html(PRE, json.dumps(obj.attributes, indent=2, ensure_ascii=False, sort_keys=True))
-
-    @admin.display(description=_("response"))
-    def response_text(self, obj: Delivery) -> SafeString | str:
-        return format_html(PRE, obj.response) if obj.response else "—"
-
-    @admin.display(description=_("error"))
-    def error_text(self, obj: Delivery) -> SafeString | str:
-        return format_html(PRE, obj.error) if obj.error else "—"
 
     # --- retrying: the list's action and the row's button ---
 

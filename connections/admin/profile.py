@@ -124,8 +124,9 @@ class ProfileAdmin(admin.ModelAdmin):
     ) -> TemplateResponse:
         if obj is not None and obj.pk is not None:
             # "This person in Customer.io" (last delivered, next update), above the form.
+            history_page = request.GET.get("history", "1")
             context.update(
-                person=person_view.build(obj),
+                person=person_view.build(obj, int(history_page) if history_page.isdigit() else 1),
                 can_view_connections=request.user.has_perm("connections.view_connection"),
             )
         return super().render_change_form(request, context, add, change, form_url, obj)

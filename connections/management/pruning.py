@@ -38,13 +38,18 @@ class PruneCommand(BaseCommand):
         add_rows_per_transaction(parser, "--batch-size", retention.BATCH_SIZE, "Rows deleted per transaction")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        kind: retention.KeptRows | None = self.kind
+        while kind is not None:
+            self.prune(kind, options)
+            kind = kind.companion
+
+    def prune(self, kind: retention.KeptRows, options: dict[str, Any]) -> None:
         older_than: timedelta = options["older_than"]
-        what = f"{self.kind.noun} {self.kind.dated}"
+        what = f"{kind.noun} {kind.dated}"
         if options["dry_run"]:
-            cutoff, count = self.kind.count_prunable(older_than)
+            cutoff, count = kind.count_prunable(older_than)
             self.stdout.write(
-                f"Dry run: {count} {what} before {cutoff:%Y-%m-%d %H:%M:%S %Z} would be deleted. "
-                "Nothing was deleted."
+                f"Dry run: {count} {what} before {cutoff:%Y-%m-%d %H:%M:%S %Z} would be deleted. Nothing was deleted."
             )
             return
         started = time.monotonic()
@@ -54,10 +59,11 @@ class PruneCommand(BaseCommand):
             if verbose:
                 self.stdout.write(f"  deleted a batch of {count}")
 
-        result = self.kind.prune(older_than, batch_size=options["batch_size"], on_batch=report)
+        result = kind.prune(older_than, batch_size=options["batch_size"], on_batch=report)
+        dropped = f" Dropped whole months: {', '.join(result.partitions_dropped)}." if result.partitions_dropped else ""
         self.stdout.write(
             self.style.SUCCESS(
                 f"Deleted {result.deleted} {what} before {result.cutoff:%Y-%m-%d %H:%M:%S %Z} "
-                f"in {result.batches} batches ({time.monotonic() - started:.1f}s)."
+                f"in {result.batches} batches ({time.monotonic() - started:.1f}s).{dropped}"
             )
         )

@@ -19,6 +19,9 @@ from django.utils.translation import gettext_lazy as _
 
 from .delivery import RESPONSE_MAX_CHARS
 
+# An erased person's place in profile_ids: the others keep their positions (erasure/batch_scrub.py).
+ERASED_ID = 0
+
 
 class ProfileIdsField(models.Field):
     """A list of profile ids: bigint[] on PostgreSQL (GIN-indexed), a JSON list elsewhere (SQLite).
@@ -44,7 +47,8 @@ class ProfileIdsField(models.Field):
     def get_db_prep_value(self, value: Any, connection: Any, prepared: bool = False) -> Any:
         if value is None:
             return None
-        ids = [int(v) for v in value]
+        # As they come (a list of plain ints, from the sender): no per-id work on the streaming path.
+        ids = value if isinstance(value, list) else list(value)
         return ids if connection.vendor == "postgresql" else json.dumps(ids)
 
 

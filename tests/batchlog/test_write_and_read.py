@@ -4,6 +4,7 @@ import json
 
 import pytest
 from django.db import connection as db
+from django.test.utils import CaptureQueriesContext
 
 from connections.customerio.client import Outcome
 from connections.models import BatchDelivery
@@ -135,3 +136,16 @@ def test_postgresql_writes_a_request_into_its_months_partition(people):
         cursor.execute("SELECT tableoid::regclass::text FROM connections_batchdelivery WHERE id = %s", [ref.id])
         (partition,) = cursor.fetchone()
     assert partition == f"connections_batchdelivery_{ref.created_at:%Y_%m}"
+
+
+def test_deleting_a_connection_deletes_its_requests_without_reading_them(people):
+    connection, other = ConnectionFactory(), ConnectionFactory()
+    log_identify(connection, people)
+    kept = log_identify(other, people)
+
+    with CaptureQueriesContext(db) as captured:
+        connection.delete()
+
+    assert list(BatchDelivery.objects.values_list("pk", flat=True)) == [kept.id]
+    touching = [q["sql"] for q in captured if "connections_batchdelivery" in q["sql"]]
+    assert touching and all(sql.startswith("DELETE") for sql in touching), touching

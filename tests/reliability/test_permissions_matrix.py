@@ -21,10 +21,19 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from connections.models import Connection, ErasureCall, ErasureRecord, InboundToken, Subscription, SuppressedIdentifier
+from connections.models import (
+    BatchDelivery,
+    Connection,
+    ErasureCall,
+    ErasureRecord,
+    InboundToken,
+    Subscription,
+    SuppressedIdentifier,
+)
 from connections.services.ingest import tokens
 from tests.support.admin import make_delivery, make_forward
 from tests.support.admin_urls import Route, login_rows, model_admin_url_names, routes, url_of
+from tests.support.batch_log import log_identify
 from tests.support.factories import ConnectionFactory, MembershipFactory, SubscriptionFactory, UserFactory
 from tests.support.firehose import URL as FIREHOSE_URL
 from tests.support.firehose import official
@@ -103,6 +112,8 @@ EXPECTED: dict[tuple[str, str], tuple[object, object, object, object]] = {
     ("connections_subscription_deactivate", "POST"): CONFIRMATION,
     **model_rows("connections_profile", (MANAGED,) * 3, (MANAGED,) * 2),
     **model_rows("connections_delivery", (LOG_READ, LOG_READ, LOG_WRITE), (LOG_READ, LOG_WRITE)),
+    # The batch log (one row per request of whole-audience work): read as the forwarding log is.
+    **model_rows("connections_batchdelivery", (LOG_READ, LOG_READ, LOG_WRITE), (LOG_READ, LOG_WRITE)),
     **model_rows("connections_forward", (SUPERUSER_ONLY, SUPERUSER_ONLY, NOBODY), (SUPERUSER_ONLY, NOBODY)),
     **model_rows("connections_inboundtoken", (SUPERUSER_ONLY,) * 3, (SUPERUSER_ONLY,) * 2),
     # Erasure records: marketers read them; nobody edits or deletes one (they are the proof of an erasure).
@@ -140,6 +151,9 @@ def objects(db, marketer, log_viewer, superuser):  # type: ignore[no-untyped-def
         "connections.subscription": subscription,
         "connections.profile": membership.profile,
         "connections.delivery": make_delivery(subscription.connection, membership.profile),
+        "connections.batchdelivery": BatchDelivery.objects.get(
+            pk=log_identify(subscription.connection, [membership.profile]).id
+        ),
         "connections.forward": make_forward(subscription.connection, membership.profile, subscription.audience),
         "connections.inboundtoken": token,
         "connections.erasurerecord": erasure_record(subscription.connection),

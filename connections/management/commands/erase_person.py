@@ -67,7 +67,8 @@ class Command(BaseCommand):
             return
         self.stdout.write(
             f"{verb} {len(plan.profile_ids)} profile(s), {plan.memberships} membership(s), "
-            f"{plan.outbox_rows} queued forward(s); {plan.deliveries} forwarding-log row(s) scrubbed."
+            f"{plan.outbox_rows} queued forward(s); {plan.deliveries} forwarding-log row(s) scrubbed; "
+            f"taken out of {plan.batch_requests} batch request(s)."
         )
         for call in plan.calls:
             self.stdout.write(f"  {call.describe()}")

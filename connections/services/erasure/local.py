@@ -2,7 +2,8 @@
 
     find the profiles (customer ID exact, email in any case)
       -> plan: per connection, suppress / delete / nothing, identified as the connection identifies
-      -> in one transaction: an ErasureRecord (no personal data), the forwarding-log rows scrubbed,
+      -> in one transaction: an ErasureRecord (no personal data), the forwarding-log rows scrubbed
+         (the batch log's requests lose the person's place: erasure/batch_scrub.py),
          profiles deleted (memberships and outbox rows go with them), ErasureCall rows queued,
          suppressed identifiers remembered (hashed)
       -> on commit: a worker per connection sends the calls (erasure/calls.py)
@@ -51,7 +52,7 @@ from connections.models import (
 )
 from connections.models import SuppressedIdentifier as Suppressed
 from connections.scrubbing import scrubbed_forms
-from connections.services.erasure import rules
+from connections.services.erasure import batch_scrub, rules
 from connections.services.outbox import inflight, wakeup
 
 
@@ -109,6 +110,7 @@ class ErasurePlan:
     memberships: int = 0
     outbox_rows: int = 0
     deliveries: int = 0
+    batch_requests: int = 0  # batch-log rows naming them: their place in each is removed
     calls: list[PlannedCall] = field(default_factory=list)
 
     @property
@@ -155,6 +157,7 @@ def plan_erasure(query: PersonQuery) -> ErasurePlan:
         memberships=Membership.objects.filter(profile_id__in=ids).count(),
         outbox_rows=sum(p.forwards.count() for p in profiles),
         deliveries=_deliveries(ids, identifiers).count(),
+        batch_requests=batch_scrub.count_batch_requests(ids),
     )
     connections = list(Connection.objects.order_by("name"))
     for profile in profiles:
@@ -200,6 +203,7 @@ def erase(
             return ErasureResult(plan=ErasurePlan(), record=None, already_done=True)
         identifiers, values = _personal_values(query, profiles)
         scrub_deliveries(_deliveries(plan.profile_ids, identifiers), values)
+        batch_scrub.scrub_batch_requests(plan.profile_ids, values)
         _scrub_connection_texts(values)
         _scrub_admin_history(plan.profile_ids)
         fences = _claim_fences(plan.profile_ids)

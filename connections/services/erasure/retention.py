@@ -2,6 +2,9 @@
 
 Each batch is its own short transaction deleting at most `batch_size` rows by primary key,
 so pruning millions of rows never holds a long lock on the table the workers write to.
+The batch log (one row per streamed request) keeps the forwarding log's retention: on
+PostgreSQL its whole months past it are dropped (erasure/partitions.py), and only the rows of
+the month the cutoff falls in, and of the DEFAULT partition, are deleted row by row.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from connections.models import Delivery, FirehoseMessage
+from connections.models import BatchDelivery, Delivery, FirehoseMessage
+from connections.services.erasure import partitions
 
 BATCH_SIZE = 5000
 _AGE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
@@ -27,6 +31,7 @@ class PruneResult:
     cutoff: datetime
     deleted: int
     batches: int
+    partitions_dropped: tuple[str, ...] = ()  # the batch log's whole months, dropped (PostgreSQL)
 
 
 def parse_age(text: str) -> timedelta:
@@ -58,6 +63,36 @@ def prune_deliveries(
     """Delete deliveries created more than `older_than` ago, oldest first, `batch_size` rows per transaction."""
     cutoff = timezone.now() - older_than
     return _prune_in_batches(prunable(cutoff).order_by("created_at"), cutoff, batch_size, on_batch)
+
+
+def prunable_batch_requests(cutoff: datetime) -> QuerySet[BatchDelivery]:
+    return BatchDelivery.objects.filter(created_at__lt=cutoff)
+
+
+def count_prunable_batch_requests(older_than: timedelta) -> tuple[datetime, int]:
+    cutoff = timezone.now() - older_than
+    return cutoff, prunable_batch_requests(cutoff).count()
+
+
+def prune_batch_requests(
+    older_than: timedelta,
+    *,
+    batch_size: int = BATCH_SIZE,
+    on_batch: Callable[[int], None] | None = None,
+) -> PruneResult:
+    """Delete batch-log rows created more than `older_than` ago: whole months by DROP, the rest in batches."""
+    cutoff = timezone.now() - older_than
+    dropped = partitions.drop_month_partitions_before(cutoff)
+    for _, rows in dropped:
+        if on_batch is not None:
+            on_batch(rows)
+    rest = _prune_in_batches(prunable_batch_requests(cutoff).order_by("created_at"), cutoff, batch_size, on_batch)
+    return PruneResult(
+        cutoff=cutoff,
+        deleted=sum(rows for _, rows in dropped) + rest.deleted,
+        batches=len(dropped) + rest.batches,
+        partitions_dropped=tuple(name for name, _ in dropped),
+    )
 
 
 def prunable_firehose_messages(cutoff: datetime) -> QuerySet[FirehoseMessage]:
@@ -96,10 +131,25 @@ class KeptRows:
     retention_setting: str  # the days to keep, 0 for ever
     count_prunable: Callable[[timedelta], tuple[datetime, int]]
     prune: Callable[..., PruneResult]
+    companion: KeptRows | None = None  # pruned with it, by the same command and setting
 
 
+BATCH_REQUESTS = KeptRows(
+    "prune_deliveries",
+    "batch requests",
+    "created",
+    "DELIVERY_RETENTION_DAYS",
+    count_prunable_batch_requests,
+    prune_batch_requests,
+)
 DELIVERIES = KeptRows(
-    "prune_deliveries", "deliveries", "created", "DELIVERY_RETENTION_DAYS", count_prunable, prune_deliveries
+    "prune_deliveries",
+    "deliveries",
+    "created",
+    "DELIVERY_RETENTION_DAYS",
+    count_prunable,
+    prune_deliveries,
+    companion=BATCH_REQUESTS,
 )
 FIREHOSE_MESSAGES = KeptRows(
     "prune_firehose_messages",

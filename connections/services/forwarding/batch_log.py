@@ -26,10 +26,11 @@ from django.utils import timezone
 
 from connections.customerio.client import Outcome, SendResult
 from connections.models import BatchDelivery
+from connections.models.batch_delivery import ERASED_ID
 from connections.models.delivery import RESPONSE_MAX_CHARS
 
 Status = BatchDelivery.Status
-ENTRIES_PER_PAGE = 50
+ENTRIES_PER_PAGE = 20  # each entry parses its request's body (~4 ms for 1,000 people)
 # The list in the body that holds one item per person, by action.
 ITEMS_KEY = {"identify": "batch", "segment_add": "ids", "segment_remove": "ids"}
 
@@ -91,13 +92,31 @@ def complete_batch(ref: BatchRef, result: SendResult, item_errors: Mapping[int, 
     # created_at too: on PostgreSQL it picks the one monthly partition to look in.
     BatchDelivery.objects.filter(id=ref.id, created_at=ref.created_at).update(
         status=status,
-        item_errors={str(position): text for position, text in item_errors.items()},
+        item_errors=_unless_erased({str(position): text for position, text in item_errors.items()}),
         http_status=result.http_status,
         response=result.response_text[:RESPONSE_MAX_CHARS],
         duration_ms=result.duration_ms,
         error=error,
         finished_at=timezone.now(),
     )
+
+
+def _unless_erased(item_errors: dict[str, str]) -> dict[str, str] | RawSQL:
+    """The item errors, less those of people erased while the request was in flight: an erasure
+    replaces their id by ERASED_ID and keeps everyone's position (erasure/batch_scrub.py)."""
+    if not item_errors:
+        return {}
+    if _on_postgresql():
+        sql = (
+            "(SELECT coalesce(jsonb_object_agg(e.key, e.value), '{}'::jsonb) FROM jsonb_each(%s::jsonb) e"
+            " WHERE profile_ids[e.key::int + 1] IS DISTINCT FROM %s)"
+        )
+    else:
+        sql = (
+            "(SELECT coalesce(json_group_object(e.key, e.value), '{}') FROM json_each(%s) e"
+            " WHERE json_extract(profile_ids, '$[' || e.key || ']') IS NOT %s)"
+        )
+    return RawSQL(sql, [json.dumps(item_errors), ERASED_ID])  # noqa: S611 (constant SQL, values as parameters)
 
 
 @dataclass(frozen=True)
@@ -127,18 +146,52 @@ class BatchEntriesPage:
 def batch_entries_for_profile(profile_id: int, *, page: int = 1, per_page: int = ENTRIES_PER_PAGE) -> BatchEntriesPage:
     """The batch requests naming a profile, newest first, `per_page` a page (no COUNT: a next page or not)."""
     page = max(1, page)
-    rows = BatchDelivery.objects.filter(profile_ids__has=profile_id).order_by("-created_at", "-id")
-    start = (page - 1) * per_page
-    found = _window(rows, profile_id, start, start + per_page + 1)
-    entries = [_entry(row) for row in found]
-    return BatchEntriesPage(entries=entries[:per_page], page=page, has_next=len(entries) > per_page)
+    refs = batch_refs_for_profile(profile_id, limit=per_page + 1, offset=(page - 1) * per_page)
+    return BatchEntriesPage(
+        entries=batch_entries(profile_id, refs[:per_page]), page=page, has_next=len(refs) > per_page
+    )
 
 
-def _window(rows: QuerySet[BatchDelivery], profile_id: int, start: int, stop: int) -> list[BatchDelivery]:
-    """Rows start..stop, each with `position` and `item_json` (the person's item, as JSON text)."""
-    if connections[router.db_for_read(BatchDelivery)].vendor == "postgresql":
-        # The item is cut out of the body in the database (json, not jsonb: parsed only up to the
-        # item), so neither the 100-300 KB body nor the 1,000 ids come back to Python.
+def batch_refs_for_profile(profile_id: int, *, limit: int, offset: int = 0) -> list[BatchRef]:
+    """The batch requests naming a profile, newest first: their keys only (cheap; no body is read)."""
+    if not _on_postgresql():
+        rows = BatchDelivery.objects.filter(profile_ids__has=profile_id).order_by("-created_at", "-id")
+        return [BatchRef(pk, at) for pk, at in rows.values_list("id", "created_at")[offset : offset + limit]]
+    # The GIN index first, then the order: with `ORDER BY created_at LIMIT` alone the planner may
+    # walk the time index and test every row's 1,000 ids (0.8 s at 50M person-sends; this: ~2 ms).
+    with connections[_db()].cursor() as cursor:
+        cursor.execute(
+            f"WITH naming AS MATERIALIZED (SELECT id, created_at FROM {BatchDelivery._meta.db_table}"  # noqa: S608
+            " WHERE profile_ids @> ARRAY[%s]::bigint[])"
+            " SELECT id, created_at FROM naming ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s",
+            [profile_id, limit, offset],
+        )
+        return [BatchRef(pk, at) for pk, at in cursor.fetchall()]
+
+
+def batch_entries(profile_id: int, refs: Sequence[BatchRef]) -> list[BatchEntry]:
+    """The person's part of each of these requests, in the order of `refs`."""
+    if not refs:
+        return []
+    # created_at too: on PostgreSQL it names the partitions to look in.
+    rows = BatchDelivery.objects.filter(id__in=[r.id for r in refs], created_at__in={r.created_at for r in refs})
+    by_id = {row.pk: row for row in _with_items(rows, profile_id)}
+    return [_entry(by_id[ref.id]) for ref in refs if ref.id in by_id]
+
+
+def _db() -> str:
+    return router.db_for_read(BatchDelivery)
+
+
+def _on_postgresql() -> bool:
+    return connections[_db()].vendor == "postgresql"
+
+
+def _with_items(rows: QuerySet[BatchDelivery], profile_id: int) -> list[BatchDelivery]:
+    """The rows, each with `position` and `item_json` (the person's item, as JSON text)."""
+    if _on_postgresql():
+        # The item is cut out of the body in the database, so neither the 100-300 KB body nor the
+        # 1,000 ids come back to Python (json, not jsonb: no tree is built; ~4 ms a 1,000-person body).
         position = "array_position(profile_ids, %s) - 1"
         return list(
             rows.defer("body", "profile_ids").annotate(
@@ -148,9 +201,9 @@ def _window(rows: QuerySet[BatchDelivery], profile_id: int, start: int, stop: in
                     f" -> (CASE WHEN action = 'identify' THEN 'batch' ELSE 'ids' END) -> ({position}))::text",
                     [profile_id],
                 ),
-            )[start:stop]
+            )
         )
-    found = list(rows[start:stop])
+    found = list(rows)
     for row in found:
         row.position = row.profile_ids.index(profile_id)  # type: ignore[attr-defined]
         items = json.loads(bytes(row.body)).get(ITEMS_KEY.get(row.action, "batch"), [])

@@ -11,8 +11,8 @@ For the profile page; writes nothing.
   waits to be sent.
 
 Queries stay bounded whatever the person's history: one for the connections with their latest log
-rows' ids, one for those rows, one for the outbox, one for audience names, one for the latest
-deliveries, and `plan`'s few per connection the person is forwarded to.
+rows' ids, one for those rows, one for the outbox, one for audience names, three for the history
+(person_timeline.py), and `plan`'s few per connection the person is forwarded to.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from connections.customerio.limits import AttributeValue
 from connections.models import Audience, Connection, Delivery, Forward, Profile, Subscription
 from connections.services.forwarding.attributes import SEGMENT_MEMBERSHIP_ATTRIBUTE
 from connections.services.forwarding.payloads import ClaimedRow, Planned, plan
+from connections.services.visibility import person_timeline
 
-RECENT_DELIVERIES = 10
 IDENTIFY = "identify"
 _AUDIENCE_ID = re.compile(r"'(\d+)'")
 
@@ -78,7 +78,7 @@ class ConnectionView:
 @dataclass(frozen=True)
 class PersonView:
     connections: list[ConnectionView]
-    recent_deliveries: list[Delivery]
+    history: person_timeline.Timeline  # what was sent to them, per-person log and batch requests, newest first
 
 
 def _latest_identify(profile: Profile, **filters: object) -> Subquery:
@@ -145,7 +145,7 @@ def _rows(
     return rows
 
 
-def build(profile: Profile) -> PersonView:
+def build(profile: Profile, history_page: int = 1) -> PersonView:
     connections = list(shown_connections(profile))
     log_ids = {c.attempt_id for c in connections} | {c.delivered_id for c in connections}  # type: ignore[attr-defined]
     log_ids.discard(None)
@@ -179,17 +179,5 @@ def build(profile: Profile) -> PersonView:
                 queued=queued.get(connection.pk),
             )
         )
-    return PersonView(connections=views, recent_deliveries=recent_deliveries(profile))
+    return PersonView(connections=views, history=person_timeline.timeline(profile, history_page))
 
-
-def recent_deliveries(profile: Profile) -> list[Delivery]:
-    recent = list(
-        Delivery.objects.filter(profile=profile)
-        .select_related("connection")
-        .defer("connection__api_key", "connection__app_api_key")
-        .order_by("-created_at", "-pk")[:RECENT_DELIVERIES]
-    )
-    reasons = dict(Forward.Reason.choices)
-    for delivery in recent:
-        delivery.reason_label = reasons.get(delivery.reason, delivery.reason)  # type: ignore[attr-defined]
-    return recent

@@ -251,6 +251,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(FIREHOSE_MAX_BODY_BYTES, 2_621_440)
 FIREHOSE_APPLY = env.str("FIREHOSE_APPLY", default="request")
 if FIREHOSE_APPLY not in ("request", "worker"):
     raise ImproperlyConfigured(f"FIREHOSE_APPLY must be 'request' or 'worker', not {FIREHOSE_APPLY[:32]!r}.")
+# With "worker": how many workers apply stored messages at once (each person's still in order,
+# connections/firehose/shards.py); more only help with as many cores for them and PostgreSQL.
+FIREHOSE_APPLIERS = env.int("FIREHOSE_APPLIERS", default=2)
+if not 1 <= FIREHOSE_APPLIERS <= 8:
+    raise ImproperlyConfigured(f"FIREHOSE_APPLIERS must be from 1 to 8, not {FIREHOSE_APPLIERS}.")
 # An admin or erase_person erasure applies the Firehose messages accepted before it first, for at
 # most this long; past it the erasure waits behind them for a worker (well within gunicorn's 30 s).
 ERASURE_WAIT_SECONDS = env.float("ERASURE_WAIT_SECONDS", default=5.0)

@@ -41,9 +41,9 @@ from connections.services.outbox import bulk, wakeup
 
 logger = logging.getLogger(__name__)
 
-# Messages per transaction. Applied together (one statement per table), 25 messages of 100 people
-# cost about a fifth of 25 applied one by one; see docs/benchmarks.md (bench/applier.py).
-BATCH_SIZE = 25
+# Messages per transaction, applied together (one statement per table): 50 messages of 100 people
+# apply about twice as fast as one by one, 5 per transaction (docs/benchmarks.md, bench/applier.py).
+BATCH_SIZE = 50
 ATTEMPTS = 3  # a batch rolled back by a deadlock or a concurrent insert is run again at once
 IDLE_PAUSE = 0.05  # an applier whose shards are all held by others looks again after this
 

@@ -373,7 +373,9 @@ def test_the_task_hands_what_its_time_budget_left_to_a_fresh_task(post, monkeypa
     assert Profile.objects.count() == inbox.BATCH_SIZE + 2
 
 
-def test_the_task_with_its_default_budget_applies_everything_waiting(post, monkeypatch):
+def test_the_task_with_its_default_budget_applies_everything_waiting(post, monkeypatch, settings):
+    # One applier allowed: no second task is asked to help (test_parallel_applier.py has that).
+    settings.FIREHOSE_APPLIERS = 1
     for n in range(2 * inbox.BATCH_SIZE + 1):
         post(membership_request(named(f"c{n}", "Ada")))
     again = []

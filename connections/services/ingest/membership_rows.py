@@ -52,7 +52,10 @@ def record(pairs: dict[Pair, tuple[bool, datetime]], now: datetime, *, queue: bo
     db = bulk.database(Membership)
     stamp = bulk.timestamp(db, now)
     # One lock order for concurrent messages.
-    rows = sorted((p, a, m, _source(db, at)) for (p, a), (m, at) in pairs.items())
+    sources: dict[datetime, Any] = {}  # a batch's pairs share a few source times
+    rows = sorted(
+        (p, a, m, sources.get(at) or sources.setdefault(at, _source(db, at))) for (p, a), (m, at) in pairs.items()
+    )
     upsert = (
         f"INSERT INTO {Membership._meta.db_table} AS m"  # noqa: S608
         " (profile_id, audience_id, is_member, changed_at, source_time)"

@@ -49,8 +49,9 @@ from tests.support.processes import celery_beat
 SITE, KEY, APP_KEY = "bench-large", "sk-bench-large-1", "app-bench-large-1"
 AUDIENCE_ID, AUDIENCE_NAME = 1, "Large audience"
 ATTRIBUTE = f"In {AUDIENCE_NAME}"
-# Everything an activation or a resync grows: the forwarding log, the outbox and the runs.
-GROWING_TABLES = ("connections_delivery", "connections_forward", "connections_resyncrun")
+# Everything an activation or a resync grows: the forwarding logs (per person, and per request:
+# a partitioned table, counted with its partitions), the outbox and the runs.
+GROWING_TABLES = ("connections_delivery", "connections_batchdelivery", "connections_forward", "connections_resyncrun")
 
 
 def main() -> None:
@@ -185,8 +186,11 @@ def table_bytes() -> dict[str, int]:
     from django.db import connection as db
 
     with db.cursor() as cursor:
+        # A partitioned table's own size is 0: its partitions (pg_partition_tree) hold the rows.
         cursor.execute(
-            "SELECT relname, pg_total_relation_size(oid) FROM pg_class WHERE relname = ANY(%s)", [list(GROWING_TABLES)]
+            "SELECT c.relname, (SELECT coalesce(sum(pg_total_relation_size(t.relid)), 0)::bigint"
+            " FROM pg_partition_tree(c.oid) t) FROM pg_class c WHERE c.relname = ANY(%s)",
+            [list(GROWING_TABLES)],
         )
         return dict(cursor.fetchall())
 

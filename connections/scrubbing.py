@@ -7,6 +7,7 @@ erasure scrubs what is left in the forwarding log, connection texts and erasure 
 from __future__ import annotations
 
 import json
+import re
 from urllib.parse import quote, quote_plus
 
 MIN_SCRUBBED_CHARS = 3  # shorter values would blank letters everywhere
@@ -31,10 +32,31 @@ def scrubbed_forms(values: list[str]) -> list[str]:
 
 
 def scrub_text(text: str, values: list[str], replacement: str) -> str:
-    """`text` with every personal value replaced, in any of its encodings."""
-    for form in scrubbed_forms(values):
+    """`text` with every personal value replaced, in any of its encodings.
+
+    Only the values that may be in the text are encoded: a v2 batch names a thousand people, and
+    its answer is usually `{}` (encoding them all took 40 ms a request, issue 29).
+    """
+    if len(text) < MIN_SCRUBBED_CHARS:
+        return text
+    lowered = text.lower()
+    for form in scrubbed_forms([value for value in values if _may_hold(lowered, value)]):
         text = text.replace(form, replacement)
     return text
+
+
+_ASCII_RUN = re.compile(r"[a-z0-9]+")
+
+
+def _may_hold(lowered_text: str, value: str) -> bool:
+    """False only when no form of the value can be in the text.
+
+    Every form keeps the value's ASCII letters and digits as they are (JSON and percent-encoding
+    escape other characters only), in its own case or lower case: so each form, lower-cased,
+    holds the value's longest run of them, lower-cased. A value without any is always encoded.
+    """
+    runs = _ASCII_RUN.findall(value.lower())
+    return not runs or max(runs, key=len) in lowered_text
 
 
 def _storable(text: str) -> bool:

@@ -16,7 +16,7 @@ from connections.services.erasure import retention
 from connections.services.forwarding import due
 from connections.services.forwarding import worker as forwarding
 from connections.services.outbox import queue as outbox
-from connections.services.resync import backfill
+from connections.services.resync import backfill, background_resync
 from connections.services.resync import runs as resync
 from connections.services.visibility import alerts, tallies
 
@@ -99,14 +99,15 @@ def apply_firehose_messages() -> int:
 
 @shared_task(ignore_result=True, acks_late=True)
 def resync_connection(
-    connection_id: int, audience_pk: int | None = None, time_budget: float = TIME_BUDGET_SECONDS
+    connection_id: int, audience_pk: int | None = None, time_budget: float = TIME_BUDGET_SECONDS, attempt: int = 1
 ) -> int:
-    """Queue a resync (the admin's "Resync" action), resuming an unfinished one; workers then send it.
+    """Carry a resync on (the admin's "Resync" action), resuming an unfinished one.
 
-    Progress is saved in the `ResyncRun` chunk by chunk, so a redelivered task continues
-    from the checkpoint. After `time_budget` seconds the task hands the rest to a fresh one,
-    so a resync of millions of profiles never runs into the task time limit. Returns the
-    profiles queued by the run so far.
+    On a v2 connection the task sends it, page by page; on v1 it queues it for the workers. Progress
+    is saved in the `ResyncRun` page by page (or chunk by chunk), so a redelivered task continues
+    from the checkpoint. After `time_budget` seconds the task hands the rest to a fresh one, so a
+    resync of millions of profiles never runs into the task time limit; a page Customer.io must be
+    asked again comes back after its backoff. Returns the profiles done by the run so far.
     """
     connection = Connection.objects.filter(pk=connection_id).first()
     audience = Audience.objects.filter(pk=audience_pk).first() if audience_pk is not None else None
@@ -114,34 +115,46 @@ def resync_connection(
         log.info("resync_connection skipped connection=%s audience=%s: deleted since", connection_id, audience_pk)
         return 0
     try:
-        scope = resync.scope_for(connection, audience)
+        turn = background_resync.continue_resync(connection, audience, time_budget, attempt)
     except resync.ResyncError as error:
         log.warning("resync_connection refused connection=%s audience=%s: %s", connection_id, audience_pk, error)
         return 0
-    run, finished = resync.queue_for(scope, time_budget)
-    if not finished:
-        log.info("resync_connection continues run=%s connection=%s queued=%s", run.pk, connection_id, run.queued)
-        resync_connection.apply_async((connection_id, audience_pk, time_budget))
-        return run.queued
-    log.info("resync_connection queued run=%s connection=%s profiles=%s", run.pk, connection_id, run.queued)
-    return run.queued
+    if turn.run is None:
+        return 0
+    if not turn.finished:
+        run = turn.run
+        log.info("resync_connection continues run=%s connection=%s done=%s", run.pk, connection_id, run.queued)
+        resync_connection.apply_async(
+            (connection_id, audience_pk, time_budget, turn.attempt), countdown=turn.come_back_in or None
+        )
+        return turn.run.queued
+    log.info("resync_connection run=%s connection=%s done=%s", turn.run.pk, connection_id, turn.run.queued)
+    return turn.run.queued
 
 
 @shared_task(ignore_result=True, acks_late=True)
 def backfill_audience(
-    connection_id: int, audience_pk: int, reason: str, time_budget: float = TIME_BUDGET_SECONDS
+    connection_id: int, audience_pk: int, reason: str, time_budget: float = TIME_BUDGET_SECONDS, attempt: int = 1
 ) -> int:
-    """Queue a large audience's members for a connection (activation or rename), chunk by chunk.
+    """Carry a large audience's backfill on for a connection (activation or rename), page by page.
 
-    Resumable: each chunk commits with its checkpoint, and after `time_budget` seconds the
-    rest goes to a fresh task. Returns the profiles queued by the run so far.
+    Resumable: each page (or, on v1, each chunk queued) commits with its checkpoint, and after
+    `time_budget` seconds the rest goes to a fresh task; a page Customer.io must be asked again
+    comes back after its backoff, and a pause or an open breaker is waited out the same way.
+    Returns the profiles done by the run so far.
     """
-    run, finished = backfill.queue_for(connection_id, audience_pk, reason, time_budget)
-    if run is None:
+    turn = backfill.queue_for(connection_id, audience_pk, reason, time_budget, attempt)
+    if turn.run is None:
         return 0
-    if not finished:
-        backfill_audience.apply_async((connection_id, audience_pk, reason, time_budget))
-    log.info("backfill_audience run=%s connection=%s queued=%s done=%s", run.pk, connection_id, run.queued, finished)
+    if not turn.finished:
+        countdown = turn.come_back_in or None
+        backfill_audience.apply_async(
+            (connection_id, audience_pk, reason, time_budget, turn.attempt), countdown=countdown
+        )
+    run = turn.run
+    log.info(
+        "backfill_audience run=%s connection=%s done=%s finished=%s", run.pk, connection_id, run.queued, turn.finished
+    )
     return run.queued
 
 
@@ -164,7 +177,10 @@ def check_alerts() -> None:
     if report.opened or report.closed or report.emails_failed:
         log.info(
             "check_alerts opened=%s closed=%s emails_sent=%s emails_failed=%s",
-            report.opened, report.closed, report.emails_sent, report.emails_failed,
+            report.opened,
+            report.closed,
+            report.emails_sent,
+            report.emails_failed,
         )
 
 

@@ -28,7 +28,7 @@ from connections.customerio.http import (
     str_or_none,
 )
 from connections.customerio.identifiers import Identifier
-from connections.customerio.limits import AttributeValue, as_identifier, v2_action
+from connections.customerio.limits import AttributeValue, as_identifier, encode_json, v2_action
 
 __all__ = [
     "REGION_HOSTS",
@@ -39,9 +39,11 @@ __all__ = [
     "CustomerIOClient",
     "ItemResult",
     "Outcome",
+    "PreparedBatch",
     "RegionResult",
     "SendResult",
     "parse_retry_after",
+    "prepare_batch",
     "track_host",
 ]
 
@@ -69,6 +71,24 @@ class ItemResult:
 class BatchResult:
     overall: SendResult  # SUCCEEDED for a 207: look at the items
     items: list[ItemResult] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A v2 batch ready to send: the exact body bytes, and who is in it, in order."""
+
+    body: bytes
+    values: list[str]  # each action's identifier value
+    personal: list[str]  # identifiers and emails: kept out of every error text
+
+
+def prepare_batch(items: Sequence[tuple[Identifier | str, Mapping[str, AttributeValue]]]) -> PreparedBatch:
+    if not items:
+        raise ValueError("batch_identify needs at least one item")
+    body = encode_json({"batch": [v2_action(identifier, attributes) for identifier, attributes in items]})
+    values = [as_identifier(identifier).value for identifier, _ in items]
+    emails = [email for _, attributes in items if isinstance(email := attributes.get("email"), str)]
+    return PreparedBatch(body, values, [*values, *emails])
 
 
 @dataclass(frozen=True)
@@ -136,18 +156,16 @@ class CustomerIOClient(HTTPClient):
         self, items: Sequence[tuple[Identifier | str, Mapping[str, AttributeValue]]]
     ) -> BatchResult:
         """v2: one POST /api/v2/batch; a 207 is mapped back to the items it names."""
-        if not items:
-            raise ValueError("batch_identify needs at least one item")
-        body = {"batch": [v2_action(identifier, attributes) for identifier, attributes in items]}
-        values = [as_identifier(identifier).value for identifier, _ in items]
-        emails = [email for _, attributes in items if isinstance(email := attributes.get("email"), str)]
-        personal = [*values, *emails]
-        overall, response = self._send("POST", "/api/v2/batch", body, personal=personal)
+        return self.send_batch(prepare_batch(items))
+
+    def send_batch(self, batch: PreparedBatch) -> BatchResult:
+        """POST a prepared v2 batch (its body as logged: `prepare_batch`)."""
+        overall, response = self._send("POST", "/api/v2/batch", batch.body, personal=batch.personal)
         if overall.http_status == 207 and response is not None:
-            return self._partial_batch_result(overall, values, response, personal)
+            return self._partial_batch_result(overall, batch.values, response, batch.personal)
         return BatchResult(
             overall=overall,
-            items=[ItemResult(index, value, overall.outcome, overall.error) for index, value in enumerate(values)],
+            items=[ItemResult(i, value, overall.outcome, overall.error) for i, value in enumerate(batch.values)],
         )
 
     def add_to_segment(self, segment_id: int, ids: Sequence[str], id_type: str = "id") -> SendResult:

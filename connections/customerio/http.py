@@ -121,7 +121,7 @@ class HTTPClient:
             error = f"{request}: the identifier cannot be encoded as UTF-8: {exc.reason}"
             return self._failed_before_sending(Outcome.FAILED, error, started, 0, personal), None
         try:
-            data = encode_json(body) if body is not None else None
+            data = body if isinstance(body, bytes) or body is None else encode_json(body)
         except UnicodeEncodeError as exc:
             # Lone surrogates from JSON input have no UTF-8 form; no request can carry them.
             error = f"{request}: the request body cannot be encoded as UTF-8: {exc.reason}"

@@ -11,6 +11,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+import orjson
+
 from connections.customerio.identifiers import Identifier
 
 MAX_IDENTIFIER_BYTES = 150
@@ -29,8 +31,17 @@ _NAME_PREVIEW_CHARS = 60
 
 
 def encode_json(obj: Any) -> bytes:
-    """The one serialization used both to measure and to send, so the two agree."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    """The one serialization used both to measure and to send, so the two agree.
+
+    orjson: compact, UTF-8, unescaped non-ASCII, as `json.dumps(separators=(",", ":"),
+    ensure_ascii=False)` writes it, at a tenth of the cost (a 1,000-person batch is encoded once to
+    measure its actions and once to send). What orjson refuses (a lone surrogate has no UTF-8
+    form) goes through the standard library, which says why in a UnicodeEncodeError.
+    """
+    try:
+        return orjson.dumps(obj)
+    except orjson.JSONEncodeError:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 # Attribute values are strings, except Customer.io's `_update` flag (a JSON boolean).

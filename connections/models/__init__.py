@@ -1,4 +1,5 @@
 from .audience import Audience, Subscription
+from .batch_delivery import BatchDelivery
 from .connection import Connection
 from .delivery import Delivery
 from .erasure import ErasureCall, ErasureRecord, SuppressedIdentifier
@@ -12,6 +13,7 @@ from .resync import ResyncRun
 __all__ = [
     "AlertEpisode",
     "Audience",
+    "BatchDelivery",
     "Connection",
     "ConnectionStateChange",
     "Delivery",

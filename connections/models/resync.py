@@ -41,9 +41,22 @@ class ResyncRun(models.Model):
         ),
     )
     total = models.PositiveIntegerField(_("profiles in all"), default=0, help_text=_("Profiles to send."))
-    queued = models.PositiveIntegerField(_("profiles queued"), default=0, help_text=_("Profiles queued so far."))
+    queued = models.PositiveIntegerField(
+        _("profiles done"),
+        default=0,
+        help_text=_("Profiles queued so far (a resync), or sent so far (an activation or rename, streamed)."),
+    )
     last_profile_id = models.BigIntegerField(
         _("checkpoint"), default=0, help_text=_("Profiles up to this id are queued; a restart continues after it.")
+    )
+    inflight_to = models.BigIntegerField(
+        _("in flight up to"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "A streamed run's request in flight: profiles above the checkpoint up to this id. While the lease "
+            "lasts, changes to them wait, so an older page can never overwrite a newer change."
+        ),
     )
     started_at = models.DateTimeField(_("started at"), auto_now_add=True, help_text=_("When it started."))
     updated_at = models.DateTimeField(_("updated at"), auto_now=True, help_text=_("Last progress."))

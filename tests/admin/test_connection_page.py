@@ -14,6 +14,7 @@ from cioaudience.celery import app as celery_app
 from connections.models import Connection, Delivery, Forward, ResyncRun
 from connections.services.resync import runs as resync
 from connections.tasks import resync_connection
+from tests.conftest import STANDIN_WORKSPACES
 from tests.support.admin import admin_url, make_delivery, make_forward
 from tests.support.factories import ConnectionFactory, MembershipFactory, ProfileFactory, SubscriptionFactory
 from tests.support.workers import purge_broker
@@ -315,7 +316,12 @@ def test_resync_starts_a_run_at_once_and_publishes_the_task_after_commit(
     assert "window.location.reload()" in html  # refreshes while it runs
 
 
-def test_the_task_a_resync_publishes_queues_the_run_the_page_shows(client, marketer, subscribed):
+@pytest.mark.parametrize("transport", ["v1", "v2_batch"])
+def test_the_task_a_resync_publishes_carries_the_run_the_page_shows(client, marketer, subscribed, standin, transport):
+    """v1: the task queues the run for the change path's workers; v2: the task sends it itself."""
+    subscribed.transport, subscribed.site_id = transport, "site-us"
+    subscribed.api_key = STANDIN_WORKSPACES["site-us"][0]
+    subscribed.save()
     client.force_login(marketer)
     client.post(button_url(subscribed, "resync"), CONFIRM)
 
@@ -323,10 +329,14 @@ def test_the_task_a_resync_publishes_queues_the_run_the_page_shows(client, marke
 
     run = ResyncRun.objects.get(connection=subscribed)
     assert (run.status, run.queued) == (ResyncRun.Status.DONE, 2)
-    assert Forward.objects.filter(connection=subscribed, reason=Forward.Reason.RESYNC).count() == 2
     html = client.get(admin_url(Connection, "change", subscribed.pk)).content.decode()
     assert "2 of 2 profiles" in html
-    assert "0 succeeded, 0 failed, 2 still to send" in html
+    if transport == "v1":
+        assert Forward.objects.filter(connection=subscribed, reason=Forward.Reason.RESYNC).count() == 2
+        assert "0 succeeded, 0 failed, 2 still to send" in html
+    else:
+        assert not Forward.objects.exists() and len(standin.people("site-us")) == 2
+        assert "2 succeeded, 0 failed, 0 still to send" in html
 
 
 def test_resync_again_resumes_the_unfinished_run(client, marketer, subscribed):

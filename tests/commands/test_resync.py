@@ -37,8 +37,12 @@ def world(standin, workspace_connection):
     Memberships are written directly (no outbox rows), as if everything had been sent long ago.
     """
 
-    def make(toggle=False, **fields):
-        connection = workspace_connection("site-us", one_attribute_per_audience=toggle, rate_limit=10_000, **fields)
+    def make(toggle=False, transport="v1", **fields):
+        # v1 by default: most tests here are about queueing for the workers; on v2 the command streams
+        # the resync itself (the tests parametrized on transport, and the streamed ones at the end).
+        connection = workspace_connection(
+            "site-us", one_attribute_per_audience=toggle, rate_limit=10_000, transport=transport, **fields
+        )
         new = AudienceFactory(audience_id=123, name="New Users")
         vip = AudienceFactory(audience_id=456, name=VIP)
         elsewhere = AudienceFactory(audience_id=789, name="Elsewhere")
@@ -60,8 +64,9 @@ def world(standin, workspace_connection):
     return make
 
 
-def test_it_sends_every_member_true_and_every_recorded_ex_member_false(world, standin):
-    connection = world(toggle=True)
+@pytest.mark.parametrize("transport", ["v2_batch", "v1"])
+def test_it_sends_every_member_true_and_every_recorded_ex_member_false(world, standin, transport):
+    connection = world(toggle=True, transport=transport)
 
     out, _ = resync_cmd("--connection", connection.name, "--send-here")
 
@@ -75,8 +80,9 @@ def test_it_sends_every_member_true_and_every_recorded_ex_member_false(world, st
         },
         "grace": {"email": "grace@example.com", "first_name": "Grace", f"In {VIP}": "true"},
     }
-    assert "profiles queued: 3" in out
-    assert "succeeded: 2" in out and "failed: 0" in out and "skipped: 1" in out and "requests: 1" in out
+    assert f"profiles {'done' if transport == 'v2_batch' else 'queued'}: 3" in out
+    requests = 1 if transport == "v2_batch" else 2
+    assert "succeeded: 2" in out and "failed: 0" in out and "skipped: 1" in out and f"requests: {requests}" in out
     assert "duration:" in out
     skipped = Delivery.objects.get(status=Delivery.Status.SKIPPED)
     assert skipped.reason == "resync" and skipped.error == MISSING_CUSTOMER_ID_REASON
@@ -97,8 +103,9 @@ def test_with_the_toggle_off_it_sends_segment_membership_of_active_subscriptions
     assert f"requests: {1 if transport == 'v2_batch' else 2}" in out
 
 
-def test_audience_limits_it_to_that_audiences_profiles_and_attribute(world, standin):
-    connection = world(toggle=True)
+@pytest.mark.parametrize("transport", ["v2_batch", "v1"])
+def test_audience_limits_it_to_that_audiences_profiles_and_attribute(world, standin, transport):
+    connection = world(toggle=True, transport=transport)
 
     out, _ = resync_cmd("--connection", connection.name, "--audience", "456", "--send-here")
 
@@ -106,7 +113,7 @@ def test_audience_limits_it_to_that_audiences_profiles_and_attribute(world, stan
         "ada": {"email": "ada@example.com", "first_name": "Ada", "last_name": "Lovelace", f"In {VIP}": "false"},
         "grace": {"email": "grace@example.com", "first_name": "Grace", f"In {VIP}": "true"},
     }
-    assert "profiles queued: 2" in out
+    assert f"profiles {'done' if transport == 'v2_batch' else 'queued'}: 2" in out
     assert ResyncRun.objects.get().audience.audience_id == 456
 
 
@@ -251,8 +258,9 @@ def test_rejected_credentials_stop_it_with_the_forwards_kept(world, standin):
     assert Forward.objects.filter(reason="resync").count() == 2  # the skipped one is done; the rest wait
 
 
-def test_failed_profiles_make_it_exit_non_zero_after_the_summary(world, standin):
-    connection = world()
+@pytest.mark.parametrize("transport", ["v2_batch", "v1"])
+def test_failed_profiles_make_it_exit_non_zero_after_the_summary(world, standin, transport):
+    connection = world(transport=transport)
     standin.set_faults(Faults(share=1.0, statuses=[400]))
     out = StringIO()
 
@@ -320,3 +328,101 @@ def test_a_task_that_spends_its_time_budget_hands_the_rest_to_a_fresh_task(world
         wait_until(lambda: ResyncRun.objects.get().status == "done", message="the re-sent task to finish the run")
         wait_until(lambda: {"ada", "grace"} <= set(standin.people("site-us")), message="the resync to be delivered")
     assert ResyncRun.objects.get().queued == 3
+
+
+# --- on v2, the command streams the resync itself (issue 29) ---------------------------------------
+
+
+def test_on_v2_it_sends_pages_itself_with_no_outbox_row(world, standin, settings):
+    settings.FORWARD_BATCH_SIZE = 1  # a page per person: three pages
+    connection = world(toggle=True, transport="v2_batch")
+
+    out, _ = resync_cmd("--connection", connection.name)
+
+    assert set(standin.people("site-us")) == {"ada", "grace"}
+    assert "profiles done: 3" in out and "succeeded: 2" in out and "skipped: 1" in out and "requests: 2" in out
+    assert not Forward.objects.exists() and not Delivery.objects.exclude(status="skipped").exists()
+    run = ResyncRun.objects.get()
+    assert (run.status, run.queued, run.inflight_to, run.claimed_until) == ("done", 3, None, None)
+
+
+def test_on_v2_a_restart_resumes_after_the_checkpoint(world, standin):
+    connection = world(transport="v2_batch")
+    scope = resync.scope_for(connection)
+    run, _ = resync.start(scope)
+    first = resync.next_profile_ids(scope, 0, 1)
+    ResyncRun.objects.filter(pk=run.pk).update(last_profile_id=first[-1], queued=1)  # one page answered, then a crash
+
+    out, _ = resync_cmd("--connection", connection.name)
+
+    assert f"Resuming resync #{run.pk}" in out
+    sent = [i for r in standin.requests("site-us") for i in r.identifiers]
+    assert "ada" not in sent and set(sent) == {"grace"}  # ada's page was answered before the crash
+    assert "profiles done: 3" in out
+
+
+class CtrlCWhileSending(resync_command.tqdm):
+    def refresh(self, *args, **kwargs):
+        super().refresh(*args, **kwargs)
+        if self.desc == "Sending" and self.n:
+            raise KeyboardInterrupt
+
+
+def test_on_v2_ctrl_c_keeps_the_checkpoint_and_lets_go_of_the_page(world, standin, monkeypatch, settings):
+    settings.FORWARD_BATCH_SIZE = 1
+    connection = world(transport="v2_batch")
+    monkeypatch.setattr(resync_command, "tqdm", CtrlCWhileSending)
+    monkeypatch.setattr(resync_command, "SEND_HERE_BUDGET_SECONDS", 0.0)  # a page a turn
+
+    with pytest.raises(CommandError, match="Interrupted: 1 of 3 profiles sent; run the same command again") as exc:
+        resync_cmd("--connection", connection.name)
+
+    assert exc.value.returncode == 130
+    run = ResyncRun.objects.get()
+    assert (run.status, run.queued, run.inflight_to, run.claimed_until) == ("interrupted", 1, None, None)
+    monkeypatch.undo()
+
+    out, _ = resync_cmd("--connection", connection.name)
+
+    assert "Resuming" in out and "profiles done: 3" in out and "succeeded: 2" in out
+    assert set(standin.people("site-us")) == {"ada", "grace"}
+
+
+def test_on_v2_rejected_credentials_stop_it_and_say_how_to_resume(world, standin):
+    connection = world(transport="v2_batch")
+    connection.api_key = "sk-wrong"
+    connection.save()
+
+    with pytest.raises(CommandError, match="connection is faulted and 3 profiles are still to send"):
+        resync_cmd("--connection", connection.name)
+
+    connection.refresh_from_db()
+    run = ResyncRun.objects.get()
+    assert connection.state == Connection.State.FAULTED
+    assert (run.status, run.last_profile_id, run.inflight_to) == ("interrupted", 0, None)
+
+
+def test_on_v2_the_task_streams_the_resync_and_a_second_delivery_starts_nothing(world, standin):
+    connection = world(transport="v2_batch")
+    resync.start(resync.scope_for(connection))  # the admin's request records the run
+
+    assert resync_connection(connection.pk) == 3
+    assert resync_connection(connection.pk) == 0  # the same task delivered twice: nothing left to carry on
+
+    assert set(standin.people("site-us")) == {"ada", "grace"} and not Forward.objects.exists()
+    assert list(ResyncRun.objects.values_list("status", "queued")) == [("done", 3)]
+
+
+def test_on_v2_no_wait_hands_it_to_a_worker(world, monkeypatch):
+    connection = world(transport="v2_batch")
+    published = []
+    monkeypatch.setattr(
+        "connections.services.outbox.wakeup.send_task",
+        lambda name, args, countdown=None: published.append(args) or True,
+    )
+
+    out, _ = resync_cmd("--connection", connection.name, "--no-wait")
+
+    run = ResyncRun.objects.get()
+    assert f"Resync #{run.pk} handed to a worker" in out and published == [[connection.pk, None]]
+    assert run.status == "running" and run.queued == 0

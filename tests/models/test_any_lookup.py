@@ -80,3 +80,12 @@ def test_a_claim_names_its_rows_as_one_array_on_postgresql():
     update = next(q["sql"] for q in queries if q["sql"].startswith('UPDATE "connections_forward"'))
     assert '"id" = ANY(' in update and "::bigint[]" in update
     assert " IN (" not in update, "300 ids were written as 300 placeholders"
+
+
+def test_any_still_prepares_what_is_not_a_plain_int(rows):
+    """Plain ints skip Django's preparation (a thousand of them per page); anything else is prepared."""
+    as_text = [str(rows[0].pk), rows[1].pk]
+    assert ids(Forward.objects.filter(pk__any=as_text)) == sorted([rows[0].pk, rows[1].pk])
+    assert ids(Forward.objects.filter(profile_id__any=[str(rows[2].profile_id)])) == [rows[2].pk]
+    generated = (r.profile_id for r in rows[3:])
+    assert ids(Forward.objects.filter(profile_id__any=generated)) == sorted(r.pk for r in rows[3:])

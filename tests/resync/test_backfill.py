@@ -2,6 +2,9 @@
 
 Small ones are handled at once (tests/ingest/test_memberships.py); past BACKFILL_INLINE_MAX
 (1,000 by default; 3 here, so that a test needs few rows) the request only records the intent.
+
+A worker then carries the run on: on a v1 connection (these tests) by queueing its members in
+the outbox chunk by chunk; on v2 by streaming pages itself (tests/resync/test_streamed_backfill.py).
 """
 
 from datetime import timedelta
@@ -44,7 +47,7 @@ def test_activating_a_large_audience_records_a_run_and_queues_nothing_in_the_req
     small_inline, django_capture_on_commit_callbacks
 ):
     audience = audience_with(members=5, ex_members=2)
-    connection = ConnectionFactory()
+    connection = ConnectionFactory(transport="v1")
 
     with django_capture_on_commit_callbacks() as published:
         subscriptions.subscribe(audience, connection)
@@ -57,7 +60,7 @@ def test_activating_a_large_audience_records_a_run_and_queues_nothing_in_the_req
 
 def test_the_worker_queues_the_members_only_resumably(small_inline):
     audience = audience_with(members=5, ex_members=2)
-    connection = ConnectionFactory()
+    connection = ConnectionFactory(transport="v1")
     subscriptions.subscribe(audience, connection)
 
     queued = backfill_audience(connection.pk, audience.pk, "activation")
@@ -71,7 +74,7 @@ def test_the_worker_queues_the_members_only_resumably(small_inline):
 
 def test_a_large_rename_backfill_goes_through_a_worker_too(small_inline):
     audience = audience_with(members=4)
-    connection = ConnectionFactory(one_attribute_per_audience=True)
+    connection = ConnectionFactory(one_attribute_per_audience=True, transport="v1")
     Subscription.objects.create(audience=audience, connection=connection)
 
     subscriptions.rename_audience(audience, "Renamed")
@@ -83,7 +86,7 @@ def test_a_large_rename_backfill_goes_through_a_worker_too(small_inline):
 
 def test_a_backfill_of_a_subscription_deactivated_meanwhile_queues_nothing(small_inline):
     audience = audience_with(members=5)
-    connection = ConnectionFactory()
+    connection = ConnectionFactory(transport="v1")
     subscription, _ = subscriptions.subscribe(audience, connection)
     subscriptions.deactivate(subscription)
 
@@ -94,7 +97,7 @@ def test_a_backfill_of_a_subscription_deactivated_meanwhile_queues_nothing(small
 
 def test_deactivating_with_many_queued_rows_leaves_their_cancellation_to_the_worker(small_inline):
     audience = audience_with(members=5)
-    connection = ConnectionFactory()
+    connection = ConnectionFactory(transport="v1")
     subscription, _ = subscriptions.subscribe(audience, connection)
     backfill_audience(connection.pk, audience.pk, "activation")
 
@@ -108,7 +111,7 @@ def test_deactivating_with_many_queued_rows_leaves_their_cancellation_to_the_wor
 
 def test_ten_reactivations_keep_one_row_per_member(small_inline):
     audience = audience_with(members=5)
-    connection = ConnectionFactory()
+    connection = ConnectionFactory(transport="v1")
     subscription, _ = subscriptions.subscribe(audience, connection)
     for _ in range(10):
         backfill_audience(connection.pk, audience.pk, "activation")
@@ -120,7 +123,8 @@ def test_ten_reactivations_keep_one_row_per_member(small_inline):
 
 
 def test_a_backfill_of_a_deleted_audience_does_nothing():
-    assert backfill.queue_for(10**9, 10**9, "activation", 1.0) == (None, True)
+    turn = backfill.queue_for(10**9, 10**9, "activation", 1.0)
+    assert (turn.run, turn.finished) == (None, True)
 
 
 # --- resuming a backfill whose task was lost (issue 26 item 5) -------------------------------
@@ -138,7 +142,7 @@ def test_the_sweep_resumes_the_unfinished_backfills_no_worker_holds(small_inline
     now = timezone.now()
     runs = {}
     for name in ("lost", "fresh", "held", "dead worker", "done", "admin resync"):
-        audience, connection = audience_with(members=5), ConnectionFactory()
+        audience, connection = audience_with(members=5), ConnectionFactory(transport="v1")
         subscriptions.subscribe(audience, connection)
         runs[name] = ResyncRun.objects.get(audience=audience)
     age(runs["lost"], lease + 1)  # its task's broker message never came
@@ -161,7 +165,7 @@ def test_the_sweep_resumes_the_unfinished_backfills_no_worker_holds(small_inline
 
 def test_a_resumed_backfill_continues_from_its_checkpoint(small_inline):
     audience = audience_with(members=5)
-    connection = ConnectionFactory()
+    connection = ConnectionFactory(transport="v1")
     subscriptions.subscribe(audience, connection)
     run = ResyncRun.objects.get()
     scope = resync.Scope(connection, audience, (audience.pk,), "activation")
@@ -176,7 +180,7 @@ def test_a_resumed_backfill_continues_from_its_checkpoint(small_inline):
 
 def test_a_task_finds_the_run_held_by_another_worker_and_leaves_it(small_inline):
     audience = audience_with(members=5)
-    connection = ConnectionFactory()
+    connection = ConnectionFactory(transport="v1")
     subscriptions.subscribe(audience, connection)
     ResyncRun.objects.update(claimed_until=timezone.now() + timedelta(seconds=30))
 
@@ -188,7 +192,7 @@ def test_a_task_finds_the_run_held_by_another_worker_and_leaves_it(small_inline)
 
 def test_a_new_backfill_during_an_unfinished_run_queues_every_member_again(small_inline):
     audience = audience_with(members=5)
-    connection = ConnectionFactory()
+    connection = ConnectionFactory(transport="v1")
     subscription, _ = subscriptions.subscribe(audience, connection)
     run = ResyncRun.objects.get()
     resync.queue_next_chunk(run, resync.Scope(connection, audience, (audience.pk,), "activation"), chunk_size=2)

@@ -15,7 +15,9 @@ from tqdm import tqdm
 from connections.management.lookup import add_rows_per_transaction, find_audience, find_connection, positive_int
 from connections.models import Connection, ResyncRun
 from connections.services.forwarding import worker as forwarding
+from connections.services.outbox import wakeup
 from connections.services.resync import runs as resync
+from connections.services.resync import streaming
 
 STALL_SECONDS = 60.0  # waiting this long with no profile delivered: send from this process
 POLL_SECONDS = 1.0  # how often progress is read while workers send
@@ -24,12 +26,13 @@ SEND_HERE_BUDGET_SECONDS = 1.0  # send this long between progress updates
 
 class Command(BaseCommand):
     help = (
-        "Resync a connection: queue the full current state of every profile with a membership record in its "
+        "Resync a connection: send the full current state of every profile with a membership record in its "
         "active subscriptions (members \"true\", recorded ex-members \"false\", or SegmentMembership), or in one "
         "audience with --audience, and wait until it is delivered. Resumable: after Ctrl-C or a crash, run the "
-        "same command again and it continues from its checkpoint. The forwards are sent by the workers; with "
-        "--send-here (or when no worker delivers anything for --stall-timeout seconds) this process sends them "
-        "itself, through the same path, so a resync also finishes where no worker runs."
+        "same command again and it continues from its checkpoint. On a v2 connection this process sends it, "
+        "1,000 people per request (--no-wait hands it to a worker instead). On v1 it is queued and sent by "
+        "the workers; with --send-here (or when no worker delivers anything for --stall-timeout seconds) this "
+        "process sends them itself, through the same path, so a resync also finishes where no worker runs."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -104,6 +107,14 @@ class Command(BaseCommand):
                     "until it is resumed in the admin."
                 )
             )
+        if streaming.streams(connection):
+            if options["no_wait"]:
+                self.hand_to_a_worker(run)
+                return
+            with self.quiet_delivery_lines():
+                self.stream(run, scope, connection)
+            self.summarise(run, time.monotonic() - started)
+            return
         self.queue(run, scope, chunk_size=options["chunk_size"], wake=not options["send_here"])
 
         if options["no_wait"]:
@@ -135,6 +146,45 @@ class Command(BaseCommand):
             self.stderr.write(f"Resync stopped by an error: {message}")
             raise
         bar.close()
+
+    # --- streaming (v2) ------------------------------------------------------------------
+
+    def stream(self, run: ResyncRun, scope: resync.Scope, connection: Connection) -> None:
+        """Send the run page by page from this process until it is done; Ctrl-C keeps the checkpoint."""
+        bar = self.bar("Sending", total=run.total, initial=run.queued)
+        attempt = 1
+        try:
+            while True:
+                turn = streaming.carry_on(connection, run, scope, SEND_HERE_BUDGET_SECONDS, attempt)
+                bar.n = run.queued
+                bar.refresh()
+                if turn.held_elsewhere:
+                    bar.close()
+                    raise CommandError(
+                        f"Resync #{run.pk} is being sent by a worker; its progress shows in the admin "
+                        "(or run this command again once it stops)."
+                    )
+                self.stop_if_faulted(run, connection, bar)
+                if turn.finished:
+                    break
+                attempt = turn.attempt
+                time.sleep(turn.come_back_in or 0.0)
+        except KeyboardInterrupt:
+            streaming.stop(run)
+            bar.close()
+            raise CommandError(
+                f"Interrupted: {run.queued} of {run.total} profiles sent; run the same command again to resume "
+                f"after profile id {run.last_profile_id}.",
+                returncode=130,
+            ) from None
+        bar.n = run.total
+        bar.close()
+
+    def hand_to_a_worker(self, run: ResyncRun) -> None:
+        if not wakeup.send_task(wakeup.RESYNC_TASK, [run.connection_id, run.audience_id]):
+            resync.interrupt(run)
+            raise CommandError("The broker is unavailable: no worker was told. Run the command again to resume.")
+        self.stdout.write(self.style.SUCCESS(f"Resync #{run.pk} handed to a worker, which sends it."))
 
     # --- delivery -----------------------------------------------------------------------
 
@@ -190,6 +240,14 @@ class Command(BaseCommand):
             return
         bar.close()
         self.summarise(run, None)
+        if streaming.streams(connection):
+            streaming.stop(run)
+            raise CommandError(
+                f"Customer.io rejected the credentials of {connection.name!r}: the connection is faulted and "
+                f"{run.total - run.queued} profiles are still to send. Fix the API key and resume the "
+                f"connection in the admin, then run the same command again to resume after profile id "
+                f"{run.last_profile_id}."
+            )
         raise CommandError(
             f"Customer.io rejected the credentials of {connection.name!r}: the connection is faulted and "
             f"{resync.pending_profiles(run)} profiles wait in the outbox. Fix the API key and resume the "
@@ -200,7 +258,8 @@ class Command(BaseCommand):
         outcome = resync.outcomes(run)
         lines = [
             f"Resync #{run.pk} summary:",
-            f"  profiles queued: {run.queued}",
+            # A streamed run's count is of people sent or settled (skipped...); a queued run's, of people queued.
+            f"  profiles {'done' if streaming.streams(run.connection) else 'queued'}: {run.queued}",
             f"  succeeded: {outcome.succeeded}",
             f"  failed: {outcome.failed}",
             f"  skipped: {outcome.skipped}",

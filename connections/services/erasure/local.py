@@ -16,6 +16,8 @@ logs after the erasure (the person is gone: dropped from the request), or its ro
 committed first and the erasure reads that lease: each call is due a request timeout after the
 later of the claim's lease end and now. A request begins within its lease (half a lease at
 least is left after a renewal) and ends within CUSTOMERIO_TIMEOUT, so the call comes after it.
+A streamed page (an activation's, a resync's) is fenced the same way: it marks its people in
+flight before it locks them, and its mark's lease counts as a claim's (outbox/inflight.py).
 
 Idempotent: a request id already recorded changes nothing, and a person already erased is not
 found again. Stored Firehose messages keep only ids, types and answers (never a person), so
@@ -50,7 +52,7 @@ from connections.models import (
 from connections.models import SuppressedIdentifier as Suppressed
 from connections.scrubbing import scrubbed_forms
 from connections.services.erasure import rules
-from connections.services.outbox import wakeup
+from connections.services.outbox import inflight, wakeup
 
 
 class ErasureError(ValueError):
@@ -271,6 +273,8 @@ def _claim_fences(profile_ids: list[int]) -> dict[int, datetime]:
         if token and claimed_until is not None:
             due = max(claimed_until, now) + grace
             fences[connection_id] = max(due, fences.get(connection_id, due))
+    for connection_id, due in inflight.fences(profile_ids).items():  # a streamed page holding the person
+        fences[connection_id] = max(due, fences.get(connection_id, due))
     return fences
 
 

@@ -136,7 +136,31 @@ def build_identify_attributes(
     Keys come out in a fixed order: identity fields, audience attributes, SegmentMembership,
     then the flag.
     """
-    attributes = _identity_attributes(profile)
+    attributes = identity_attributes(profile)
+    attributes.update(
+        membership_attributes(
+            one_attribute_per_audience=one_attribute_per_audience,
+            forwarded_audiences=forwarded_audiences,
+            segment_membership_always=segment_membership_always,
+            segment_membership_audiences=segment_membership_audiences,
+            update_existing_only=update_existing_only,
+        )
+    )
+    return attributes
+
+
+def membership_attributes(
+    *,
+    one_attribute_per_audience: bool,
+    forwarded_audiences: Sequence[AudienceState],
+    segment_membership_always: bool = False,
+    segment_membership_audiences: Sequence[AudienceState] | None = None,
+    update_existing_only: bool = False,
+) -> dict[str, AttributeValue]:
+    """The part of `build_identify_attributes` that does not depend on who the person is: the
+    audience attributes, SegmentMembership and the flag, in that order. People with the same
+    membership records get the same (a page of an activation: all of them), so it is computed once."""
+    attributes: dict[str, AttributeValue] = {}
     if one_attribute_per_audience:
         attributes.update(_one_attribute_per_audience(forwarded_audiences))
         if segment_membership_always:
@@ -192,7 +216,8 @@ def _segment_membership(audiences: Sequence[AudienceState]) -> str:
     return segment_membership_value(audience.audience_id for audience in audiences if audience.is_member)
 
 
-def _identity_attributes(profile: ProfileData) -> dict[str, AttributeValue]:
+def identity_attributes(profile: ProfileData) -> dict[str, AttributeValue]:
+    """Who the person is, as attributes: email and names, each only when known."""
     # Unknown fields are left out rather than sent empty, so that a source that never
     # knew a name cannot blank out one Customer.io already has.
     identity = {

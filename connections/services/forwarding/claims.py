@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from connections.models import Forward
 from connections.services.forwarding.payloads import ClaimedRow
+from connections.services.outbox import inflight
 from connections.services.outbox.bulk import in_values
 
 
@@ -47,6 +48,7 @@ def claim(connection_id: int, limit: int) -> tuple[str, list[ClaimedRow]]:
             Forward.objects.filter(connection_id=connection_id, due_at__lte=now)
             .filter(unclaimed(now))
             .exclude(Exists(held_elsewhere))
+            .exclude(inflight.in_flight(connection_id, now))  # a streamed page holds them (inflight.py)
             .order_by("due_at")
             .select_for_update(skip_locked=True)
             .values_list("profile_id", flat=True)[:limit]
@@ -82,6 +84,9 @@ def give_up_contested(connection_id: int, token: str, now: datetime) -> None:
     (each skips the row the other has locked). Checked after both committed, at least one
     of them sees the other and backs off, so a profile is never sent twice at once and a
     later request can never overtake an earlier one. The rows put back are due at once.
+
+    A streamed run's page that was marked in flight while this claim was being taken holds its
+    people too (outbox/inflight.py): they are put back, and claimed once the page is answered.
     """
     ours = Forward.objects.filter(claim_token=token).values("profile_id")
     contested = (
@@ -91,6 +96,9 @@ def give_up_contested(connection_id: int, token: str, now: datetime) -> None:
         .values_list("profile_id", flat=True)
     )
     contested_ids = set(contested)
+    contested_ids |= inflight.held_profiles(
+        connection_id, Forward.objects.filter(claim_token=token).values_list("profile_id", flat=True), now
+    )
     if contested_ids:
         ids = Forward.objects.filter(claim_token=token, profile_id__any=contested_ids).values_list("id", flat=True)
         requeue(token, list(ids))

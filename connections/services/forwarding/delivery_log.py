@@ -148,29 +148,41 @@ def log_pending(
 
 def record_unsent(connection: Connection, token: str, planned: list[Planned], report: ForwardReport) -> None:
     """Profiles that are skipped, cancelled or break a Customer.io limit: logged, rows removed."""
+    unsent = log_unsent(connection, planned, report)
+    if unsent:
+        claims.delete(token, [i for p in unsent for i in p.row_ids])
+
+
+def log_unsent(connection: Connection, planned: list[Planned], report: ForwardReport) -> list[Planned]:
+    """Log the profiles that are skipped, cancelled or break a Customer.io limit; returns them."""
     now = timezone.now()
     unsent = [p for p in planned if not p.sendable]
     if not unsent:
-        return
+        return unsent
     entries = []
     with transaction.atomic():
-        present = _lock_present([p.profile_id for p in unsent if not p.gone])
+        present = lock_present([p.profile_id for p in unsent if not p.gone])
         for p in unsent:
             gone = p.gone or p.profile_id not in present  # erased since the plan: logged naming nobody
             entries.append(_unsent_entry(connection, p, gone, now, report))
         Delivery.objects.bulk_create(entries)
-    claims.delete(token, [i for p in unsent for i in p.row_ids])
+    return unsent
 
 
-def _lock_present(profile_ids: list[int]) -> set[int]:
+def lock_present(profile_ids: list[int]) -> set[int]:
     """Those of the profiles that exist, locked until the transaction ends (see log_pending)."""
     if not profile_ids:
         return set()
     db = bulk.database(Delivery)
     where, args = bulk.in_values(db, "id", profile_ids)
     lock = " FOR KEY SHARE" if bulk.is_postgresql(db) else ""
+    # The bounds: one primary-key range for a streamed page's contiguous ids (as payloads.plan).
+    bounds = [min(profile_ids), max(profile_ids)]
     with db.cursor() as cursor:
-        cursor.execute(f"SELECT id FROM {Profile._meta.db_table} WHERE {where}{lock}", args)  # noqa: S608
+        cursor.execute(
+            f"SELECT id FROM {Profile._meta.db_table} WHERE {where} AND id BETWEEN %s AND %s{lock}",  # noqa: S608
+            [*args, *bounds],
+        )
         return {pk for (pk,) in cursor.fetchall()}
 
 

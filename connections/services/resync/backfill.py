@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from connections.models import Audience, Connection, Forward, Membership, ResyncRun, Subscription
 from connections.services.outbox import queue as outbox
 from connections.services.outbox import wakeup
+from connections.services.resync import leases, streaming
 from connections.services.resync import runs as resync
+from connections.services.resync.streaming import Turn
 
 log = logging.getLogger("cioaudience.resync")
 
@@ -53,48 +55,19 @@ def backfill(connection_id: int, audience_pk: int, reason: str) -> None:
     transaction.on_commit(lambda: wakeup.send_task(BACKFILL_TASK, [connection_id, audience_pk, reason]))
 
 
-def lease() -> timedelta:
-    """How long a worker holds a run without progress, and how long a run nobody holds waits for its task."""
-    return timedelta(seconds=settings.FORWARD_CLAIM_SECONDS)
+def queue_for(connection_id: int, audience_pk: int, reason: str, seconds: float, attempt: int = 1) -> Turn:
+    """Carry the recorded backfill on for about `seconds` (a worker's turn); says when a task must come back.
 
-
-def _unclaimed(now: datetime) -> Q:
-    return Q(claimed_until__isnull=True) | Q(claimed_until__lte=now)
-
-
-def _claim(run: ResyncRun) -> datetime | None:
-    """Take the run for this worker (a conditional UPDATE); the lease's end, or None when another worker holds it."""
-    now = timezone.now()
-    until = now + lease()
-    won = (
-        ResyncRun.objects.filter(pk=run.pk, status__in=resync.UNFINISHED)
-        .filter(_unclaimed(now))
-        .update(claimed_until=until)
-    )
-    return until if won else None
-
-
-def _renew(run: ResyncRun, held: datetime) -> datetime | None:
-    """Extend our lease; None when it was lost (it ran out and another worker took the run)."""
-    until = timezone.now() + lease()
-    return until if ResyncRun.objects.filter(pk=run.pk, claimed_until=held).update(claimed_until=until) else None
-
-
-def _release(run: ResyncRun, held: datetime) -> None:
-    ResyncRun.objects.filter(pk=run.pk, claimed_until=held).update(claimed_until=None)
-
-
-def queue_for(connection_id: int, audience_pk: int, reason: str, seconds: float) -> tuple[ResyncRun | None, bool]:
-    """Queue the recorded backfill for about `seconds` (a worker's turn); True when nothing is left for a task.
-
-    Only an unfinished run is resumed, from its checkpoint; none (None, True): it is done, or a
-    worker holds it (the same run is never queued by two workers at once). A subscription
-    deactivated (or deleted) meanwhile ends it: nothing more is queued for it.
+    Only an unfinished run is resumed, from its checkpoint; none (finished, run None): it is done,
+    or a worker holds it (the same run is never carried on by two workers at once). A subscription
+    deactivated (or deleted) meanwhile ends it: nothing more is sent for it. On a v2 connection the
+    run streams its pages to Customer.io itself (streaming.py); on v1 it queues its members in the
+    outbox chunk by chunk, for the change path's workers to send one by one.
     """
     connection = Connection.objects.filter(pk=connection_id).first()
     audience = Audience.objects.filter(pk=audience_pk).first()
     if connection is None or audience is None:
-        return None, True
+        return Turn(finished=True)
     run = (
         ResyncRun.objects.filter(
             connection_id=connection_id, audience_id=audience_pk, reason=reason, status__in=resync.UNFINISHED
@@ -103,40 +76,44 @@ def queue_for(connection_id: int, audience_pk: int, reason: str, seconds: float)
         .first()
     )
     if run is None:
-        return None, True
+        return Turn(finished=True)
     active = Subscription.objects.filter(
         connection_id=connection_id, audience_id=audience_pk, status=Subscription.Status.ACTIVE
     ).exists()
     if not active:
         resync.finish(run)
-        return run, True
-    held = _claim(run)
+        return Turn(finished=True, run=run)
+    scope = resync.Scope(connection, audience, (audience_pk,), reason)
+    if streaming.streams(connection):
+        if not run.total:
+            run, _ = resync.start(scope)  # the same run, running, with its total counted
+        return streaming.carry_on(connection, run, scope, seconds, attempt)
+    held = leases.claim(run)
     if held is None:
         log.info("backfill run=%s is being queued by another worker", run.pk)
-        return None, True
-    scope = resync.Scope(connection, audience, (audience_pk,), reason)
+        return Turn(finished=True)
     run, _ = resync.start(scope)  # the same run, running, with its total counted
     deadline = time.monotonic() + seconds
     chunks = resync.queue(run, scope)
     for _ in chunks:
-        held = _renew(run, held)
+        held = leases.renew(run, held)
         if held is None:
             chunks.close()
             log.warning("backfill run=%s: the lease ran out and another worker took it", run.pk)
-            return None, True
+            return Turn(finished=True, run=run)
         if time.monotonic() >= deadline:
             chunks.close()  # the run stays unfinished: the next task resumes it from the checkpoint
-            _release(run, held)
-            return run, False
-    _release(run, held)
-    return run, True
+            leases.release(run, held)
+            return Turn(finished=False, come_back_in=0.0, run=run)
+    leases.release(run, held)
+    return Turn(finished=True, run=run)
 
 
 def stalled(now: datetime) -> QuerySet[ResyncRun]:
     """Unfinished backfills no worker holds and nobody has touched for a lease's length."""
     return ResyncRun.objects.filter(
-        reason__in=REASONS, status__in=resync.UNFINISHED, updated_at__lte=now - lease()
-    ).filter(_unclaimed(now))
+        reason__in=REASONS, status__in=resync.UNFINISHED, updated_at__lte=now - leases.lease()
+    ).filter(leases.unclaimed(now))
 
 
 def resume_stalled() -> list[int]:

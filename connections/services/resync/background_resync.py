@@ -12,9 +12,11 @@ from functools import partial
 
 from django.db import transaction
 
-from connections.models import Connection, ResyncRun
+from connections.models import Audience, Connection, ResyncRun
 from connections.services.outbox import wakeup
 from connections.services.resync import runs as resync
+from connections.services.resync import streaming
+from connections.services.resync.streaming import Turn
 
 log = logging.getLogger("cioaudience.resync")
 
@@ -38,3 +40,21 @@ def _publish(run: ResyncRun) -> None:
     if not wakeup.send_task(wakeup.RESYNC_TASK, [run.connection_id, run.audience_id]):
         log.warning("resync not started run=%s: the broker is unavailable", run.pk)
         resync.interrupt(run)
+
+
+def continue_resync(connection: Connection, audience: Audience | None, seconds: float, attempt: int = 1) -> Turn:
+    """A worker's turn on the scope's resync: streamed (v2), or queued for the change path's workers (v1).
+
+    A streamed turn only carries on a run that is not finished (the request started it), so a task
+    delivered twice never starts a second resync. Raises `resync.ResyncError` for a scope that
+    cannot be resynced (no longer subscribed).
+    """
+    scope = resync.scope_for(connection, audience)
+    if not streaming.streams(connection):
+        run, finished = resync.queue_for(scope, seconds)
+        return Turn(finished=finished, come_back_in=None if finished else 0.0, run=run)
+    run = resync.unfinished_run(scope)
+    if run is None:
+        return Turn(finished=True)
+    run, _ = resync.start(scope)  # running again (an interrupted run), its total counted
+    return streaming.carry_on(connection, run, scope, seconds, attempt)

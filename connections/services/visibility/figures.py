@@ -15,7 +15,8 @@ from django.db.models import Count, Min, Q, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from connections.models import Delivery, Forward, ResyncRun
+from connections.models import BatchDelivery, Delivery, Forward, ResyncRun
+from connections.services.resync import runs as resync
 
 CHART_HOURS = 48
 FAILURE_RATE_WINDOW = timedelta(hours=24)
@@ -199,6 +200,14 @@ def latest_resync(connection_id: int) -> ResyncProgress | None:
     )
     if run is None:
         return None
+    if BatchDelivery.objects.filter(run_id=run.pk).exists():
+        # Streamed (issue 29): nothing waits in the outbox; what is left is past the checkpoint, and
+        # the people sent are counted from the run's requests (a row per thousand).
+        sent = resync.outcomes(run)
+        left = 0 if run.status == ResyncRun.Status.DONE else max(0, run.total - run.queued)
+        return ResyncProgress(
+            run=run, to_send=BoundedCount(left), succeeded=BoundedCount(sent.succeeded), failed=sent.failed
+        )
     to_send = bounded_count(
         Forward.objects.filter(connection_id=connection_id, reason=Forward.Reason.RESYNC, audience_id=run.audience_id)
     )

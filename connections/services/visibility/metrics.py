@@ -204,12 +204,13 @@ def _resyncs(labels: dict[int, list[str]]) -> Iterator[Metric]:
     running = _per_connection(
         GaugeMetricFamily,
         "resync_running",
-        "1 while the connection's latest resync is still queuing profiles.",
+        "1 while the connection's latest resync or large activation is still running (queuing or, streamed, sending).",
     )
     profiles = _per_connection(
         GaugeMetricFamily,
         "resync_profiles",
-        "The connection's latest resync: profiles in all (total) and queued so far (queued).",
+        "The connection's latest resync or large activation: profiles in all (total) and done so far (queued: "
+        "queued for the workers, or, streamed on v2, sent or settled).",
         "stage",
     )
     latest = Subquery(ResyncRun.objects.filter(connection=OuterRef("pk")).order_by("-pk").values("pk")[:1])

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("connections", "0018_connection_credentials_verified_at"),
+        ("connections", "0021_membership_audience_profile"),
     ]
 
     operations = [

@@ -248,9 +248,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(FIREHOSE_MAX_BODY_BYTES, 2_621_440)
 # workers apply stored messages, each person's in the order they were accepted, usually within a
 # fraction of a second) or "request" (before the answer: a 200 means its changes are in the
 # database). The same checks and 4xx answers either way. "worker" is the default because it answers
-# a flood within mParticle's 100 ms and now also applies it faster than "request" can (two appliers:
-# 6,600-11,300 changes/s on 2 cores, where requests stalled near 6,800 accepted/s with 5 s answers;
-# docs/architecture.md#where-a-firehose-message-is-applied, docs/benchmarks.md).
+# a flood within mParticle's 100 ms and now also applies it faster than "request" can accept it (two
+# appliers: 6,600-8,100 changes/s sustained on 2 cores busy with other work, where requests stalled
+# near 6,800 accepted/s with 5 s answers; docs/architecture.md#where-a-firehose-message-is-applied).
 FIREHOSE_APPLY = env.str("FIREHOSE_APPLY", default="worker")
 if FIREHOSE_APPLY not in ("request", "worker"):
     raise ImproperlyConfigured(f"FIREHOSE_APPLY must be 'request' or 'worker', not {FIREHOSE_APPLY[:32]!r}.")

@@ -262,7 +262,7 @@ def main() -> None:
 
 def apply_mode() -> str:
     """Where the product under test applies a message (FIREHOSE_APPLY, inherited by its gunicorn)."""
-    return os.environ.get("FIREHOSE_APPLY", "request")
+    return os.environ.get("FIREHOSE_APPLY", "worker")
 
 
 if __name__ == "__main__":

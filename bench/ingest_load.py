@@ -260,7 +260,7 @@ def main() -> None:
         token = setup(env)
         print(
             f"Sustained Firehose load: {database}, gunicorn -w {args.web_workers}, {args.workers} Celery worker(s), "
-            f"FIREHOSE_APPLY={env.get('FIREHOSE_APPLY', 'request')}"
+            f"FIREHOSE_APPLY={env.get('FIREHOSE_APPLY', 'worker')}"
         )
         print(f"  machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, load average {os.getloadavg()}")
         with processes() as group:

@@ -87,8 +87,11 @@ def sweep() -> int:
 
 @shared_task(ignore_result=True, acks_late=True)
 def apply_firehose_messages() -> int:
-    """Apply the Firehose messages that requests stored (FIREHOSE_APPLY=worker), oldest first."""
-    applied, more = inbox.apply_pending(time_budget=TIME_BUDGET_SECONDS)
+    """Apply the Firehose messages that requests stored (FIREHOSE_APPLY=worker), oldest first.
+
+    A backlog larger than a batch starts another task, up to FIREHOSE_APPLIERS at once.
+    """
+    applied, more = inbox.apply_pending(time_budget=TIME_BUDGET_SECONDS, on_backlog=apply_firehose_messages.delay)
     if more:
         apply_firehose_messages.delay()  # a fresh task for the rest, as forwarding does
     return applied

@@ -34,6 +34,13 @@ class InboundToken(models.Model):
         return f"{self.name} ({self.prefix}…)"
 
 
+# Stored messages applied alone, after every message before them and before any after them
+# (firehose/shards.py): about an audience, or about a person by an identity (an email) that the
+# appliers' shards do not follow. The last is an admin or erase_person erasure queued behind
+# waiting messages (firehose/queued_erasure.py).
+BARRIER_TYPES = ("audience_subscription_request", "dsr_processing_request", "cioaudience_erasure")
+
+
 class FirehoseMessage(models.Model):
     """A Firehose message accepted: replaying its id changes nothing and gets the same answer.
 
@@ -51,6 +58,11 @@ class FirehoseMessage(models.Model):
     body = models.TextField(
         _("body"), null=True, blank=True, help_text=_("The message as received, kept until a worker applies it.")
     )
+    shards_done = models.PositiveSmallIntegerField(
+        _("shards applied"),
+        db_default=0,  # also for the raw INSERT of `ingest.record_message`, and code older than the column
+        help_text=_("A bit per slice of the message's people that a worker has applied (firehose/shards.py)."),
+    )
 
     class Meta:
         verbose_name = _("Firehose message")
@@ -59,12 +71,19 @@ class FirehoseMessage(models.Model):
             models.Index(fields=["received_at"], name="firehose_received"),
             # The worker's queue: the pending messages in the order they were accepted.
             models.Index(fields=["id"], condition=models.Q(pending=True), name="firehose_pending"),
+            # The first barrier waiting (firehose/shards.py): batches are read below it.
+            models.Index(
+                fields=["id"],
+                condition=models.Q(pending=True, message_type__in=BARRIER_TYPES),
+                name="firehose_pending_barrier",
+            ),
         ]
 
     # An admin or erase_person erasure queued behind waiting messages (firehose/queued_erasure.py).
-    QUEUED_ERASURE = "cioaudience_erasure"
+    QUEUED_ERASURE = BARRIER_TYPES[2]
     # The stored types that erase a person: mParticle's DSR (firehose/envelope.py) and the above.
     ERASURE_TYPES = ("dsr_processing_request", QUEUED_ERASURE)
+    BARRIER_TYPES = BARRIER_TYPES
 
     def __str__(self) -> str:
         return f"{self.message_type} {self.message_id}"

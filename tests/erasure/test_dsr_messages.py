@@ -5,6 +5,7 @@ import json
 import uuid
 
 import pytest
+from django.test import override_settings
 
 from connections.models import ErasureRecord, FirehoseMessage, Profile
 from tests.support.erasure import CUSTOMER_ID, EMAIL, dsr_message, forwarded_person, post_dsr
@@ -12,6 +13,14 @@ from tests.support.factories import ConnectionFactory, ProfileFactory
 from tests.support.firehose import official, row_counts
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _applied_in_the_request():
+    """These tests read what a DSR did right after its answer: FIREHOSE_APPLY=request, so the answer means the changes
+    are made (the worker's order and timing: tests/firehose/test_apply_in_worker.py, test_parallel_applier.py)."""
+    with override_settings(FIREHOSE_APPLY="request"):
+        yield
 
 
 def test_the_official_sample_is_accepted_and_answered_with_the_envelope_alone():

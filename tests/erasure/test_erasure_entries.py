@@ -6,6 +6,7 @@ as the connection says (suppressed, deleted, or left alone) over real HTTP to th
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.test import override_settings
 
 from cio_standin import erasure as standin_erasure
 from connections.models import Delivery, ErasureCall, ErasureRecord, FirehoseMessage, Profile
@@ -25,6 +26,14 @@ from tests.support.erasure import (
 )
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _applied_in_the_request():
+    """A DSR's erasure is read right after its answer: FIREHOSE_APPLY=request, so the answer means
+    it is made (the worker's order and timing: tests/firehose/test_apply_in_worker.py, test_parallel_applier.py)."""
+    with override_settings(FIREHOSE_APPLY="request"):
+        yield
 
 
 def edit_in_admin(client, marketer) -> None:  # type: ignore[no-untyped-def]

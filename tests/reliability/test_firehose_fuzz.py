@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from django.db import transaction
+from django.test import override_settings
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 
@@ -38,6 +39,14 @@ from tests.support.firehose import URL
 from tests.support.tables import changed_since, checksums
 
 pytestmark = [pytest.mark.django_db, pytest.mark.reliability, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(autouse=True)
+def _applied_in_the_request():
+    """Each example checks what its answer applied: FIREHOSE_APPLY=request. The worker mode gives the
+    same answers and leaves the same data (every test of tests/firehose runs in both modes)."""
+    with override_settings(FIREHOSE_APPLY="request"):
+        yield
 
 GENERATED_EXAMPLES = 3_200
 MUTATED_EXAMPLES = 2_000

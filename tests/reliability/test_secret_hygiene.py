@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from cio_standin import Faults, Workspace
 from connections import tasks
+from connections.firehose import inbox
 from connections.models import (
     Connection,
     Delivery,
@@ -132,6 +133,7 @@ def exercise_firehose(evidence: Evidence, token: str, connection_key: str) -> No
         assert post_firehose(web, message, authorization).status_code == 401
     assert post_firehose(web, message, f"Token {token}").status_code == 200
     assert post_firehose(web, message | {"id": "not-a-uuid"}, f"Token {token}").status_code == 400
+    inbox.apply_pending()  # FIREHOSE_APPLY=worker (the default): the applier's logs are looked at too
 
 
 def deliver(standin, connection: Connection, faults: Faults | None = None) -> None:  # type: ignore[no-untyped-def]

@@ -16,13 +16,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from connections.models import Forward, Membership, Subscription
 from connections.services.outbox import bulk
 from connections.services.outbox import queue as outbox
 
 Pair = tuple[int, int]  # (profile pk, audience pk)
-COLUMNS = [("profile_id", "bigint"), ("audience_id", "bigint"), ("is_member", "boolean")]
+COLUMNS = [
+    ("profile_id", "bigint"),
+    ("audience_id", "bigint"),
+    ("is_member", "boolean"),
+    ("source_time", "timestamptz"),
+]
 
 
 @dataclass
@@ -32,8 +40,8 @@ class Recorded:
     queued: bool  # the forward rows are written already (PostgreSQL); otherwise the caller queues them
 
 
-def record(pairs: dict[Pair, bool], now: datetime, source_time: datetime, *, queue: bool = True) -> Recorded:
-    """Write the memberships; on PostgreSQL with `queue`, their forwards too, in the same statement.
+def record(pairs: dict[Pair, tuple[bool, datetime]], now: datetime, *, queue: bool = True) -> Recorded:
+    """Write the memberships (pair -> (is member, source time)); on PostgreSQL with `queue`, their forwards too.
 
     Without `queue` the caller queues the keys returned, together with others of its own: every
     outbox writer inserts all its keys in one statement, in one key order (`outbox._order`), or
@@ -42,12 +50,16 @@ def record(pairs: dict[Pair, bool], now: datetime, source_time: datetime, *, que
     if not pairs:
         return Recorded(set(), set(), queued=True)
     db = bulk.database(Membership)
-    stamp, source = bulk.timestamp(db, now), bulk.timestamp(db, source_time)
-    rows = sorted((p, a, m) for (p, a), m in pairs.items())  # one lock order for concurrent messages
+    stamp = bulk.timestamp(db, now)
+    # One lock order for concurrent messages.
+    sources: dict[datetime, Any] = {}  # a batch's pairs share a few source times
+    rows = sorted(
+        (p, a, m, sources.get(at) or sources.setdefault(at, _source(db, at))) for (p, a), (m, at) in pairs.items()
+    )
     upsert = (
         f"INSERT INTO {Membership._meta.db_table} AS m"  # noqa: S608
         " (profile_id, audience_id, is_member, changed_at, source_time)"
-        " SELECT profile_id, audience_id, is_member, %s, %s FROM v WHERE true"
+        " SELECT profile_id, audience_id, is_member, %s, source_time FROM v WHERE true"
         " ON CONFLICT (profile_id, audience_id) DO UPDATE SET is_member = excluded.is_member,"
         " changed_at = CASE WHEN m.is_member = excluded.is_member THEN m.changed_at ELSE excluded.changed_at END,"
         " source_time = excluded.source_time"
@@ -55,7 +67,7 @@ def record(pairs: dict[Pair, bool], now: datetime, source_time: datetime, *, que
         " RETURNING profile_id, audience_id, changed_at = %s AS changed"
     )
     if not queue or not bulk.is_postgresql(db):
-        returned = bulk.run(db, COLUMNS, rows, upsert, [stamp, source, stamp])
+        returned = bulk.run(db, COLUMNS, rows, upsert, [stamp, stamp])
         changed = {(p, a) for p, a, is_changed in returned if is_changed}
         by_audience = outbox.active_connection_ids_by_audience({a for _, a in changed}) if changed else {}
         keys = {(c, p, a) for p, a in changed for c in by_audience.get(a, ())}
@@ -76,8 +88,13 @@ def record(pairs: dict[Pair, bool], now: datetime, source_time: datetime, *, que
         " ORDER BY 1, 2, 3 ON CONFLICT DO NOTHING)"
         f" SELECT c.profile_id, c.audience_id, c.changed, s.connection_id"
         f" FROM c LEFT JOIN {subscriptions} s ON {active} AND c.changed",
-        [stamp, source, stamp, stamp, stamp],
+        [stamp, stamp, stamp, stamp],
     )
     changed = {(p, a) for p, a, is_changed, _ in returned if is_changed}
     keys = {(c, p, a) for p, a, is_changed, c in returned if is_changed and c is not None}
     return Recorded(changed, keys, queued=True)
+
+
+def _source(db: BaseDatabaseWrapper, at: datetime) -> Any:
+    """A row's source time: ISO 8601 text in the JSON rows on PostgreSQL, the stored form elsewhere."""
+    return at.isoformat() if bulk.is_postgresql(db) else bulk.timestamp(db, at)

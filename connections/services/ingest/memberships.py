@@ -35,6 +35,9 @@ class ProfileChange:
     profile: ProfileInput
     # audience_id (the source system's id) -> True (joined), False (left)
     memberships: dict[int, bool] = field(default_factory=dict)
+    # When the source made this change, if not the batch's `source_time` (the Firehose applier
+    # merges many messages, each with its own time, into one batch).
+    source_time: datetime | None = None
 
 
 @dataclass
@@ -100,14 +103,19 @@ def apply_changes(
     resolved = profile_rows.resolve([c.profile for c in changes], now)
     result.profiles_created += resolved.created
     result.profiles_updated += resolved.updated
-    pairs: dict[tuple[int, int], bool] = {}
+    pairs: dict[tuple[int, int], tuple[bool, datetime]] = {}
     for change in changes:
         profile_pk = resolved.pks[profile_rows.key(change.profile)]
+        at = source_time if change.source_time is None else min(change.source_time, now)
         for audience_id, is_member in change.memberships.items():
-            pairs[(profile_pk, audiences[audience_id])] = is_member
+            pair = (profile_pk, audiences[audience_id])
+            # Of several changes to one pair in a batch, the one applied one at a time would leave
+            # stands: the newest source time, and of equal times the later change.
+            if pair not in pairs or pairs[pair][1] <= at:
+                pairs[pair] = (is_member, at)
     # Identity forwards go in the same statement as the memberships' (one key order for every
     # outbox writer): the memberships' statement queues its own only when there are none.
-    recorded = membership_rows.record(pairs, now, source_time, queue=not resolved.identity_changed)
+    recorded = membership_rows.record(pairs, now, queue=not resolved.identity_changed)
     result.memberships_changed += len(recorded.changed)
 
     keys = recorded.forward_keys

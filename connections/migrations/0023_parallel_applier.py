@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("connections", "0021_membership_audience_profile"),
+        ("connections", "0022_batch_log_roles"),
     ]
 
     operations = [

@@ -51,7 +51,7 @@ def bench_env(db_name: str, standin_port: int, **extra: str) -> dict[str, str]:
     env.update(
         DEBUG="1",
         DATABASE_URL=os.environ.get("BENCH_DATABASE_URL", f"postgres://postgres@127.0.0.1:5432/{db_name}"),
-        CELERY_BROKER_URL=os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/7"),
+        CELERY_BROKER_URL=os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/9"),
         ENCRYPTION_KEYS=os.environ.get("ENCRYPTION_KEYS") or Fernet.generate_key().decode(),
         CUSTOMERIO_US_URL=f"http://127.0.0.1:{standin_port}",
         CUSTOMERIO_EU_URL=f"http://127.0.0.1:{standin_port}",

@@ -292,3 +292,32 @@ def test_a_customer_id_of_only_dots_is_fine_on_v2(customer_id):
 @pytest.mark.parametrize("customer_id", ["...", ".a", "a.", "a/..", "./"])
 def test_other_ids_with_dots_are_not_dot_segments(customer_id):
     assert limit_violation(customer_id, {}, "v1") is None
+
+
+def test_the_quick_answer_for_a_plain_person_never_hides_a_limit(monkeypatch):
+    """`limit_violation` answers a plain person from one encoding of each string; whenever it says
+    None, the named checks (which it skips) say None too, at and around every limit."""
+    from connections.customerio import limits
+    from connections.customerio.identifiers import Identifier
+
+    cases = []
+    for transport in ("v2_batch", "v1"):
+        for identifier in ("c1", ".", "..", "x" * 150, "x" * 151, "é" * 75, "é" * 76, "\ud800", "", "a@b.c"):
+            cases.append((transport, Identifier("id", identifier), {"email": "a@b.c", "In VIP": "true"}))
+        for value in ("v" * 1000, "v" * 1001, "é" * 500, "é" * 501, "\x1f" * 1000, "\ud800", True):
+            cases.append((transport, Identifier("id", "c1"), {"note": value}))
+        for name in ("n" * 150, "n" * 151, "\ud800"):
+            cases.append((transport, Identifier("id", "c1"), {name: "v"}))
+        cases.append((transport, Identifier("id", "c1"), {f"a{n}": "v" for n in range(300)}))
+        cases.append((transport, Identifier("id", "c1"), {f"a{n}": "v" for n in range(301)}))
+        # JSON escapes a control character as 6 bytes: 32 values of 1,000 of them are near the 32 KB action limit.
+        cases.append((transport, Identifier("id", "c1"), {f"c{n}": "\x1f" * 1000 for n in range(5)}))
+        cases.append((transport, Identifier("email", "a@b.c"), {f"c{n}": "\x1f" * 900 for n in range(6)}))
+        cases.append((transport, Identifier("id", "c1"), {f"c{n}": "\x1f" * 1000 for n in range(6)}))
+        cases.append((transport, Identifier("id", "c1"), {f"c{n}": "x" * 1000 for n in range(33)}))
+    quick = [limits.limit_violation(identifier, attributes, transport) for transport, identifier, attributes in cases]
+    monkeypatch.setattr(limits, "_plainly_within", lambda *args: False)
+    named = [limits.limit_violation(identifier, attributes, transport) for transport, identifier, attributes in cases]
+
+    assert quick == named
+    assert sum(v is None for v in named) >= 10 and sum(v is not None for v in named) >= 10  # both kinds are tried

@@ -31,6 +31,7 @@ from cio_standin import Faults, Workspace
 from connections import tasks
 from connections.firehose import inbox
 from connections.models import (
+    BatchDelivery,
     Connection,
     Delivery,
     ErasureRecord,
@@ -40,10 +41,13 @@ from connections.models import (
     Subscription,
     SuppressedIdentifier,
 )
+from connections.services.connection import transitions
 from connections.services.connection.credentials import verify_credentials
 from connections.services.erasure import calls as erasure_calls
 from connections.services.erasure import local as erasure
 from connections.services.ingest import subscriptions, tokens
+from connections.services.resync import runs as resync
+from connections.services.resync import streaming
 from tests.support.admin import changeform_data
 from tests.support.admin_urls import login_rows, routes, url_of
 from tests.support.evidence import Evidence, RecordingClient, Secret, findings, recording
@@ -248,6 +252,12 @@ def render_every_page(evidence: Evidence, admin: RecordingClient, users: list, w
     # to the connection whose key is wrong).
     erased = erasure.erase(erasure.PersonQuery(customer_id="p5"), source=ErasureRecord.Source.COMMAND).record
     erasure_calls.send_due(wrong.pk)
+    # A streamed page with the wrong key too (a large activation or resync): its batch request row
+    # holds Customer.io's 401 answer, and has pages of its own.
+    transitions.resume(wrong)  # faulted by its first 401; resumed, its page meets the 401 again
+    scope = resync.scope_for(wrong)
+    run, _ = resync.start(scope)
+    streaming.carry_on(wrong, run, scope, 5.0)
     objects = {
         **login_rows(users[-1]),
         "auth.group": users[1].groups.get(),
@@ -257,6 +267,7 @@ def render_every_page(evidence: Evidence, admin: RecordingClient, users: list, w
         "connections.subscription": subscription,
         "connections.profile": Profile.objects.get(customer_id="p0"),
         "connections.delivery": Delivery.objects.filter(connection=wrong, http_status=401).first(),
+        "connections.batchdelivery": BatchDelivery.objects.filter(connection=wrong, http_status=401).first(),
         "connections.forward": Forward.objects.filter(connection=wrong).first(),  # waiting since the 401
         "connections.inboundtoken": InboundToken.objects.get(name="from-the-admin"),
         "connections.erasurerecord": erased,

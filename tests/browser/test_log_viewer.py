@@ -240,7 +240,9 @@ def test_the_log_fits_a_laptop_links_retries_searches_and_retries_from_a_rows_pa
         "error",
     ]
     assert_nothing_is_cut(page)
-    expect(page.locator(".cio-zone")).to_have_text(f"Times are in {BROWSER_TIME_ZONE}.")
+    zone = page.locator(".cio-zone")
+    expect(zone).to_contain_text(f"Times are in {BROWSER_TIME_ZONE}.")
+    expect(zone.get_by_role("link", name="batch requests")).to_be_visible()  # where whole-audience work is
     expect(page.locator("#changelist .paginator")).to_contain_text("7 deliveries")
     failed_row = rows.filter(has=page.get_by_role("link", name="2026-12-04 14:03:27", exact=True))
     expect(failed_row.locator("td.field-error_short")).to_contain_text("Customer.io rejected the request (HTTP 400)")

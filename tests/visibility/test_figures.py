@@ -20,14 +20,14 @@ def delivery_at(connection, when: datetime, status: str = Delivery.Status.SUCCEE
     Delivery.objects.filter(pk=delivery.pk).update(created_at=when)
 
 
-def test_deliveries_per_hour_fills_every_hour_and_counts_in_one_query(django_assert_num_queries):
+def test_deliveries_per_hour_fills_every_hour_and_counts_in_a_query_per_log(django_assert_num_queries):
     connection = ConnectionFactory()
     delivery_at(connection, NOW - timedelta(minutes=10))
     delivery_at(connection, NOW - timedelta(minutes=20), Delivery.Status.FAILED)
     delivery_at(connection, NOW - timedelta(hours=47, minutes=30))  # 13:00 two days ago: the first hour
     delivery_at(connection, NOW - timedelta(hours=48, minutes=31))  # before the window
 
-    with django_assert_num_queries(1):
+    with django_assert_num_queries(2):  # the forwarding log, the batch log
         hours = figures.deliveries_per_hour(connection.pk, now=NOW)
 
     assert len(hours) == 48
@@ -37,6 +37,25 @@ def test_deliveries_per_hour_fills_every_hour_and_counts_in_one_query(django_ass
     assert hours[0].outcomes == figures.DeliveryCounts(succeeded=1, failed=0)
     assert hours[1].outcomes == figures.DeliveryCounts(succeeded=0, failed=0)
     assert sum(h.outcomes.attempts for h in hours) == 3
+
+
+def test_the_chart_counts_the_people_of_streamed_requests(db):
+    """An activation's or a resync's batch requests count as their people: accepted, or a failed attempt."""
+    from connections.customerio.client import Outcome
+    from connections.models import BatchDelivery
+    from connections.services.forwarding.batch_log import complete_batch
+    from tests.support.batch_log import log_identify, log_segment_add, result
+
+    connection = ConnectionFactory()
+    people = ProfileFactory.create_batch(3)
+    complete_batch(log_identify(connection, people), result(Outcome.SUCCEEDED, 207), {1: "bad email"})
+    complete_batch(log_identify(connection, people[:2]), result(Outcome.RETRY, 503), {})
+    complete_batch(log_segment_add(connection, people), result(Outcome.SUCCEEDED), {})  # the same people again
+    BatchDelivery.objects.update(created_at=NOW - timedelta(minutes=5))
+
+    hours = figures.deliveries_per_hour(connection.pk, now=NOW)
+
+    assert hours[-1].outcomes == figures.DeliveryCounts(succeeded=2, failed=1 + 2)
 
 
 def test_recent_outcomes_of_many_connections_in_one_query(django_assert_num_queries):

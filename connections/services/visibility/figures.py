@@ -7,9 +7,10 @@ resync, a resync's deliveries) stop at `COUNT_CAP` and say so.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.db.models import Count, Min, Q, QuerySet
 from django.db.models.functions import TruncHour
@@ -124,30 +125,42 @@ def deliveries_per_hour(
 
 
 def _batch_people_per_hour(connection_id: int, since: datetime, until: datetime) -> dict[datetime, DeliveryCounts]:
-    """The people of the connection's streamed identify requests (activations, resyncs), by hour, as
-    the log's rows count: accepted, or an attempt that failed (rejected items, a failed or retried request).
+    """The people of the connection's streamed identify requests (activations, resyncs), by hour."""
+    return _batch_people(
+        [connection_id], since, until, lambda _, at: at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    )
+
+
+def _batch_people(
+    connection_ids: list[int], since: datetime, until: datetime | None, key: Callable[[int, datetime], Any]
+) -> dict[Any, DeliveryCounts]:
+    """Streamed identify requests' people, as the log's rows count: accepted, or an attempt that failed
+    (a rejected item, a failed or retried request), summed by `key(connection_id, created_at)`.
     A row per thousand people: a 10,000,000-member activation is 10,000 rows."""
-    counts: dict[datetime, list[int]] = {}
+    counts: dict[Any, list[int]] = {}
     rows = BatchDelivery.objects.filter(
-        connection_id=connection_id,
+        connection_id__in=connection_ids,
         action="identify",
         created_at__gte=since,
-        created_at__lt=until,
         status__in=(SUCCEEDED, BatchDelivery.Status.PARTIAL, *FAILED_ATTEMPT),
-    ).values_list("created_at", "status", "people", "item_errors")
-    for created_at, status, people, item_errors in rows.iterator():
-        hour = created_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    )
+    if until is not None:
+        rows = rows.filter(created_at__lt=until)
+    for connection_id, created_at, status, people, item_errors in rows.values_list(
+        "connection_id", "created_at", "status", "people", "item_errors"
+    ).iterator():
         failed = people if status in FAILED_ATTEMPT else len(item_errors or {})
-        tally = counts.setdefault(hour, [0, 0])
+        tally = counts.setdefault(key(connection_id, created_at), [0, 0])
         tally[0] += people - failed
         tally[1] += failed
-    return {hour: DeliveryCounts(ok, failed) for hour, (ok, failed) in counts.items()}
+    return {k: DeliveryCounts(ok, failed) for k, (ok, failed) in counts.items()}
 
 
 def recent_outcomes(
     connection_ids: Iterable[int], *, window: timedelta = FAILURE_RATE_WINDOW, now: datetime | None = None
 ) -> dict[int, DeliveryCounts]:
-    """Each connection's attempts in the last `window`: one grouped query over those connections only."""
+    """Each connection's attempts in the last `window`: one grouped query per log over those connections only
+    (a streamed request counts as its people)."""
     ids = list(connection_ids)
     if not ids:
         return {}
@@ -162,7 +175,11 @@ def recent_outcomes(
         )
         .order_by()
     )
-    return {row["connection_id"]: DeliveryCounts(row["succeeded"], row["failed"]) for row in rows}
+    found = {row["connection_id"]: DeliveryCounts(row["succeeded"], row["failed"]) for row in rows}
+    for connection_id, counts in _batch_people(ids, since, None, lambda pk, _: pk).items():
+        seen = found.get(connection_id, DeliveryCounts())
+        found[connection_id] = DeliveryCounts(seen.succeeded + counts.succeeded, seen.failed + counts.failed)
+    return found
 
 
 @dataclass(frozen=True)

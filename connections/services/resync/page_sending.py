@@ -29,7 +29,14 @@ from typing import Any
 from django.db import transaction
 
 from connections.customerio import ratelimit
-from connections.customerio.client import BatchResult, CustomerIOClient, Outcome, SendResult, prepare_batch
+from connections.customerio.client import (
+    BatchResult,
+    CustomerIOClient,
+    Outcome,
+    PreparedBatch,
+    SendResult,
+    prepare_batch,
+)
 from connections.customerio.limits import encode_json
 from connections.logfmt import logfmt
 from connections.models import Connection, ResyncRun
@@ -76,23 +83,21 @@ def page_program(
     result.done += len(log_unsent(connection, page.planned, report))
     sendable = [p for p in page.planned if p.sendable]
     for group in V2Batch().groups(sendable, probe=False):
-        logged = _log_batch(connection, run, group, attempt)
-        if logged is None:  # everyone in it was erased since the plan
+        present, ref, prepared = _log_pending(connection, run, group, "identify", None, _identify_body, attempt)
+        if not present:  # everyone in it was erased since the plan
             result.done += len(group)
             continue
-        logged_people = group
-        group, ref, prepared = logged
         answer: BatchResult = yield partial(_paced, connection, client.send_batch, prepared)
-        identified = _record_batch(connection, run, group, ref, answer)
+        identified = _record_batch(connection, run, present, ref, answer)
         report.requests += 1
-        report.sent += len(group)
+        report.sent += len(present)
         if answer.overall.outcome in TRANSIENT:
-            return _again(result, answer.overall, report, len(group))
+            return _again(result, answer.overall, report, len(present))
         report.succeeded += len(identified)
-        report.failed += len(group) - len(identified)
-        result.done += len(logged_people)  # those erased since the plan are settled too
+        report.failed += len(present) - len(identified)
+        result.done += len(group)  # those erased since the plan are settled too
         for segment_id, action, id_type, chunk in segment_requests(p for p in identified if p.segment_operations):
-            chunk, ref = _log_segment(connection, run, chunk, f"segment_{action}", segment_id, attempt)
+            chunk, ref, _ = _log_pending(connection, run, chunk, f"segment_{action}", segment_id, _ids_body, attempt)
             if not chunk:
                 continue
             send = client.add_to_segment if action == "add" else client.remove_from_segment
@@ -120,27 +125,42 @@ def _again(result: PageResult, answer: SendResult | None, report: ForwardReport,
     return result
 
 
-def _log_batch(
-    connection: Connection, run: ResyncRun, group: list[Planned], attempt: int
-) -> tuple[list[Planned], batch_log.BatchRef, Any] | None:
-    """The people of the group still here, locked, and their request logged pending; None when none is left."""
+def _log_pending(
+    connection: Connection,
+    run: ResyncRun,
+    people: list[Planned],
+    action: str,
+    segment_id: int | None,
+    body_of: Callable[[list[Planned]], Any],
+    attempt: int,
+) -> tuple[list[Planned], batch_log.BatchRef | None, Any]:
+    """The people still here, locked (FOR KEY SHARE), and their request logged pending with its body as
+    sent; ([], None, None) when nobody is left (erased since the plan)."""
     with transaction.atomic():
-        present = lock_present([p.profile_id for p in group])
-        group = [p for p in group if p.profile_id in present]  # erased since the plan: not sent
-        if not group:
-            return None
-        prepared = prepare_batch([(p.identifier, p.attributes) for p in group])
+        present = lock_present([p.profile_id for p in people])
+        people = [p for p in people if p.profile_id in present]
+        if not people:
+            return [], None, None
+        prepared = body_of(people)
         ref = batch_log.log_batch_pending(
             connection.pk,
             run_id=run.pk,
             reason=run.reason,
-            action="identify",
-            segment_id=None,
-            profile_ids=[p.profile_id for p in group],
-            body=prepared.body,
+            action=action,
+            segment_id=segment_id,
+            profile_ids=[p.profile_id for p in people],
+            body=prepared.body if isinstance(prepared, PreparedBatch) else prepared,
             attempt=attempt,
         )
-    return group, ref, prepared
+    return people, ref, prepared
+
+
+def _identify_body(people: list[Planned]) -> PreparedBatch:
+    return prepare_batch([(p.identifier, p.attributes) for p in people])
+
+
+def _ids_body(people: list[Planned]) -> bytes:
+    return encode_json({"ids": [p.customer_id for p in people]})
 
 
 def _record_batch(
@@ -153,28 +173,6 @@ def _record_batch(
     connection_state.note_results(connection, [answer.overall])
     _log_request(connection, run, "identify", len(group), answer.overall, len(item_errors))
     return [p for p, item in zip(group, answer.items, strict=True) if item.outcome is Outcome.SUCCEEDED]
-
-
-def _log_segment(
-    connection: Connection, run: ResyncRun, chunk: list[Planned], kind: str, segment_id: int, attempt: int
-) -> tuple[list[Planned], batch_log.BatchRef | None]:
-    """A segment request's people still here, locked, and the request logged pending (as `_log_batch`)."""
-    with transaction.atomic():
-        present = lock_present([p.profile_id for p in chunk])
-        chunk = [p for p in chunk if p.profile_id in present]
-        if not chunk:
-            return chunk, None
-        ref = batch_log.log_batch_pending(
-            connection.pk,
-            run_id=run.pk,
-            reason=run.reason,
-            action=kind,
-            segment_id=segment_id,
-            profile_ids=[p.profile_id for p in chunk],
-            body=encode_json({"ids": [p.customer_id for p in chunk]}),
-            attempt=attempt,
-        )
-    return chunk, ref
 
 
 def _log_request(

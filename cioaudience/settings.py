@@ -193,6 +193,11 @@ FORWARD_V1_CLAIM_SIZE = env.int("FORWARD_V1_CLAIM_SIZE", default=50)  # v1: prof
 # requests in flight together (each page's segment request after its identify), so a run is not
 # held up by Customer.io's answer time; 1 sends one page after another.
 STREAM_PAGES_IN_FLIGHT = env.int("STREAM_PAGES_IN_FLIGHT", default=4)
+# A streamed run of at least STREAM_LANES x STREAM_LANE_MIN_PEOPLE people is split by profile id
+# into this many lanes, sent by as many workers (or resync processes) at once (PostgreSQL only).
+# One process is bound by its own CPU; match it to the worker processes free for it. 1: never split.
+STREAM_LANES = env.int("STREAM_LANES", default=2)
+STREAM_LANE_MIN_PEOPLE = env.int("STREAM_LANE_MIN_PEOPLE", default=50000)
 # The lease of a claim, renewed before every request its worker sends: a killed worker's rows
 # are free again after at most this long, and the next sweep hands them to another worker.
 FORWARD_CLAIM_SECONDS = env.int("FORWARD_CLAIM_SECONDS", default=45)

@@ -99,7 +99,11 @@ def apply_firehose_messages() -> int:
 
 @shared_task(ignore_result=True, acks_late=True)
 def resync_connection(
-    connection_id: int, audience_pk: int | None = None, time_budget: float = TIME_BUDGET_SECONDS, attempt: int = 1
+    connection_id: int,
+    audience_pk: int | None = None,
+    time_budget: float = TIME_BUDGET_SECONDS,
+    attempt: int = 1,
+    lane: int | None = None,
 ) -> int:
     """Carry a resync on (the admin's "Resync" action), resuming an unfinished one.
 
@@ -107,7 +111,8 @@ def resync_connection(
     is saved in the `ResyncRun` page by page (or chunk by chunk), so a redelivered task continues
     from the checkpoint. After `time_budget` seconds the task hands the rest to a fresh one, so a
     resync of millions of profiles never runs into the task time limit; a page Customer.io must be
-    asked again comes back after its backoff. Returns the profiles done by the run so far.
+    asked again comes back after its backoff. A large run is split into lanes at its first turn
+    (`lane`: a task each, sent at once by as many workers). Returns the profiles done by the run so far.
     """
     connection = Connection.objects.filter(pk=connection_id).first()
     audience = Audience.objects.filter(pk=audience_pk).first() if audience_pk is not None else None
@@ -115,7 +120,7 @@ def resync_connection(
         log.info("resync_connection skipped connection=%s audience=%s: deleted since", connection_id, audience_pk)
         return 0
     try:
-        turn = background_resync.continue_resync(connection, audience, time_budget, attempt)
+        turn = background_resync.continue_resync(connection, audience, time_budget, attempt, lane)
     except resync.ResyncError as error:
         log.warning("resync_connection refused connection=%s audience=%s: %s", connection_id, audience_pk, error)
         return 0
@@ -125,7 +130,7 @@ def resync_connection(
         run = turn.run
         log.info("resync_connection continues run=%s connection=%s done=%s", run.pk, connection_id, run.queued)
         resync_connection.apply_async(
-            (connection_id, audience_pk, time_budget, turn.attempt), countdown=turn.come_back_in or None
+            (connection_id, audience_pk, time_budget, turn.attempt, lane), countdown=turn.come_back_in or None
         )
         return turn.run.queued
     log.info("resync_connection run=%s connection=%s done=%s", turn.run.pk, connection_id, turn.run.queued)
@@ -134,22 +139,28 @@ def resync_connection(
 
 @shared_task(ignore_result=True, acks_late=True)
 def backfill_audience(
-    connection_id: int, audience_pk: int, reason: str, time_budget: float = TIME_BUDGET_SECONDS, attempt: int = 1
+    connection_id: int,
+    audience_pk: int,
+    reason: str,
+    time_budget: float = TIME_BUDGET_SECONDS,
+    attempt: int = 1,
+    lane: int | None = None,
 ) -> int:
     """Carry a large audience's backfill on for a connection (activation or rename), page by page.
 
     Resumable: each page (or, on v1, each chunk queued) commits with its checkpoint, and after
     `time_budget` seconds the rest goes to a fresh task; a page Customer.io must be asked again
     comes back after its backoff, and a pause or an open breaker is waited out the same way.
-    Returns the profiles done by the run so far.
+    A large run is split into lanes at its first turn (`lane`: a task each, sent at once by as
+    many workers). Returns the profiles done by the run so far.
     """
-    turn = backfill.queue_for(connection_id, audience_pk, reason, time_budget, attempt)
+    turn = backfill.queue_for(connection_id, audience_pk, reason, time_budget, attempt, lane)
     if turn.run is None:
         return 0
     if not turn.finished:
         countdown = turn.come_back_in or None
         backfill_audience.apply_async(
-            (connection_id, audience_pk, reason, time_budget, turn.attempt), countdown=countdown
+            (connection_id, audience_pk, reason, time_budget, turn.attempt, lane), countdown=countdown
         )
     run = turn.run
     log.info(
@@ -210,7 +221,12 @@ def _prune_by_setting(kind: retention.KeptRows) -> int:
         result = pruned.prune(timedelta(days=days))
         log.info(
             "%s kind=%r deleted=%s batches=%s cutoff=%s partitions_dropped=%s",
-            pruned.name, pruned.noun, result.deleted, result.batches, result.cutoff, len(result.partitions_dropped),
+            pruned.name,
+            pruned.noun,
+            result.deleted,
+            result.batches,
+            result.cutoff,
+            len(result.partitions_dropped),
         )
         deleted += result.deleted
         pruned = pruned.companion

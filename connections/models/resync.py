@@ -58,6 +58,24 @@ class ResyncRun(models.Model):
             "lasts, changes to them wait, so an older page can never overwrite a newer change."
         ),
     )
+    lane_of = models.ForeignKey(
+        "self",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="lanes",
+        verbose_name=_("lane of"),
+        help_text=_(
+            "A large streamed run is split by profile id into lanes that workers send at once: this row carries "
+            "one range of that run, with its own checkpoint, mark and lease. Empty: the run itself."
+        ),
+    )
+    lane_end = models.BigIntegerField(
+        _("lane ends at"),
+        null=True,
+        blank=True,
+        help_text=_("The last profile id of this row's range (a run split into lanes); empty: no end."),
+    )
     started_at = models.DateTimeField(_("started at"), auto_now_add=True, help_text=_("When it started."))
     updated_at = models.DateTimeField(_("updated at"), auto_now=True, help_text=_("Last progress."))
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True, help_text=_("When it finished."))
@@ -75,3 +93,8 @@ class ResyncRun(models.Model):
 
     def __str__(self) -> str:
         return f"Resync of {self.connection_id} ({self.status})"
+
+    @property
+    def whole_run_id(self) -> int:
+        """The run this row is part of: itself, or the run it is a lane of."""
+        return self.lane_of_id or self.pk

@@ -154,7 +154,7 @@ def test_the_task_comes_back_after_the_backoff(standin, activation, monkeypatch)
     backfill_audience(connection.pk, audience.pk, "activation")
 
     [(args, countdown)] = scheduled
-    assert args[-1] == 2 and countdown > 0  # the next attempt, after a backoff
+    assert args[-2:] == (2, None) and countdown > 0  # the next attempt of the run (no lane), after a backoff
 
 
 def test_a_paused_connection_sends_nothing_and_says_when_to_come_back(standin, activation):

@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import signal
 import time
 from collections.abc import Iterator
+from multiprocessing.process import BaseProcess
 from typing import Any, TextIO
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -15,9 +18,8 @@ from tqdm import tqdm
 from connections.management.lookup import add_rows_per_transaction, find_audience, find_connection, positive_int
 from connections.models import Connection, ResyncRun
 from connections.services.forwarding import worker as forwarding
-from connections.services.outbox import wakeup
+from connections.services.resync import background_resync, lane_processes, lanes, streaming
 from connections.services.resync import runs as resync
-from connections.services.resync import streaming
 
 STALL_SECONDS = 60.0  # waiting this long with no profile delivered: send from this process
 POLL_SECONDS = 1.0  # how often progress is read while workers send
@@ -27,7 +29,7 @@ SEND_HERE_BUDGET_SECONDS = 1.0  # send this long between progress updates
 class Command(BaseCommand):
     help = (
         "Resync a connection: send the full current state of every profile with a membership record in its "
-        "active subscriptions (members \"true\", recorded ex-members \"false\", or SegmentMembership), or in one "
+        'active subscriptions (members "true", recorded ex-members "false", or SegmentMembership), or in one '
         "audience with --audience, and wait until it is delivered. Resumable: after Ctrl-C or a crash, run the "
         "same command again and it continues from its checkpoint. On a v2 connection this process sends it, "
         "1,000 people per request (--no-wait hands it to a worker instead). On v1 it is queued and sent by "
@@ -53,9 +55,7 @@ class Command(BaseCommand):
             "queue and send nothing.",
         )
         mode = parser.add_mutually_exclusive_group()
-        mode.add_argument(
-            "--no-wait", action="store_true", help="Queue the forwards and exit; the workers send them."
-        )
+        mode.add_argument("--no-wait", action="store_true", help="Queue the forwards and exit; the workers send them.")
         mode.add_argument(
             "--send-here",
             action="store_true",
@@ -150,12 +150,22 @@ class Command(BaseCommand):
     # --- streaming (v2) ------------------------------------------------------------------
 
     def stream(self, run: ResyncRun, scope: resync.Scope, connection: Connection) -> None:
-        """Send the run page by page from this process until it is done; Ctrl-C keeps the checkpoint."""
+        """Send the run page by page from this process until it is done, its lanes (a large run's
+        other ranges) each from a process of its own; Ctrl-C keeps every checkpoint."""
         bar = self.bar("Sending", total=run.total, initial=run.queued)
         attempt = 1
+        helpers = [self.carry_lane(connection, lane, scope) for lane in lanes.unfinished(run)]
         try:
             while True:
-                turn = streaming.carry_on(connection, run, scope, SEND_HERE_BUDGET_SECONDS, attempt)
+                turn = streaming.carry_on(
+                    connection,
+                    run,
+                    scope,
+                    SEND_HERE_BUDGET_SECONDS,
+                    attempt,
+                    hand_out=lambda lane: helpers.append(self.carry_lane(connection, lane, scope)),
+                )
+                run.refresh_from_db(fields=["queued"])  # with the lanes' people
                 bar.n = run.queued
                 bar.refresh()
                 if turn.held_elsewhere:
@@ -169,8 +179,15 @@ class Command(BaseCommand):
                     break
                 attempt = turn.attempt
                 time.sleep(turn.come_back_in or 0.0)
+            self.wait_for_lanes(run, scope, connection, helpers, bar)
         except KeyboardInterrupt:
             streaming.stop(run)
+            for helper in helpers:  # each stops its own lane, giving its mark up
+                if helper.is_alive() and helper.pid is not None:
+                    os.kill(helper.pid, signal.SIGINT)
+            for helper in helpers:
+                helper.join()
+            run.refresh_from_db(fields=["queued", "last_profile_id"])
             bar.close()
             raise CommandError(
                 f"Interrupted: {run.queued} of {run.total} profiles sent; run the same command again to resume "
@@ -180,9 +197,28 @@ class Command(BaseCommand):
         bar.n = run.total
         bar.close()
 
+    def carry_lane(self, connection: Connection, lane: ResyncRun, scope: resync.Scope) -> BaseProcess:
+        return lane_processes.start_process(connection, lane, scope, SEND_HERE_BUDGET_SECONDS)
+
+    def wait_for_lanes(
+        self, run: ResyncRun, scope: resync.Scope, connection: Connection, helpers: list[BaseProcess], bar: tqdm
+    ) -> None:
+        """The run's own range is sent: wait for its lanes' processes, then send here what one left
+        (a process that failed), so the command returns with the whole run sent."""
+        while any(helper.is_alive() for helper in helpers):
+            for helper in helpers:
+                helper.join(timeout=POLL_SECONDS / len(helpers))
+            run.refresh_from_db(fields=["queued"])
+            bar.n = run.queued
+            bar.refresh()
+            self.stop_if_faulted(run, connection, bar)
+        for lane in lanes.unfinished(run):
+            lane_processes.carry_here(connection, lane, scope, SEND_HERE_BUDGET_SECONDS)
+            self.stop_if_faulted(run, connection, bar)
+        run.refresh_from_db(fields=["queued", "status"])
+
     def hand_to_a_worker(self, run: ResyncRun) -> None:
-        if not wakeup.send_task(wakeup.RESYNC_TASK, [run.connection_id, run.audience_id]):
-            resync.interrupt(run)
+        if not background_resync.publish(run):
             raise CommandError("The broker is unavailable: no worker was told. Run the command again to resume.")
         self.stdout.write(self.style.SUCCESS(f"Resync #{run.pk} handed to a worker, which sends it."))
 

@@ -26,7 +26,7 @@ APPLY_TASK = "connections.tasks.apply_firehose_messages"
 APPLIER = 0
 
 
-def send_task(name: str, args: list, countdown: float | None = None) -> bool:
+def send_task(name: str, args: list, countdown: float | None = None, kwargs: dict | None = None) -> bool:
     """Publish a task by name; False when the broker is unavailable (the sweep covers it)."""
     from cioaudience.celery import app
 
@@ -34,7 +34,7 @@ def send_task(name: str, args: list, countdown: float | None = None) -> bool:
         # Explicit None: the worker's own time limits apply. Celery otherwise copies the limits
         # of a task registered in the *sending* process into the message, where they override
         # the worker's settings (a web process with other settings would decide for the workers).
-        app.send_task(name, args=args, countdown=countdown, time_limit=None, soft_time_limit=None)
+        app.send_task(name, args=args, kwargs=kwargs, countdown=countdown, time_limit=None, soft_time_limit=None)
     except OperationalError as exc:
         log.warning("broker unavailable, leaving it to the sweep task=%s args=%s error=%s", name, args, exc)
         return False

@@ -8,7 +8,8 @@ worker queues it chunk by chunk, resumably, each chunk committed with its checkp
 
     backfill (request) -> run recorded, task published on commit
       -> queue_for (worker): claims the run (a lease, `claimed_until`, renewed chunk by chunk),
-         queues chunks from the checkpoint, hands the rest to a fresh task after its turn
+         queues chunks from the checkpoint, hands the rest to a fresh task after its turn; a large
+         streamed run is split into lanes at its first turn, a task each (`lane`)
       -> resume_stalled (the sweep): a run no worker holds and nobody touched for a lease's
          length (its task's broker message was lost, or its worker died) is published again
          and continues from its checkpoint
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
@@ -28,7 +30,7 @@ from django.utils import timezone
 from connections.models import Audience, Connection, Forward, Membership, ResyncRun, Subscription
 from connections.services.outbox import queue as outbox
 from connections.services.outbox import wakeup
-from connections.services.resync import leases, streaming
+from connections.services.resync import lanes, leases, streaming
 from connections.services.resync import runs as resync
 from connections.services.resync.streaming import Turn
 
@@ -47,16 +49,30 @@ def backfill(connection_id: int, audience_pk: int, reason: str) -> None:
     connection = Connection.objects.get(pk=connection_id)
     audience = Audience.objects.get(pk=audience_pk)
     run, resumed = resync.start(resync.Scope(connection, audience, (audience_pk,), reason), count=False)
-    if resumed and run.last_profile_id:
+    idle_lanes: list[ResyncRun] = []
+    if resumed and run.lane_end is not None:
+        idle_lanes = lanes.restart(run)  # every lane from its start again, as below
+    elif resumed and run.last_profile_id:
         # A new backfill of a scope whose run is under way starts again from the first member: those
         # already queued may have been sent (or cancelled) before what calls for this one changed.
         # Rows still waiting are not queued twice (ON CONFLICT DO NOTHING).
         ResyncRun.objects.filter(pk=run.pk).update(last_profile_id=0, queued=0, total=0, updated_at=timezone.now())
     transaction.on_commit(lambda: wakeup.send_task(BACKFILL_TASK, [connection_id, audience_pk, reason]))
+    for lane in idle_lanes:
+        transaction.on_commit(partial(publish_lane, lane))
 
 
-def queue_for(connection_id: int, audience_pk: int, reason: str, seconds: float, attempt: int = 1) -> Turn:
-    """Carry the recorded backfill on for about `seconds` (a worker's turn); says when a task must come back.
+def publish_lane(lane: ResyncRun) -> bool:
+    """A task for the lane (if the broker is unavailable, the sweep publishes it once it stalls)."""
+    args = [lane.connection_id, lane.audience_id, lane.reason]
+    return wakeup.send_task(BACKFILL_TASK, args, kwargs={"lane": lane.pk})
+
+
+def queue_for(
+    connection_id: int, audience_pk: int, reason: str, seconds: float, attempt: int = 1, lane: int | None = None
+) -> Turn:
+    """Carry the recorded backfill (or one `lane` of it) on for about `seconds` (a worker's turn);
+    says when a task must come back, and which new lanes need a task each.
 
     Only an unfinished run is resumed, from its checkpoint; none (finished, run None): it is done,
     or a worker holds it (the same run is never carried on by two workers at once). A subscription
@@ -68,13 +84,11 @@ def queue_for(connection_id: int, audience_pk: int, reason: str, seconds: float,
     audience = Audience.objects.filter(pk=audience_pk).first()
     if connection is None or audience is None:
         return Turn(finished=True)
-    run = (
-        ResyncRun.objects.filter(
-            connection_id=connection_id, audience_id=audience_pk, reason=reason, status__in=resync.UNFINISHED
-        )
-        .order_by("-pk")
-        .first()
+    unfinished = ResyncRun.objects.filter(
+        connection_id=connection_id, audience_id=audience_pk, reason=reason, status__in=resync.UNFINISHED
     )
+    run = unfinished.filter(pk=lane) if lane is not None else unfinished.filter(lane_of=None).order_by("-pk")
+    run = run.first()
     if run is None:
         return Turn(finished=True)
     active = Subscription.objects.filter(
@@ -85,9 +99,9 @@ def queue_for(connection_id: int, audience_pk: int, reason: str, seconds: float,
         return Turn(finished=True, run=run)
     scope = resync.Scope(connection, audience, (audience_pk,), reason)
     if streaming.streams(connection):
-        if not run.total:
+        if not run.total and run.lane_of_id is None:
             run, _ = resync.start(scope)  # the same run, running, with its total counted
-        return streaming.carry_on(connection, run, scope, seconds, attempt)
+        return streaming.carry_on(connection, run, scope, seconds, attempt, hand_out=publish_lane)
     held = leases.claim(run)
     if held is None:
         log.info("backfill run=%s is being queued by another worker", run.pk)
@@ -124,10 +138,11 @@ def resume_stalled() -> list[int]:
     """
     now = timezone.now()
     resumed = []
-    rows = stalled(now).values_list("pk", "updated_at", "connection_id", "audience_id", "reason")
-    for pk, updated_at, connection_id, audience_pk, reason in rows:
+    rows = stalled(now).values_list("pk", "updated_at", "connection_id", "audience_id", "reason", "lane_of_id")
+    for pk, updated_at, connection_id, audience_pk, reason, lane_of in rows:
         if not stalled(now).filter(pk=pk, updated_at=updated_at).update(updated_at=now):
             continue
-        if wakeup.send_task(BACKFILL_TASK, [connection_id, audience_pk, reason]):
+        lane = {"lane": pk} if lane_of is not None else None
+        if wakeup.send_task(BACKFILL_TASK, [connection_id, audience_pk, reason], kwargs=lane):
             resumed.append(pk)
     return resumed

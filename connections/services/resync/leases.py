@@ -1,9 +1,9 @@
 """Which worker carries a run on, and for how long: the run's lease (`ResyncRun.claimed_until`).
 
-    claim (a conditional UPDATE: only an unfinished run nobody holds) -> renewed as the run moves
-    (a chunk queued, a page marked) -> released at the end of a turn; a dead worker's lease runs
-    out after FORWARD_CLAIM_SECONDS, and the sweep (backfill.resume_stalled) or the next start of
-    the run's scope takes it over from its checkpoint.
+claim (a conditional UPDATE: only an unfinished run nobody holds) -> renewed as the run moves
+(a chunk queued, a page marked) -> released at the end of a turn; a dead worker's lease runs
+out after FORWARD_CLAIM_SECONDS, and the sweep (backfill.resume_stalled) or the next start of
+the run's scope takes it over from its checkpoint.
 """
 
 from __future__ import annotations
@@ -29,11 +29,15 @@ def unclaimed(now: datetime) -> Q:
 
 
 def claim(run: ResyncRun) -> datetime | None:
-    """Take the run for this worker; the lease's end, or None when another worker holds it."""
+    """Take the run for this worker, running again if it was interrupted (a mark counts only on a
+    running run: outbox/inflight.py); the lease's end, or None when another worker holds it."""
     now = timezone.now()
     until = now + lease()
-    won = ResyncRun.objects.filter(pk=run.pk, status__in=UNFINISHED).filter(unclaimed(now)).update(claimed_until=until)
-    return until if won else None
+    unfinished = ResyncRun.objects.filter(pk=run.pk, status__in=UNFINISHED).filter(unclaimed(now))
+    if not unfinished.update(claimed_until=until, status=ResyncRun.Status.RUNNING):
+        return None
+    run.status = ResyncRun.Status.RUNNING
+    return until
 
 
 def renew(run: ResyncRun, held: datetime, **fields: object) -> datetime | None:

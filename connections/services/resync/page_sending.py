@@ -144,7 +144,7 @@ def _log_pending(
         prepared = body_of(people)
         ref = batch_log.log_batch_pending(
             connection.pk,
-            run_id=run.pk,
+            run_id=run.whole_run_id,
             reason=run.reason,
             action=action,
             segment_id=segment_id,
@@ -184,7 +184,7 @@ def _log_request(
             logfmt(
                 "batch",
                 connection=connection.pk,
-                run=run.pk,
+                run=run.whole_run_id,
                 action=action,
                 people=people,
                 outcome=result.outcome.value,

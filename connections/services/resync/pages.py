@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.db.models import F
 from django.utils import timezone
 
 from connections.models import Connection, Forward, ResyncRun
@@ -53,7 +54,7 @@ def next_page(
     Raises `LeaseLost` when another worker took the run meanwhile (its lease had run out).
     """
     after = run.last_profile_id if after is None else after
-    ids = resync.next_profile_ids(scope, after, size)
+    ids = resync.next_profile_ids(scope, after, size, up_to=run.lane_end)
     if not ids:
         return None
     high = ids[-1]
@@ -97,11 +98,13 @@ def settle(run: ResyncRun, page: Page, done: int, held: datetime, still_in_fligh
     Changes to its people that waited for it (a claim skipped them, or gave them back) are due
     now: the connection's workers are woken for them rather than left to the next sweep.
     """
-    low = run.last_profile_id
+    low, now = run.last_profile_id, timezone.now()
     if not ResyncRun.objects.filter(pk=run.pk, claimed_until=held).update(
-        last_profile_id=page.high, queued=run.queued + done, inflight_to=still_in_flight, updated_at=timezone.now()
+        last_profile_id=page.high, queued=F("queued") + done, inflight_to=still_in_flight, updated_at=now
     ):
         raise LeaseLost(run.pk)
+    if run.lane_of_id is not None:  # a lane's people count in its run's progress (lanes.py)
+        ResyncRun.objects.filter(pk=run.lane_of_id).update(queued=F("queued") + done, updated_at=now)
     run.last_profile_id, run.queued, run.inflight_to = page.high, run.queued + done, still_in_flight
     wake_the_waiting(run.connection_id, low, page.high)
 

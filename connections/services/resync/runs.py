@@ -107,7 +107,11 @@ def unfinished_run(scope: Scope) -> ResyncRun | None:
     """The scope's run still to be carried on, if any."""
     return (
         ResyncRun.objects.filter(
-            connection=scope.connection, audience=scope.audience, reason=scope.reason, status__in=UNFINISHED
+            connection=scope.connection,
+            audience=scope.audience,
+            reason=scope.reason,
+            status__in=UNFINISHED,
+            lane_of=None,
         )
         .order_by("-pk")
         .first()
@@ -123,7 +127,13 @@ def start(scope: Scope, *, count: bool = True) -> tuple[ResyncRun, bool]:
     with transaction.atomic():
         run = (
             ResyncRun.objects.select_for_update()
-            .filter(connection=scope.connection, audience=scope.audience, reason=scope.reason, status__in=UNFINISHED)
+            .filter(
+                connection=scope.connection,
+                audience=scope.audience,
+                reason=scope.reason,
+                status__in=UNFINISHED,
+                lane_of=None,
+            )
             .order_by("-pk")
             .first()
         )
@@ -132,6 +142,10 @@ def start(scope: Scope, *, count: bool = True) -> tuple[ResyncRun, bool]:
             if not run.total and count:
                 run.total = count_profiles(scope)
             run.save(update_fields=["status", "total", "updated_at"])
+            # Its lanes, if it was split: an interrupted run is interrupted in every lane.
+            ResyncRun.objects.filter(lane_of=run, status=ResyncRun.Status.INTERRUPTED).update(
+                status=ResyncRun.Status.RUNNING, updated_at=timezone.now()
+            )
             return run, True
         run = ResyncRun.objects.create(
             connection=scope.connection,
@@ -142,8 +156,9 @@ def start(scope: Scope, *, count: bool = True) -> tuple[ResyncRun, bool]:
         return run, False
 
 
-def next_profile_ids(scope: Scope, after: int, limit: int) -> list[int]:
-    """The next `limit` profile ids in scope above `after`, ascending (one keyset page).
+def next_profile_ids(scope: Scope, after: int, limit: int, up_to: int | None = None) -> list[int]:
+    """The next `limit` profile ids in scope above `after` (and at most `up_to`: a lane's end),
+    ascending (one keyset page).
 
     One index range per audience (membership_audience_profile), merged here: a single query over
     several audiences would sort every remaining row of them for each page.
@@ -151,6 +166,8 @@ def next_profile_ids(scope: Scope, after: int, limit: int) -> list[int]:
     found: set[int] = set()
     for audience_pk in scope.audience_pks:
         rows = Membership.objects.filter(audience_id=audience_pk, profile_id__gt=after)
+        if up_to is not None:
+            rows = rows.filter(profile_id__lte=up_to)
         if scope.members_only:
             rows = rows.filter(is_member=True)
         found.update(rows.order_by("profile_id").values_list("profile_id", flat=True)[:limit])
@@ -276,13 +293,34 @@ def queue_all(scope: Scope, *, chunk_size: int = CHUNK_SIZE) -> ResyncRun:
 
 
 def finish(run: ResyncRun) -> None:
-    run.status, run.finished_at = ResyncRun.Status.DONE, timezone.now()
-    run.save(update_fields=["status", "finished_at", "updated_at"])
+    """The run's range is done (or it ended). A run split into lanes (lanes.py) is finished once
+    every range is: each range finishing takes the run's row lock, so the last one sees the others."""
+    now = timezone.now()
+    if run.lane_of_id is None and run.lane_end is None:
+        run.status, run.finished_at = ResyncRun.Status.DONE, now
+        run.save(update_fields=["status", "finished_at", "updated_at"])
+        return
+    whole = ResyncRun.objects.filter(pk=run.whole_run_id)
+    with transaction.atomic():
+        parent = whole.select_for_update().get()
+        if run.lane_of_id is not None:
+            ResyncRun.objects.filter(pk=run.pk).update(status=ResyncRun.Status.DONE, finished_at=now, updated_at=now)
+            run.status, run.finished_at = ResyncRun.Status.DONE, now
+        elif parent.last_profile_id < parent.lane_end:
+            # The run's own range is done: its checkpoint at the range's end says so.
+            whole.update(last_profile_id=parent.lane_end, updated_at=now)
+            parent.last_profile_id = run.last_profile_id = parent.lane_end
+        lanes_left = ResyncRun.objects.filter(lane_of_id=parent.pk).exclude(status=ResyncRun.Status.DONE)
+        if parent.last_profile_id >= parent.lane_end and not lanes_left.exists():
+            whole.update(status=ResyncRun.Status.DONE, finished_at=now, updated_at=now)
+            if run.lane_of_id is None:
+                run.status, run.finished_at = ResyncRun.Status.DONE, now
 
 
 def interrupt(run: ResyncRun) -> None:
-    """Mark a run stopped before everything was queued; the next start of its scope resumes it."""
-    ResyncRun.objects.filter(pk=run.pk, status=ResyncRun.Status.RUNNING).update(
+    """Mark a run (all its lanes) stopped before everything was queued; the next start of its scope resumes it."""
+    family = models.Q(pk=run.whole_run_id) | models.Q(lane_of_id=run.whole_run_id)
+    ResyncRun.objects.filter(family, status=ResyncRun.Status.RUNNING).update(
         status=ResyncRun.Status.INTERRUPTED, updated_at=timezone.now()
     )
     run.status = ResyncRun.Status.INTERRUPTED

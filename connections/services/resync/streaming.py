@@ -1,6 +1,8 @@
 """A streamed run's turn: pages sent a few at once, each committed with its checkpoint in order (issue 29).
 
     backfill.queue_for (a worker's task, the run's lease held)
+      -> at a large run's first turn: split into lanes by profile id (lanes.py), each carried like
+         this by its own task, with its own checkpoint, mark and lease
       -> before each page: the connection re-read (faulted, paused by a 429, backing off: no new
          page; the turn ends and says when to come back); the subscription still active (else the
          run ends once what is under way is answered)
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,7 +31,7 @@ from django.db.models import Exists
 from connections.models import Connection, ResyncRun, Subscription
 from connections.services.connection import breaker, clients
 from connections.services.forwarding.delivery_log import ForwardReport, backoff_seconds
-from connections.services.resync import leases, pages
+from connections.services.resync import lanes, leases, pages
 from connections.services.resync import runs as resync
 from connections.services.resync.page_sending import PageResult, page_program
 from connections.services.resync.pipeline import Pipeline
@@ -49,14 +52,24 @@ def streams(connection: Connection) -> bool:
     return connection.transport == Connection.Transport.V2_BATCH
 
 
-def carry_on(connection: Connection, run: ResyncRun, scope: resync.Scope, seconds: float, attempt: int = 1) -> Turn:
+def carry_on(
+    connection: Connection,
+    run: ResyncRun,
+    scope: resync.Scope,
+    seconds: float,
+    attempt: int = 1,
+    hand_out: Callable[[ResyncRun], object] | None = None,
+) -> Turn:
     """Take the run's lease and stream it for about `seconds`; finished, with nothing sent, when
-    another worker holds it."""
+    another worker holds it. A large run is split into lanes at its first turn, each lane given at
+    once to `hand_out` (a task, or a process, to carry it); without one, the run is not split."""
     held = leases.claim(run)
     if held is None:
         return Turn(finished=True, run=run, held_elsewhere=True)
-    if not run.last_profile_id:
+    if not run.last_profile_id and run.lane_of_id is None:  # the run's first turn
         resync.refresh_membership_statistics()  # the audience may have been imported a moment ago
+        for lane in lanes.split(run, scope) if hand_out is not None else ():
+            hand_out(lane)
     turn = stream_turn(connection, run, scope, held, seconds, attempt)
     turn.run = run
     return turn
@@ -152,8 +165,8 @@ def _wait(connection: Connection, fresh: dict) -> float | None:
 
 
 def stop(run: ResyncRun) -> None:
-    """A run stopped from outside a turn (Ctrl-C): interrupted, its mark and lease given up at once,
-    so the changes of the people in its page need not wait for the lease to run out."""
+    """A run (or a lane of it) stopped from outside a turn (Ctrl-C): interrupted, its mark and lease
+    given up at once, so the changes of the people in its page need not wait for the lease to run out."""
     high = ResyncRun.objects.filter(pk=run.pk).values_list("inflight_to", flat=True).first()
     ResyncRun.objects.filter(pk=run.pk).update(inflight_to=None, claimed_until=None)
     resync.interrupt(run)

@@ -166,9 +166,7 @@ def recent_outcomes(
         return {}
     since = (now or timezone.now()) - window
     rows = (
-        Delivery.objects.filter(
-            connection_id__in=ids, created_at__gte=since, status__in=(SUCCEEDED, *FAILED_ATTEMPT)
-        )
+        Delivery.objects.filter(connection_id__in=ids, created_at__gte=since, status__in=(SUCCEEDED, *FAILED_ATTEMPT))
         .values("connection_id")
         .annotate(
             succeeded=Count("pk", filter=Q(status=SUCCEEDED)), failed=Count("pk", filter=Q(status__in=FAILED_ATTEMPT))
@@ -234,7 +232,7 @@ class ResyncProgress:
 
 def latest_resync(connection_id: int) -> ResyncProgress | None:
     run = (
-        ResyncRun.objects.filter(connection_id=connection_id, reason=Forward.Reason.RESYNC)
+        ResyncRun.objects.filter(connection_id=connection_id, reason=Forward.Reason.RESYNC, lane_of=None)
         .select_related("audience")
         .order_by("-pk")
         .first()

@@ -213,7 +213,8 @@ def _resyncs(labels: dict[int, list[str]]) -> Iterator[Metric]:
         "queued for the workers, or, streamed on v2, sent or settled).",
         "stage",
     )
-    latest = Subquery(ResyncRun.objects.filter(connection=OuterRef("pk")).order_by("-pk").values("pk")[:1])
+    runs = ResyncRun.objects.filter(connection=OuterRef("pk"), lane_of=None)  # a lane's progress counts in its run's
+    latest = Subquery(runs.order_by("-pk").values("pk")[:1])
     ids = [i for i in Connection.objects.annotate(latest=latest).values_list("latest", flat=True) if i is not None]
     for run in ResyncRun.objects.filter(pk__in=ids).values("connection_id", "status", "total", "queued"):
         label = labels.get(run["connection_id"])

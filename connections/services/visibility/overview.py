@@ -83,7 +83,7 @@ class Overview:
 
 
 def recent_resyncs(limit: int) -> list[Activity]:
-    runs = ResyncRun.objects.select_related("connection", "audience").order_by("-pk")[:limit]
+    runs = ResyncRun.objects.filter(lane_of=None).select_related("connection", "audience").order_by("-pk")[:limit]
     return [Activity("resync", run.updated_at, run) for run in runs]
 
 

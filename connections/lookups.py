@@ -3,9 +3,9 @@
 A claim names a thousand profiles and three thousand outbox rows. With `__in`, Django writes one
 placeholder per value and psycopg parses the statement for its placeholders on every call: for
 a claim of 1,000 profiles that cost more than the database spent on the statements. `__any`
-gives PostgreSQL `column = ANY(%s)` with the whole list as one array parameter; other databases
-(SQLite) get the ordinary `IN (...)`, so every query reads the same everywhere. Raw SQL has
-`services.bulk.in_values` for the same.
+gives PostgreSQL `column = ANY(%s)` with the whole list as one array parameter (plain ints as one
+array literal, `models.arrays`); other databases (SQLite) get the ordinary `IN (...)`, so every
+query reads the same everywhere. Raw SQL has `services.bulk.in_values` for the same.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from django.db.models import Field, IntegerField
 from django.db.models.fields.related import ForeignObject
 from django.db.models.fields.related_lookups import RelatedIn
 from django.db.models.lookups import In
+
+from connections.models.arrays import int_array_literal
 
 __all__ = ["Any", "RelatedAny"]
 
@@ -47,7 +49,8 @@ def _as_array(lookup: In, compiler, connection):  # type: ignore[no-untyped-def]
     if not values:
         raise EmptyResultSet
     # Cast to the column's type: psycopg would pick the smallest array type that holds the values.
-    return f"{lhs} = ANY(%s::{field.db_type(connection)}[])", (*lhs_params, values)
+    array = int_array_literal(values) if lookup.plain else None
+    return f"{lhs} = ANY(%s::{field.db_type(connection)}[])", (*lhs_params, values if array is None else array)
 
 
 class _PlainIntegers:

@@ -17,6 +17,7 @@ from django.db.models import Lookup
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .arrays import int_array_literal
 from .delivery import RESPONSE_MAX_CHARS
 
 # An erased person's place in profile_ids: the others keep their positions (erasure/batch_scrub.py).
@@ -47,9 +48,17 @@ class ProfileIdsField(models.Field):
     def get_db_prep_value(self, value: Any, connection: Any, prepared: bool = False) -> Any:
         if value is None:
             return None
-        # As they come (a list of plain ints, from the sender): no per-id work on the streaming path.
+        # As they come (a list of plain ints, from the sender): no per-id work on the streaming path,
+        # and on PostgreSQL one array literal rather than a list psycopg quotes id by id (arrays.py).
         ids = value if isinstance(value, list) else list(value)
-        return ids if connection.vendor == "postgresql" else json.dumps(ids)
+        if connection.vendor != "postgresql":
+            return json.dumps(ids)
+        array = int_array_literal(ids)
+        return ids if array is None else array
+
+    def get_placeholder(self, value: Any, compiler: Any, connection: Any) -> str:
+        """How an INSERT or UPDATE writes a value: the array literal is cast to the column's type."""
+        return "%s::bigint[]" if connection.vendor == "postgresql" else "%s"
 
 
 @ProfileIdsField.register_lookup

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import F, Q, Value
+from django.db.models import Case, DateTimeField, F, Q, Value, When
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
@@ -68,16 +68,39 @@ def record(connection: Connection, results: Sequence[SendResult], *, probe: bool
     errors = [r.error for r in results if r.outcome is not Outcome.SUCCEEDED and r.error]
     if errors:
         Connection.objects.filter(pk=connection.pk).update(last_error=errors[-1][:2000], last_error_at=now)
-    if any(r.outcome is Outcome.SUCCEEDED for r in results):
-        # Customer.io took it: the credentials work, whatever a check at save could not tell.
-        Connection.objects.filter(pk=connection.pk).update(last_success_at=now, credentials_verified_at=now)
     if any(r.outcome is not Outcome.RETRY or r.http_status == 429 for r in results):
-        _answered(connection, now)
+        # A success is an answer too. Customer.io took it: the credentials work, whatever a check
+        # at save could not tell.
+        took_it = any(r.outcome is Outcome.SUCCEEDED for r in results)
+        _answered(connection, now, {"last_success_at": now, "credentials_verified_at": now} if took_it else {})
     else:
         _failed(connection, now, len(results), errors[-1] if errors else "transient failure", probe=probe)
 
 
-def _answered(connection: Connection, now: datetime) -> None:
+def _answered(connection: Connection, now: datetime, succeeded: dict[str, datetime]) -> None:
+    """The run of failures ends (and `succeeded`: the last success is noted); an open breaker closes.
+
+    A success while not backing off (nearly every request) is one UPDATE: the row is written for
+    the last success anyway, and the failures reset in the same statement (a row without failures
+    keeps its values). Otherwise (backing off, or another worker opened the breaker meanwhile; an
+    answer that is no success) the statements one by one, each conditional as ever.
+    """
+    if succeeded and (
+        Connection.objects.filter(pk=connection.pk)
+        .exclude(state=Connection.State.BACKING_OFF)
+        .update(
+            consecutive_failures=0,
+            failing_since=Case(
+                When(consecutive_failures__gt=0, then=Value(None)),
+                default=F("failing_since"),
+                output_field=DateTimeField(),
+            ),
+            **succeeded,
+        )
+    ):
+        return
+    if succeeded:
+        Connection.objects.filter(pk=connection.pk).update(**succeeded)
     Connection.objects.filter(pk=connection.pk, consecutive_failures__gt=0).update(
         consecutive_failures=0, failing_since=None
     )

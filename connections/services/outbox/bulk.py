@@ -25,6 +25,8 @@ from typing import Any
 from django.db import connections, models, router
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from connections.models.arrays import int_array_literal
+
 # (column name in `v`, the PostgreSQL type its JSON field is cast to)
 Columns = Sequence[tuple[str, str]]
 # Rows per VALUES statement off PostgreSQL: SQLite accepts 32,766 bound parameters.
@@ -84,8 +86,11 @@ def as_json(values: Sequence[Any]) -> str:
 
 
 def in_values(db: BaseDatabaseWrapper, column: str, values: Sequence[Any]) -> tuple[str, list]:
-    """`column IN (...)` for a list of values: `= ANY(%s)` (one array parameter) on PostgreSQL."""
+    """`column IN (...)` for a list of values: `= ANY(%s)` (one array parameter) on PostgreSQL,
+    a list of plain ints as one bigint[] literal."""
     if is_postgresql(db):
+        if values and (array := int_array_literal(values)) is not None:
+            return f"{column} = ANY(%s::bigint[])", [array]
         return f"{column} = ANY(%s)", [list(values)]
     if not values:
         return "1 = 0", []

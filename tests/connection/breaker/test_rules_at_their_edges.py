@@ -21,6 +21,8 @@ import random
 from datetime import timedelta
 
 import pytest
+from django.db import connection as db_connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from connections.customerio.http import Outcome, SendResult
@@ -226,6 +228,19 @@ def test_a_429_is_an_answer_it_pauses_but_never_counts_as_a_failure(rules):
     connection = fresh(connection)
     assert connection.state == Connection.State.ACTIVE and connection.consecutive_failures == 0
     assert connection.paused_until == NOW + timedelta(seconds=1), "a 429 without Retry-After: one second"
+
+
+@pytest.mark.parametrize("state", [Connection.State.ACTIVE, Connection.State.FAULTED])
+def test_a_success_while_not_backing_off_is_one_write_of_the_connection(rules, state):
+    """Every streamed request reports here: the last success and the end of the failures, one UPDATE."""
+    connection = failing(4, since_seconds=9, state=state)
+    with CaptureQueriesContext(db_connection) as queries:
+        breaker.record(connection, [OK])
+    assert [q["sql"].split()[0] for q in queries] == ["UPDATE"]
+    connection = fresh(connection)
+    assert (connection.state, connection.consecutive_failures, connection.failing_since) == (state, 0, None)
+    assert connection.last_success_at == connection.credentials_verified_at == NOW
+    assert rules == [] and not ConnectionStateChange.objects.exists()
 
 
 # closing

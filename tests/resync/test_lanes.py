@@ -264,3 +264,56 @@ def test_two_workers_send_the_lanes_and_a_change_racing_a_lane_s_page_is_sent_af
     first_half = {f"m{n:02d}" for n in range(20)}
     lane_start = min(r.monotonic for r in batches if not set(r.identifiers) & first_half)
     assert lane_start < max(r.answered for r in batches if set(r.identifiers) & first_half)
+
+
+@needs_postgres
+@pytest.mark.timeout(120)
+@pytest.mark.django_db(transaction=True)
+def test_ctrl_c_of_manage_py_resync_stops_every_lane_and_the_next_run_resumes_them(standin, workspace_connection):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from cio_standin import Faults
+    from tests.support.workers import ROOT, wait_until, worker_env
+
+    audience = AudienceFactory(audience_id=77, name="Big")
+    for n in range(40):
+        MembershipFactory(audience=audience, profile=ProfileFactory(customer_id=f"m{n:02d}"))
+    connection = workspace_connection(SITE, transport="v2_batch", one_attribute_per_audience=True)
+    Subscription.objects.create(audience=audience, connection=connection)
+    standin.set_faults(Faults(delay_ms=300, path_contains="/api/v2/batch"))  # pages stay in flight a while
+    small = {
+        "FORWARD_BATCH_SIZE": "5",
+        "STREAM_PAGES_IN_FLIGHT": "1",
+        "STREAM_LANES": "2",
+        "STREAM_LANE_MIN_PEOPLE": "5",
+    }
+    command = [sys.executable, "manage.py", "resync", "--connection", str(connection.pk), "-v0"]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=worker_env(standin.url, **small), start_new_session=True, stdout=subprocess.PIPE
+    )
+    try:
+        wait_until(
+            lambda: ResyncRun.objects.filter(inflight_to__isnull=False, queued__gt=0).count() == 2,
+            timeout=60,
+            interval=0.01,
+            message="both ranges to be under way",
+        )
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in a terminal: the command and its lane's process
+        assert process.wait(timeout=30) == 130
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+    rows = list(ResyncRun.objects.values("status", "inflight_to", "claimed_until"))
+    assert rows == [{"status": "interrupted", "inflight_to": None, "claimed_until": None}] * 2  # no mark is left
+    assert len(standin.people(SITE)) < 40
+
+    standin.set_faults(Faults())
+    call_command("resync", "--connection", str(connection.pk), "-v0")
+
+    run = ResyncRun.objects.get(lane_of=None)
+    assert (run.status, ResyncRun.objects.get(lane_of=run).status) == ("done", "done")
+    assert len(standin.people(SITE)) == 40

@@ -32,7 +32,8 @@ class Command(BaseCommand):
         'active subscriptions (members "true", recorded ex-members "false", or SegmentMembership), or in one '
         "audience with --audience, and wait until it is delivered. Resumable: after Ctrl-C or a crash, run the "
         "same command again and it continues from its checkpoint. On a v2 connection this process sends it, "
-        "1,000 people per request (--no-wait hands it to a worker instead). On v1 it is queued and sent by "
+        "1,000 people per request, a large run's other id ranges (STREAM_LANES) each from a process of its own "
+        "(--no-wait hands it to workers instead). On v1 it is queued and sent by "
         "the workers; with --send-here (or when no worker delivers anything for --stall-timeout seconds) this "
         "process sends them itself, through the same path, so a resync also finishes where no worker runs."
     )

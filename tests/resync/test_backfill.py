@@ -137,7 +137,9 @@ def age(run: ResyncRun, seconds: float, **fields) -> None:
 
 def test_the_sweep_resumes_the_unfinished_backfills_no_worker_holds(small_inline, monkeypatch):
     published = []
-    monkeypatch.setattr(wakeup, "send_task", lambda name, args, countdown=None, kwargs=None: published.append((name, args)) or True)
+    monkeypatch.setattr(
+        wakeup, "send_task", lambda name, args, countdown=None, kwargs=None: published.append((name, args)) or True
+    )
     lease = settings.FORWARD_CLAIM_SECONDS
     now = timezone.now()
     runs = {}

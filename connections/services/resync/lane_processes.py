@@ -19,7 +19,8 @@ from connections.services.resync import streaming
 
 
 def carry_here(connection: Connection, lane: ResyncRun, scope: resync.Scope, seconds: float) -> None:
-    """Carry a lane to its end in this process, turn after turn (a process of `manage.py resync`)."""
+    """Carry a lane to its end in this process, turn after turn; Ctrl-C gives its mark up at once
+    (and goes on to the caller)."""
     attempt = 1
     try:
         while True:
@@ -30,13 +31,21 @@ def carry_here(connection: Connection, lane: ResyncRun, scope: resync.Scope, sec
             time.sleep(turn.come_back_in or 0.0)
     except KeyboardInterrupt:
         streaming.stop(lane)
+        raise
+
+
+def _carry_in_child(connection: Connection, lane: ResyncRun, scope: resync.Scope, seconds: float) -> None:
+    try:
+        carry_here(connection, lane, scope, seconds)
+    except KeyboardInterrupt:
+        return  # stopped (Ctrl-C reaches the command too, which says so)
 
 
 def start_process(connection: Connection, lane: ResyncRun, scope: resync.Scope, seconds: float) -> BaseProcess:
     """A child process that carries the lane (forked: it shares nothing open with this one)."""
     connections.close_all()  # the child opens its own; this process reopens on its next query
     process = multiprocessing.get_context("fork").Process(
-        target=carry_here, args=(connection, lane, scope, seconds), name=f"resync-lane-{lane.pk}", daemon=False
+        target=_carry_in_child, args=(connection, lane, scope, seconds), name=f"resync-lane-{lane.pk}", daemon=False
     )
     process.start()
     return process

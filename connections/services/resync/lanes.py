@@ -68,13 +68,18 @@ def split(run: ResyncRun, scope: resync.Scope) -> list[ResyncRun]:
 
 
 def _id_bounds(scope: resync.Scope) -> tuple[int, int] | None:
-    rows = Membership.objects.filter(audience_id__in=scope.audience_pks)
-    if scope.members_only:
-        rows = rows.filter(is_member=True)
-    found = rows.aggregate(low=Min("profile_id"), high=Max("profile_id"))
-    if found["low"] is None:
-        return None
-    return found["low"], found["high"]
+    """The scope's lowest and highest profile id: two index lookups per audience
+    (membership_audience_profile), where one query over several audiences would read them all."""
+    lows, highs = [], []
+    for audience_pk in scope.audience_pks:
+        rows = Membership.objects.filter(audience_id=audience_pk)
+        if scope.members_only:
+            rows = rows.filter(is_member=True)
+        found = rows.aggregate(low=Min("profile_id"), high=Max("profile_id"))
+        if found["low"] is not None:
+            lows.append(found["low"])
+            highs.append(found["high"])
+    return (min(lows), max(highs)) if lows else None
 
 
 def unfinished(run: ResyncRun) -> QuerySet[ResyncRun]:

@@ -102,6 +102,21 @@ def setup_django(env: dict[str, str]) -> None:
     django.setup()
 
 
+def insert_people(count: int) -> None:
+    """`count` new people, customer ids p00000001..., with one INSERT ... SELECT (after setup_django)."""
+    from django.db import connection
+
+    from connections.models import Profile
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Profile._meta.db_table} (customer_id, email, first_name, last_name, mpid, created_at,"  # noqa: S608
+            " updated_at) SELECT 'p' || lpad(n::text, 8, '0'), 'p' || n || '@example.com', '', '', NULL, now(), now()"
+            " FROM generate_series(1, %s) n",
+            [count],
+        )
+
+
 class Processes:
     """Child processes (each in its own process group) stopped together at the end."""
 

@@ -17,7 +17,16 @@ import argparse
 import os
 import time
 
-from harness import bench_env, free_port, machine, processes, recreate_database, setup_django, start_standin
+from harness import (
+    bench_env,
+    free_port,
+    insert_people,
+    machine,
+    processes,
+    recreate_database,
+    setup_django,
+    start_standin,
+)
 
 SITE, KEY = "bench-parallel", "sk-bench-parallel-1"
 
@@ -41,13 +50,8 @@ def main() -> None:
 
     settings.STREAM_LANES = 1  # the processes here are the split
     audiences = [Audience.objects.create(audience_id=n + 1, name=f"Part {n}") for n in range(args.processes)]
+    insert_people(args.members)
     with db.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {Profile._meta.db_table} (customer_id, email, first_name, last_name, mpid, created_at,"  # noqa: S608
-            " updated_at) SELECT 'p' || lpad(n::text, 8, '0'), 'p' || n || '@example.com', '', '', NULL, now(), now()"
-            " FROM generate_series(1, %s) n",
-            [args.members],
-        )
         for n, audience in enumerate(audiences):
             cursor.execute(
                 f"INSERT INTO {Membership._meta.db_table} (profile_id, audience_id, is_member, changed_at)"  # noqa: S608

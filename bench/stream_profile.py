@@ -16,7 +16,17 @@ import io
 import pstats
 import time
 
-from harness import bench_env, free_port, machine, processes, recreate_database, setup_django, standin, start_standin
+from harness import (
+    bench_env,
+    free_port,
+    insert_people,
+    machine,
+    processes,
+    recreate_database,
+    setup_django,
+    standin,
+    start_standin,
+)
 
 SITE, KEY = "bench-stream", "sk-bench-stream-1"
 
@@ -37,13 +47,8 @@ def main() -> None:
     from connections.services.resync import backfill
 
     audience = Audience.objects.create(audience_id=1, name="Streamed")
+    insert_people(args.members)
     with db.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {Profile._meta.db_table} (customer_id, email, first_name, last_name, mpid, created_at,"  # noqa: S608
-            " updated_at) SELECT 'p' || lpad(n::text, 8, '0'), 'p' || n || '@example.com', '', '', NULL, now(), now()"
-            " FROM generate_series(1, %s) n",
-            [args.members],
-        )
         cursor.execute(
             f"INSERT INTO {Membership._meta.db_table} (profile_id, audience_id, is_member, changed_at)"  # noqa: S608
             f" SELECT id, %s, true, now() FROM {Profile._meta.db_table}",

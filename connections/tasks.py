@@ -221,12 +221,7 @@ def _prune_by_setting(kind: retention.KeptRows) -> int:
         result = pruned.prune(timedelta(days=days))
         log.info(
             "%s kind=%r deleted=%s batches=%s cutoff=%s partitions_dropped=%s",
-            pruned.name,
-            pruned.noun,
-            result.deleted,
-            result.batches,
-            result.cutoff,
-            len(result.partitions_dropped),
+            pruned.name, pruned.noun, result.deleted, result.batches, result.cutoff, len(result.partitions_dropped),
         )
         deleted += result.deleted
         pruned = pruned.companion

@@ -29,7 +29,7 @@ SEND_HERE_BUDGET_SECONDS = 1.0  # send this long between progress updates
 class Command(BaseCommand):
     help = (
         "Resync a connection: send the full current state of every profile with a membership record in its "
-        'active subscriptions (members "true", recorded ex-members "false", or SegmentMembership), or in one '
+        "active subscriptions (members \"true\", recorded ex-members \"false\", or SegmentMembership), or in one "
         "audience with --audience, and wait until it is delivered. Resumable: after Ctrl-C or a crash, run the "
         "same command again and it continues from its checkpoint. On a v2 connection this process sends it, "
         "1,000 people per request, a large run's other id ranges (STREAM_LANES) each from a process of its own "
@@ -56,7 +56,9 @@ class Command(BaseCommand):
             "queue and send nothing.",
         )
         mode = parser.add_mutually_exclusive_group()
-        mode.add_argument("--no-wait", action="store_true", help="Queue the forwards and exit; the workers send them.")
+        mode.add_argument(
+            "--no-wait", action="store_true", help="Queue the forwards and exit; the workers send them."
+        )
         mode.add_argument(
             "--send-here",
             action="store_true",

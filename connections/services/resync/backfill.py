@@ -50,13 +50,12 @@ def backfill(connection_id: int, audience_pk: int, reason: str) -> None:
     audience = Audience.objects.get(pk=audience_pk)
     run, resumed = resync.start(resync.Scope(connection, audience, (audience_pk,), reason), count=False)
     idle_lanes: list[ResyncRun] = []
-    if resumed and run.lane_end is not None:
-        idle_lanes = lanes.restart(run)  # every lane from its start again, as below
-    elif resumed and run.last_profile_id:
+    if resumed and (run.last_profile_id or run.lane_end is not None):
         # A new backfill of a scope whose run is under way starts again from the first member: those
         # already queued may have been sent (or cancelled) before what calls for this one changed.
-        # Rows still waiting are not queued twice (ON CONFLICT DO NOTHING).
+        # Rows still waiting are not queued twice (ON CONFLICT DO NOTHING). A split run: every lane too.
         ResyncRun.objects.filter(pk=run.pk).update(last_profile_id=0, queued=0, total=0, updated_at=timezone.now())
+        idle_lanes = lanes.restart(run)
     transaction.on_commit(lambda: wakeup.send_task(BACKFILL_TASK, [connection_id, audience_pk, reason]))
     for lane in idle_lanes:
         transaction.on_commit(partial(publish_lane, lane))
@@ -72,7 +71,7 @@ def queue_for(
     connection_id: int, audience_pk: int, reason: str, seconds: float, attempt: int = 1, lane: int | None = None
 ) -> Turn:
     """Carry the recorded backfill (or one `lane` of it) on for about `seconds` (a worker's turn);
-    says when a task must come back, and which new lanes need a task each.
+    says when a task must come back. Lanes split off at its first turn get a task each at once.
 
     Only an unfinished run is resumed, from its checkpoint; none (finished, run None): it is done,
     or a worker holds it (the same run is never carried on by two workers at once). A subscription

@@ -88,11 +88,9 @@ def unfinished(run: ResyncRun) -> QuerySet[ResyncRun]:
 
 
 def restart(run: ResyncRun) -> list[ResyncRun]:
-    """Every range of a split run from its start again (a new backfill of its scope), the run's
-    progress zeroed; returns the lanes whose task had ended (finished or interrupted), to be
-    handed to workers again."""
+    """Every lane of a run from its start again (a new backfill of its scope restarts the run);
+    returns the lanes whose task had ended (finished or interrupted), to be handed to workers again."""
     now = timezone.now()
-    ResyncRun.objects.filter(pk=run.pk).update(last_profile_id=0, queued=0, total=0, updated_at=now)
     idle = []
     start = run.lane_end
     for lane in ResyncRun.objects.filter(lane_of_id=run.pk).order_by("last_profile_id"):

@@ -1,9 +1,9 @@
 """Which worker carries a run on, and for how long: the run's lease (`ResyncRun.claimed_until`).
 
-claim (a conditional UPDATE: only an unfinished run nobody holds) -> renewed as the run moves
-(a chunk queued, a page marked) -> released at the end of a turn; a dead worker's lease runs
-out after FORWARD_CLAIM_SECONDS, and the sweep (backfill.resume_stalled) or the next start of
-the run's scope takes it over from its checkpoint.
+    claim (a conditional UPDATE: only an unfinished run nobody holds) -> renewed as the run moves
+    (a chunk queued, a page marked) -> released at the end of a turn; a dead worker's lease runs
+    out after FORWARD_CLAIM_SECONDS, and the sweep (backfill.resume_stalled) or the next start of
+    the run's scope takes it over from its checkpoint.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ command waits for them, and carries itself whatever a process left unfinished
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import time
 from multiprocessing.process import BaseProcess
 
@@ -30,6 +31,9 @@ def carry_here(connection: Connection, lane: ResyncRun, scope: resync.Scope, sec
             attempt = turn.attempt
             time.sleep(turn.come_back_in or 0.0)
     except KeyboardInterrupt:
+        # A second one (the command passes Ctrl-C on to its lanes' processes too) must not cut
+        # the stop short, leaving the lane's mark to run out with its lease.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         streaming.stop(lane)
         raise
 

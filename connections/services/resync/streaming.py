@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
+from django.db import connection as db
 from django.db.models import Exists
 
 from connections.models import Connection, ResyncRun, Subscription
@@ -166,7 +167,13 @@ def _wait(connection: Connection, fresh: dict) -> float | None:
 
 def stop(run: ResyncRun) -> None:
     """A run (or a lane of it) stopped from outside a turn (Ctrl-C): interrupted, its mark and lease
-    given up at once, so the changes of the people in its page need not wait for the lease to run out."""
+    given up at once, so the changes of the people in its page need not wait for the lease to run out.
+
+    Ctrl-C can land while a query is under way, leaving this process's database connection in the
+    middle of a command ("another command is already in progress"): outside a transaction, the
+    statements here go over a fresh one."""
+    if not db.in_atomic_block:
+        db.close()
     high = ResyncRun.objects.filter(pk=run.pk).values_list("inflight_to", flat=True).first()
     ResyncRun.objects.filter(pk=run.pk).update(inflight_to=None, claimed_until=None)
     resync.interrupt(run)
